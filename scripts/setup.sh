@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Install everything btcmesh needs into ./.venv (Python) and ./.tools/bin (btcd, CometBFT).
+#   scripts/setup.sh            Python environment only (enough for the embedded demo)
+#   scripts/setup.sh --daemons  also build btcd v0.26.0 and CometBFT v0.38.25 with Go
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet -e ".[test]"
+
+if [ "${1:-}" = "--daemons" ]; then
+    mkdir -p .tools/bin
+    export GOBIN="$PWD/.tools/bin" GOTOOLCHAIN=local
+    [ -x .tools/bin/btcd ] || go install github.com/btcsuite/btcd@v0.26.0
+    [ -x .tools/bin/cometbft ] || go install github.com/cometbft/cometbft/cmd/cometbft@v0.38.25
+    .tools/bin/btcd --version
+    .tools/bin/cometbft version
+fi

@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Install everything (Python packages, btcd, CometBFT) and run the whole test suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --daemons
+export BTCMESH_TOOLS="$PWD/.tools/bin"
+exec .venv/bin/python -m pytest -q "$@"
