@@ -1,0 +1,116 @@
+"""``create_app`` builds the FastAPI app over a ``StakingDataSource``; ``serve`` runs it on 127.0.0.1."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import uvicorn
+from fastapi import FastAPI
+
+from api.errors import install_error_handlers
+from api.routers import health, v2
+from api.service import StakingService
+from api.source import StakingDataSource
+from api.states import ALLOWED_TRANSITIONS
+
+HOST = "127.0.0.1"
+"""The only interface the service ever binds."""
+
+
+def _state_machine_doc() -> str:
+    lines = [f"* `{s.value}` → {', '.join(f'`{n.value}`' for n in sorted(nxt, key=lambda x: x.value)) or '(terminal)'}"
+             for s, nxt in ALLOWED_TRANSITIONS.items()]
+    return "\n".join(lines)
+
+
+DESCRIPTION = f"""
+Staking-status queries for btcmesh's Babylon-style BTC staking registry, modelled on
+Babylon's **staking-api-service v2**.
+
+Replies are enveloped as `{{"data": ...}}`; list endpoints add `{{"pagination": {{"next_key": ...}}}}`.
+Errors are `{{"errorCode": "BAD_REQUEST" | "NOT_FOUND" | ..., "message": "..."}}`.
+
+### Delegation states
+Derived from the chain's registry and its BTC light-client tip:
+
+{_state_machine_doc()}
+
+An early-unbonding tx observed on BTC makes an ACTIVE delegation `UNBONDING`; it becomes
+`WITHDRAWABLE` once the unbonding timelock has passed at the BTC tip. A delegation with
+fewer than `unbonding_time` blocks of staking timelock left is `UNBONDING` (sub-state
+`TIMELOCK`) and `WITHDRAWABLE` once the staking timelock passes. A timelock of `T` blocks on an
+output confirmed at height `h` has passed when `tip + 1 >= h + T` (BIP-68). A withdrawal spend
+makes it `WITHDRAWN`; a slashed finality provider makes its delegations `SLASHED`.
+"""
+
+TAGS = [
+    {"name": "delegations", "description": "BTC delegations and their states."},
+    {"name": "finality providers", "description": "Finality providers and the stake they carry."},
+    {"name": "stats", "description": "Aggregate statistics (TVL counts only ACTIVE stake)."},
+    {"name": "network", "description": "Staking parameters and network status."},
+    {"name": "health", "description": "Service health."},
+]
+
+
+def create_app(source: StakingDataSource) -> FastAPI:
+    """Build the staking-status API over ``source``."""
+    app = FastAPI(
+        title="btcmesh staking API",
+        version="2.0.0",
+        summary="BTC staking status for btcmesh (Babylon staking-api-service v2 compatible).",
+        description=DESCRIPTION,
+        openapi_tags=TAGS,
+    )
+    app.state.staking_service = StakingService(source)
+    install_error_handlers(app)
+    app.include_router(v2.router)
+    app.include_router(health.router)
+    return app
+
+
+def serve(source: StakingDataSource, port: int = 8090, log_level: str = "info") -> None:
+    """Serve the API on ``127.0.0.1:port`` until interrupted (blocking; for the CLI)."""
+    uvicorn.run(create_app(source), host=HOST, port=port, log_level=log_level)
+
+
+class BackgroundServer:
+    """The API served on 127.0.0.1 from a daemon thread (demo and tests)."""
+
+    def __init__(self, source: StakingDataSource, port: int = 0, log_level: str = "warning") -> None:
+        config = uvicorn.Config(create_app(source), host=HOST, port=port, log_level=log_level)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, name="btcmesh-api", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> "BackgroundServer":
+        """Start serving; return once the socket is bound (bounded wait)."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if time.monotonic() > deadline or not self._thread.is_alive():
+                self.stop()
+                raise RuntimeError("API server did not start")
+            time.sleep(0.02)
+        return self
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful with port 0)."""
+        return self._server.servers[0].sockets[0].getsockname()[1]
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:8090``."""
+        return f"http://{HOST}:{self.port}"
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the server to exit and wait for it (bounded)."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def __enter__(self) -> "BackgroundServer":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

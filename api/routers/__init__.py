@@ -1,0 +1,1 @@
+"""HTTP routers: ``v2`` (staking queries) and ``health``."""

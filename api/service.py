@@ -1,0 +1,232 @@
+"""Turns data-source records into the public models: states, pages, stats."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from api.errors import NotFoundError
+from api.models import (
+    BbnStakingParams,
+    BtcCheckpointParams,
+    DelegationPublic,
+    DelegationStaking,
+    DelegationUnbonding,
+    FinalityProviderDescription,
+    FinalityProviderPublic,
+    NetworkInfoPublic,
+    OverallStatsPublic,
+    ParamsPublic,
+    StakerStatsPublic,
+    StakingStatusPublic,
+)
+from api.params import encode_pagination_key
+from api.source import DelegationRecord, FinalityProviderRecord, StakingDataSource
+from api.states import DelegationState, DelegationSubState, DerivedState, derive_state
+
+
+@dataclass(frozen=True)
+class Page:
+    """One page of delegations and the cursor of the next one ('' on the last page)."""
+
+    items: list[DelegationPublic]
+    next_key: str
+
+
+def withdrawable_height(rec: DelegationRecord, derived: DerivedState) -> int | None:
+    """First BTC tip height at which the relevant timelock has passed (``tip + 1 >= h + T``)."""
+    if derived.state in (DelegationState.WITHDRAWN, DelegationState.SLASHED):
+        return None
+    if rec.unbonding_height is not None:
+        return rec.unbonding_height + rec.unbonding_time - 1
+    if rec.start_height is not None:
+        end = rec.end_height if rec.end_height is not None else rec.start_height + rec.staking_time
+        return end - 1
+    return None
+
+
+def to_public(rec: DelegationRecord, btc_tip: int) -> DelegationPublic:
+    """Public view of one delegation at the given BTC tip."""
+    derived = derive_state(rec, btc_tip)
+    end = rec.end_height
+    if end is None and rec.start_height is not None:
+        end = rec.start_height + rec.staking_time
+    return DelegationPublic(
+        params_version=rec.params_version,
+        staker_btc_pk_hex=rec.staker_pk_hex,
+        finality_provider_btc_pks_hex=list(rec.fp_pks_hex),
+        delegation_staking=DelegationStaking(
+            staking_tx_hash_hex=rec.staking_tx_hash_hex,
+            staking_tx_hex=rec.staking_tx_hex,
+            staking_output_idx=rec.staking_output_idx,
+            staking_timelock=rec.staking_time,
+            staking_amount=rec.staking_amount,
+            start_height=rec.start_height,
+            end_height=end,
+            bbn_inception_height=rec.cosmos_height,
+            bbn_inception_time=rec.cosmos_time,
+        ),
+        delegation_unbonding=DelegationUnbonding(
+            unbonding_timelock=rec.unbonding_time,
+            unbonding_tx=rec.unbonding_tx_hex,
+            unbonding_height=rec.unbonding_height,
+        ),
+        state=derived.state,
+        sub_state=derived.sub_state,
+        withdrawable_height=withdrawable_height(rec, derived),
+    )
+
+
+def _fp_state(fp: FinalityProviderRecord, active_tvl: int) -> str:
+    if fp.slashed:
+        return "slashed"
+    if fp.jailed:
+        return "jailed"
+    return "active" if active_tvl > 0 else "standby"
+
+
+class StakingService:
+    """Read-side logic over a ``StakingDataSource``."""
+
+    def __init__(self, source: StakingDataSource) -> None:
+        self.source = source
+
+    def _states(self, records: Iterable[DelegationRecord], tip: int) -> list[tuple[DelegationRecord, DelegationState]]:
+        return [(r, derive_state(r, tip).state) for r in records]
+
+    def get_delegation(self, staking_tx_hash_hex: str) -> DelegationPublic:
+        """One delegation, or ``NotFoundError``."""
+        rec = self.source.get_delegation(staking_tx_hash_hex)
+        if rec is None:
+            raise NotFoundError(f"staking delegation {staking_tx_hash_hex} not found")
+        return to_public(rec, self.source.btc_tip_height())
+
+    def list_delegations(
+        self,
+        staker_pk_hex: str,
+        after: str = "",
+        states: Sequence[DelegationState] | None = None,
+        limit: int = 20,
+    ) -> Page:
+        """A page of one staker's delegations, ordered by staking txid, starting after ``after``."""
+        tip = self.source.btc_tip_height()
+        wanted = set(states) if states else None
+        records = sorted(
+            (r for r in self.source.list_delegations(staker_pk_hex) if r.staker_pk_hex == staker_pk_hex),
+            key=lambda r: r.staking_tx_hash_hex,
+        )
+        items: list[DelegationPublic] = []
+        more = False
+        for rec in records:
+            if after and rec.staking_tx_hash_hex <= after:
+                continue
+            public = to_public(rec, tip)
+            if wanted is not None and public.state not in wanted:
+                continue
+            if len(items) == limit:
+                more = True
+                break
+            items.append(public)
+        next_key = encode_pagination_key(items[-1].delegation_staking.staking_tx_hash_hex) if more else ""
+        return Page(items, next_key)
+
+    def finality_providers(self) -> list[FinalityProviderPublic]:
+        """All finality providers with their ACTIVE TVL, largest first."""
+        tip = self.source.btc_tip_height()
+        tvl: dict[str, int] = {}
+        count: dict[str, int] = {}
+        for rec, state in self._states(self.source.list_delegations(), tip):
+            if state is DelegationState.ACTIVE:
+                for fp in rec.fp_pks_hex:
+                    tvl[fp] = tvl.get(fp, 0) + rec.staking_amount
+                    count[fp] = count.get(fp, 0) + 1
+        out = [
+            FinalityProviderPublic(
+                btc_pk=fp.btc_pk_hex,
+                state=_fp_state(fp, tvl.get(fp.btc_pk_hex, 0)),
+                description=FinalityProviderDescription(
+                    moniker=fp.moniker,
+                    identity=fp.identity,
+                    website=fp.website,
+                    security_contact=fp.security_contact,
+                    details=fp.details,
+                ),
+                commission=fp.commission,
+                active_tvl=tvl.get(fp.btc_pk_hex, 0),
+                active_delegations=count.get(fp.btc_pk_hex, 0),
+            )
+            for fp in self.source.list_finality_providers()
+        ]
+        out.sort(key=lambda f: (-f.active_tvl, f.btc_pk))
+        return out
+
+    def overall_stats(self) -> OverallStatsPublic:
+        """Network totals; TVL counts only ACTIVE delegations."""
+        tip = self.source.btc_tip_height()
+        pairs = self._states(self.source.list_delegations(), tip)
+        active = [r for r, s in pairs if s is DelegationState.ACTIVE]
+        fps = self.finality_providers()
+        return OverallStatsPublic(
+            active_tvl=sum(r.staking_amount for r in active),
+            active_delegations=len(active),
+            active_stakers=len({r.staker_pk_hex for r in active}),
+            active_finality_providers=sum(1 for f in fps if f.state == "active"),
+            total_finality_providers=len(fps),
+            total_delegations=len(pairs),
+            total_stakers=len({r.staker_pk_hex for r, _ in pairs}),
+            btc_tip_height=tip,
+        )
+
+    def staker_stats(self, staker_pk_hex: str) -> StakerStatsPublic:
+        """One staker's amounts and counts per state bucket."""
+        tip = self.source.btc_tip_height()
+        buckets = {
+            DelegationState.ACTIVE: "active",
+            DelegationState.UNBONDING: "unbonding",
+            DelegationState.WITHDRAWABLE: "withdrawable",
+            DelegationState.SLASHED: "slashed",
+        }
+        totals = {f"{b}_{k}": 0 for b in buckets.values() for k in ("tvl", "delegations")}
+        records = [r for r in self.source.list_delegations(staker_pk_hex) if r.staker_pk_hex == staker_pk_hex]
+        for rec, state in self._states(records, tip):
+            bucket = buckets.get(state)
+            if bucket:
+                totals[f"{bucket}_tvl"] += rec.staking_amount
+                totals[f"{bucket}_delegations"] += 1
+        return StakerStatsPublic(**totals)
+
+    def params(self) -> ParamsPublic:
+        """All params versions, ascending."""
+        versions = sorted(self.source.params(), key=lambda p: p.version)
+        return ParamsPublic(
+            bbn=[
+                BbnStakingParams(
+                    version=p.version,
+                    covenant_pks=list(p.covenant_pks_hex),
+                    covenant_quorum=p.covenant_quorum,
+                    min_staking_value_sat=p.min_staking_value_sat,
+                    max_staking_value_sat=p.max_staking_value_sat,
+                    min_staking_time_blocks=p.min_staking_time_blocks,
+                    max_staking_time_blocks=p.max_staking_time_blocks,
+                    slashing_pk_script=p.slashing_pk_script_hex,
+                    min_slashing_tx_fee_sat=p.min_slashing_tx_fee_sat,
+                    slashing_rate=p.slashing_rate,
+                    unbonding_time_blocks=p.unbonding_time_blocks,
+                    unbonding_fee_sat=p.unbonding_fee_sat,
+                    btc_activation_height=p.btc_activation_height,
+                    tag=p.tag_hex,
+                )
+                for p in versions
+            ],
+            btc=[BtcCheckpointParams(version=p.version, btc_confirmation_depth=p.btc_confirmation_depth) for p in versions],
+        )
+
+    def network_info(self) -> NetworkInfoPublic:
+        """Params plus whether staking is open at the current BTC tip."""
+        tip = self.source.btc_tip_height()
+        params = self.params()
+        is_open = any(p.btc_activation_height <= tip for p in params.bbn)
+        return NetworkInfoPublic(staking_status=StakingStatusPublic(is_staking_open=is_open), params=params, btc_tip_height=tip)
+
+
+__all__ = ["Page", "StakingService", "to_public", "DelegationSubState"]
