@@ -1,0 +1,427 @@
+"""The checkpoint service: follow Bitcoin, relay headers, attest k-deep locks.
+
+One :meth:`CheckpointService.run_once` round is deterministic:
+
+1. **Follow** the backend. The stored best chain (``blocks`` table) is compared
+   with the backend walking back from the stored tip until a stored hash is
+   still on the backend's chain (this also works across a restart, since the
+   hashes are in SQLite). Blocks above that fork point are disconnected in one
+   transaction: their txs become unconfirmed, their pending submissions go back
+   to ``waiting``. New blocks are then fetched, scanned (see
+   :mod:`checkpoint.detector`) and stored one block per transaction.
+2. **Relay headers** the chain's BTC light client does not have, in batches:
+   from the highest height where the light client and our best chain agree up
+   to our tip — after a reorg that is the new, heavier branch.
+3. **Submit** attestations that are due: the tx is ≥ k deep. Right before each
+   submission the tx's block is re-checked to still be on the backend's best
+   chain at its height and k deep, so a lock that a reorg removed is never
+   attested. The chain is asked first whether it already has it (idempotence;
+   e.g. after a crash between broadcast and bookkeeping). Transient failures
+   are retried with bounded exponential backoff (``retry_base_s·2^n`` capped at
+   ``retry_max_s``, at most ``max_attempts``); deterministic rejections go to
+   the dead-letter list with the chain's reason.
+
+**An already attested lock removed by a reorg deeper than its confirmations.**
+The chain's light client follows the heavier fork as soon as we relay it.
+The btc_staking module keeps the delegation record (it has no un-attest
+message); the service therefore *flags* it: the submission moves to status
+``reorged`` (``CheckpointService.reorged_attestations()``) and a warning is
+logged for operators. If the staking tx is mined again on the new branch the
+normal flow re-verifies it is k deep and (finding it registered) marks it
+``done`` again. The service never attests anything on a branch that is not the
+backend's best chain, and with k chosen larger than any plausible reorg this
+state is not expected; it is reported, not silently ignored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, is_dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from checkpoint.btcparse import ParsedBlock, parse_block
+from checkpoint.chain_client import ChainClient
+from checkpoint.detector import Detector, staking_scripts
+from checkpoint.errors import ChainError, CheckpointError, InvalidInputError, ReorgTooDeepError
+from checkpoint.store import BtcTx, CheckpointStore, Intent, Submission, submission_key
+
+log = logging.getLogger("checkpoint")
+
+
+class BitcoinBackendLike(Protocol):
+    """The subset of ``regtest.backend.BitcoinBackend`` the service uses."""
+
+    def get_block_count(self) -> int: ...
+    def get_block_hash(self, height: int) -> str: ...
+    def get_block(self, hash_hex: str) -> bytes: ...
+    def get_block_header(self, hash_hex: str) -> bytes: ...
+
+
+@dataclass
+class RunReport:
+    """What one ``run_once`` round did."""
+
+    connected: list[str] = field(default_factory=list)
+    disconnected: list[str] = field(default_factory=list)
+    headers_relayed: int = 0
+    relay_error: str | None = None
+    submitted: list[str] = field(default_factory=list)
+    already_on_chain: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)
+    dead_lettered: list[str] = field(default_factory=list)
+    skipped_not_on_best_chain: list[str] = field(default_factory=list)
+    reorged_attested: list[str] = field(default_factory=list)
+
+
+def _hex(x: bytes | str) -> str:
+    return x if isinstance(x, str) else bytes(x).hex()
+
+
+def params_fingerprint(params: Any, k: int) -> str:
+    """A stable fingerprint of the staking parameters and k (binds a store to its config)."""
+    if hasattr(params, "to_dict"):
+        data = params.to_dict()
+    elif is_dataclass(params):
+        data = asdict(params)
+    else:
+        data = dict(vars(params))
+    blob = json.dumps({"params": data, "k": k}, sort_keys=True, default=lambda o: o.hex() if isinstance(
+        o, (bytes, bytearray)) else str(o))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class CheckpointService:
+    """Follows a Bitcoin backend and attests k-deep staking locks to the Cosmos chain."""
+
+    def __init__(self, backend: BitcoinBackendLike, chain_client: ChainClient, store_path: str | Path,
+                 params: Any, k: int, signer_wallet: Any, poll_interval: float = 1.0, *,
+                 start_height: int = 0, header_batch: int = 50, max_blocks_per_run: int = 500,
+                 max_reorg_depth: int = 2016, retry_base_s: float = 1.0, retry_max_s: float = 60.0,
+                 max_attempts: int = 8, clock: Callable[[], float] = time.time,
+                 submit_kinds: frozenset[str] = frozenset({"delegation", "undelegate"})) -> None:
+        """Open (or resume from) the SQLite store at ``store_path``."""
+        if not isinstance(k, int) or k < 1:
+            raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+        if poll_interval <= 0 or poll_interval > 3600:
+            raise InvalidInputError(f"poll_interval must be in (0, 3600] seconds, got {poll_interval!r}")
+        if start_height < 0 or header_batch < 1 or max_blocks_per_run < 1 or max_reorg_depth < 1:
+            raise InvalidInputError("start_height must be >= 0 and batch/limit sizes >= 1")
+        if retry_base_s <= 0 or retry_max_s < retry_base_s or max_attempts < 1:
+            raise InvalidInputError("need 0 < retry_base_s <= retry_max_s and max_attempts >= 1")
+        self.backend = backend
+        self.chain = chain_client
+        self.params = params
+        self.k = k
+        self.wallet = signer_wallet
+        self.poll_interval = float(poll_interval)
+        self.start_height = start_height
+        self.header_batch = header_batch
+        self.max_blocks_per_run = max_blocks_per_run
+        self.max_reorg_depth = max_reorg_depth
+        self.retry_base_s = retry_base_s
+        self.retry_max_s = retry_max_s
+        self.max_attempts = max_attempts
+        self.clock = clock
+        self.store = CheckpointStore(store_path)
+        self.store.check_config(params_fingerprint(params, k))
+        self.detector = Detector(params, self.store, submit_kinds)
+
+    def close(self) -> None:
+        """Close the store."""
+        self.store.close()
+
+    # ------------------------------------------------------------------ intents
+    def register_intent(self, staker_pk: bytes | str, fp_pks: list[bytes | str], staking_time: int,
+                        staking_value: int, material: dict[str, Any] | None = None) -> Intent:
+        """Tell the service about a pending staking lock and the staker's delegation material.
+
+        ``material`` holds the extra ``create_btc_delegation`` fields the chain needs
+        (proof of possession, slashing/unbonding txs and signatures, ...); the service
+        adds the staking tx and its inclusion proof. The staking script is rebuilt
+        from the registered parameters (so an out-of-range time/value is refused here).
+        """
+        try:
+            staker = bytes.fromhex(staker_pk) if isinstance(staker_pk, str) else bytes(staker_pk)
+            fps = [bytes.fromhex(f) if isinstance(f, str) else bytes(f) for f in fp_pks]
+        except ValueError as exc:
+            raise InvalidInputError(f"keys must be bytes or hex: {exc}") from exc
+        if not fps:
+            raise InvalidInputError("at least one finality provider key is required")
+        if not isinstance(staking_value, int) or staking_value <= 0:
+            raise InvalidInputError(f"staking_value must be a positive integer, got {staking_value!r}")
+        if not isinstance(staking_time, int) or not 0 < staking_time <= 0xFFFF:
+            raise InvalidInputError(f"staking_time must be in 1..65535 blocks, got {staking_time!r}")
+        scripts = staking_scripts(self.params, staker, fps, staking_time, staking_value)
+        intent = self.store.add_intent(scripts.pk_script, staking_value, staker.hex(), [f.hex() for f in fps],
+                                       staking_time, dict(material or {}))
+        # a V0 OP_RETURN lock already seen without material gets its attestation now
+        for tx in self.store.btc_txs("staking"):
+            if (tx.intent_id is None and tx.staker_pk == intent.staker_pk and tx.fp_pks == intent.fp_pks
+                    and tx.staking_time == intent.staking_time and tx.value == intent.value):
+                self.store.attach_intent(tx.txid, intent.id)
+        return intent
+
+    # ------------------------------------------------------------------ main loop
+    def run_once(self) -> RunReport:
+        """One deterministic round: follow blocks, relay headers, submit due attestations."""
+        report = RunReport()
+        self.follow(report)
+        self.relay_headers(report)
+        self.submit_due(report)
+        return report
+
+    def follow(self, report: RunReport | None = None) -> RunReport:
+        """Step 1 alone: disconnect reorged blocks, connect and scan new ones."""
+        report = report if report is not None else RunReport()
+        self._sync_blocks(report)
+        return report
+
+    def relay_headers(self, report: RunReport | None = None) -> RunReport:
+        """Step 2 alone: send the light client the headers it lacks."""
+        report = report if report is not None else RunReport()
+        self._relay_headers(report)
+        return report
+
+    def submit_due(self, report: RunReport | None = None) -> RunReport:
+        """Step 3 alone: submit attestations that are k deep (re-verified) and due."""
+        report = report if report is not None else RunReport()
+        self._submit_due(report)
+        return report
+
+    def run_forever(self, stop_event: threading.Event, max_rounds: int | None = None) -> int:
+        """Call ``run_once`` every ``poll_interval`` seconds until ``stop_event`` is set.
+
+        Errors in a round are logged and the round is retried after the poll
+        interval; every sleep is bounded by ``poll_interval``. Returns rounds run.
+        """
+        rounds = 0
+        while not stop_event.is_set() and (max_rounds is None or rounds < max_rounds):
+            try:
+                self.run_once()
+            except Exception as exc:  # noqa: BLE001 - a round must never kill the loop
+                log.warning("checkpoint round failed: %s: %s", type(exc).__name__, exc)
+            rounds += 1
+            stop_event.wait(self.poll_interval)
+        return rounds
+
+    # ------------------------------------------------------------------ follow
+    def _find_fork(self, stored_tip_height: int, backend_tip: int) -> int:
+        """Highest stored height whose hash is still on the backend's best chain."""
+        h = min(stored_tip_height, backend_tip)
+        lowest = max(stored_tip_height - self.max_reorg_depth, 0)
+        while h >= lowest:
+            sb = self.store.block_at(h)
+            if sb is None:
+                break
+            if self.backend.get_block_hash(h) == sb.hash:
+                return h
+            h -= 1
+        raise ReorgTooDeepError(
+            f"no stored block between heights {lowest} and {stored_tip_height} is on the backend's best chain")
+
+    def _sync_blocks(self, report: RunReport) -> None:
+        backend_tip = self.backend.get_block_count()
+        stored = self.store.tip()
+        if stored is None:
+            next_h = self.start_height
+        else:
+            fork = self._find_fork(stored.height, backend_tip)
+            if fork < stored.height:
+                gone = self.store.disconnect_above(fork)
+                report.disconnected.extend(b.hash for b in gone)
+                for sub in self.store.submissions("reorged"):
+                    if sub.key not in report.reorged_attested:
+                        report.reorged_attested.append(sub.key)
+                        log.warning("attested %s was removed by a reorg below height %d", sub.key, fork + 1)
+            next_h = fork + 1
+        last = min(backend_tip, next_h + self.max_blocks_per_run - 1)
+        for h in range(next_h, last + 1):
+            bh = self.backend.get_block_hash(h)
+            block = parse_block(self.backend.get_block(bh))
+            if block.hash != bh:
+                raise CheckpointError(f"backend returned block {block.hash} for hash {bh}")
+            tip = self.store.tip()
+            if tip is not None and block.prev_hash != tip.hash:
+                log.info("backend changed while following at height %d; resuming next round", h)
+                return
+            self.store.connect_block(h, bh, block.prev_hash, block.header, self.detector.scan(block))
+            report.connected.append(bh)
+
+    # ------------------------------------------------------------------ headers
+    def _hash_at(self, height: int) -> str:
+        sb = self.store.block_at(height)
+        return sb.hash if sb is not None else self.backend.get_block_hash(height)
+
+    def _header_at(self, height: int) -> bytes:
+        sb = self.store.block_at(height)
+        if sb is not None:
+            return sb.header
+        return bytes(self.backend.get_block_header(self.backend.get_block_hash(height)))
+
+    def _relay_headers(self, report: RunReport) -> None:
+        ours = self.store.tip()
+        if ours is None:
+            return
+        try:
+            chain_tip = self.chain.light_client_tip()
+            if chain_tip is None:
+                raise ChainError("the chain's BTC light client has no base header", transient=True)
+            ch, chash = chain_tip
+            if ch > ours.height:
+                if self.chain.light_client_hash_at(ours.height) == ours.hash:
+                    return  # the chain is ahead on our branch already
+                common = self._common_height(ours.height)
+            elif self._hash_at(ch) == chash:
+                common = ch
+            else:
+                common = self._common_height(ch)
+            h = common + 1
+            while h <= ours.height:
+                end = min(ours.height, h + self.header_batch - 1)
+                self.chain.insert_headers([self._header_at(x) for x in range(h, end + 1)], self.wallet)
+                report.headers_relayed += end - h + 1
+                h = end + 1
+        except ChainError as exc:
+            report.relay_error = str(exc)
+            log.warning("header relay failed: %s", exc)
+
+    def _common_height(self, start: int) -> int:
+        """Highest height ≤ start where the light client and our best chain agree."""
+        lowest = max(start - self.max_reorg_depth, 0)
+        h = start
+        while h >= lowest:
+            if self.chain.light_client_hash_at(h) == self._hash_at(h):
+                return h
+            h -= 1
+        raise ChainError(f"light client shares no header with our best chain above height {lowest}",
+                         transient=False)
+
+    # ------------------------------------------------------------------ submissions
+    def _submit_due(self, report: RunReport) -> None:
+        tip_h = self.backend.get_block_count()
+        for sub in self.store.due_submissions(tip_h, self.k, self.clock()):
+            self._submit_one(sub, report)
+
+    def _still_k_deep(self, tx: BtcTx) -> bool:
+        """Re-verify against the backend that tx's block is on the best chain and k deep."""
+        if tx.block_hash is None or tx.block_height is None:
+            return False
+        tip_h = self.backend.get_block_count()
+        if tx.block_height > tip_h or self.backend.get_block_hash(tx.block_height) != tx.block_hash:
+            return False
+        return tip_h - tx.block_height + 1 >= self.k
+
+    def _submit_one(self, sub: Submission, report: RunReport) -> None:
+        tx = self.store.btc_tx(sub.btc_txid)
+        if tx is None or not self._still_k_deep(tx):
+            report.skipped_not_on_best_chain.append(sub.key)
+            return
+        assert tx.block_hash is not None
+        if sub.kind != "delegation":
+            parent = self.store.submission(submission_key("delegation", sub.staking_txid))
+            if parent is not None and parent.status == "dead":
+                self.store.dead_letter(sub.key, None, f"delegation {sub.staking_txid} was dead-lettered")
+                report.dead_lettered.append(sub.key)
+                return
+            if parent is not None and parent.status != "done":
+                return  # wait for the delegation itself
+        # crash-safe marker (counts the attempt); a restart re-checks the chain first
+        self.store.mark_submitting(sub.key, tx.block_hash)
+        try:
+            if self._already_on_chain(sub):
+                self.store.mark_done(sub.key, None, tx.block_hash, note="already on chain")
+                report.already_on_chain.append(sub.key)
+                return
+            msg = self._build_message(sub, tx)
+            chain_hash = self._send(sub, msg)
+        except ChainError as exc:
+            self._failed(self.store.submission(sub.key) or sub, exc, report)
+            return
+        except InvalidInputError as exc:
+            self.store.dead_letter(sub.key, None, f"cannot build attestation: {exc}")
+            report.dead_lettered.append(sub.key)
+            return
+        self.store.mark_done(sub.key, chain_hash, tx.block_hash)
+        report.submitted.append(sub.key)
+
+    def _failed(self, sub: Submission, exc: ChainError, report: RunReport) -> None:
+        if not exc.transient:
+            self.store.dead_letter(sub.key, exc.code, exc.reason)
+            report.dead_lettered.append(sub.key)
+            log.warning("dead-lettered %s: %s", sub.key, exc)
+            return
+        attempts = max(sub.attempts, 1)
+        if attempts >= self.max_attempts:
+            self.store.dead_letter(sub.key, exc.code, f"gave up after {attempts} attempts: {exc.reason}")
+            report.dead_lettered.append(sub.key)
+            return
+        delay = min(self.retry_base_s * (2 ** (attempts - 1)), self.retry_max_s)
+        self.store.record_transient_failure(sub.key, str(exc), self.clock() + delay)
+        report.retried.append(sub.key)
+
+    def _already_on_chain(self, sub: Submission) -> bool:
+        if sub.kind == "delegation":
+            return self.chain.is_registered(sub.staking_txid)
+        record = self.chain.delegation(sub.staking_txid)
+        if record is None:
+            return False
+        if sub.kind == "undelegate":
+            status = str(record.get("status", "")).lower()
+            return status in ("unbonded", "unbonding", "withdrawn") or bool(record.get("unbonding_tx_hash"))
+        return False
+
+    def _proof(self, tx: BtcTx) -> dict[str, Any]:
+        from btc_staking.merkle import build_merkle_proof, verify_merkle_proof
+
+        assert tx.block_hash is not None
+        block: ParsedBlock = parse_block(self.backend.get_block(tx.block_hash))
+        txids = block.txids
+        if tx.txid not in txids:
+            raise ChainError(f"tx {tx.txid} not in block {tx.block_hash}", transient=True)
+        index = txids.index(tx.txid)
+        internal = [bytes.fromhex(t)[::-1] for t in txids]
+        proof = build_merkle_proof(internal, index)
+        root = bytes.fromhex(block.header[36:68].hex())
+        if not verify_merkle_proof(internal[index], root, index, proof):
+            raise InvalidInputError(f"locally built proof for {tx.txid} does not verify")
+        return {"block_hash": tx.block_hash, "index": index, "proof": bytes(proof).hex()}
+
+    def _build_message(self, sub: Submission, tx: BtcTx) -> dict[str, Any]:
+        proof = self._proof(tx)
+        if sub.kind == "delegation":
+            intent = self.store.intent(tx.intent_id) if tx.intent_id is not None else None
+            if intent is None:
+                raise InvalidInputError(f"no registered intent for lock {tx.txid}")
+            msg = dict(intent.material)
+            msg.update({
+                "staking_tx": tx.raw_tx.hex(),
+                "staking_output_index": tx.staking_vout,
+                "inclusion_proof": proof,
+            })
+            return msg
+        if sub.kind == "undelegate":
+            return {"staking_tx_hash": tx.staking_txid, "unbonding_tx": tx.raw_tx.hex(),
+                    "inclusion_proof": proof}
+        return {"staking_tx_hash": tx.staking_txid, "spend_tx": tx.raw_tx.hex(), "inclusion_proof": proof}
+
+    def _send(self, sub: Submission, msg: dict[str, Any]) -> str:
+        if sub.kind == "delegation":
+            return self.chain.submit_delegation(msg, self.wallet)
+        if sub.kind == "undelegate":
+            return self.chain.submit_undelegate(msg, self.wallet)
+        raise InvalidInputError(f"the chain has no message for {sub.kind}")
+
+    # ------------------------------------------------------------------ views
+    def dead_letters(self) -> list[Any]:
+        """The dead-letter list (key, code, reason, at)."""
+        return self.store.dead_letters()
+
+    def reorged_attestations(self) -> list[Submission]:
+        """Attested locks whose block a reorg removed (see module docstring)."""
+        return self.store.submissions("reorged")
