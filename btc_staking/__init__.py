@@ -1,0 +1,1 @@
+"""btc_staking: Babylon-compatible Bitcoin staking primitives (scripts, txs, EOTS, adaptor sigs, proofs)."""
