@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from api.errors import NotFoundError
 from api.models import (
@@ -91,6 +91,23 @@ class StakingService:
     def __init__(self, source: StakingDataSource) -> None:
         self.source = source
 
+    def _slashed_fps(self) -> set[str]:
+        return {fp.btc_pk_hex for fp in self.source.list_finality_providers() if fp.slashed}
+
+    @staticmethod
+    def _with_fp_slashing(records: Iterable[DelegationRecord], slashed_fps: set[str]) -> list[DelegationRecord]:
+        """Mark delegations to a slashed finality provider as slashed (the chain may only flag the FP)."""
+        return [
+            replace(r, slashed=True) if not r.slashed and slashed_fps.intersection(r.fp_pks_hex) else r
+            for r in records
+        ]
+
+    def _records(self, staker_pk_hex: str | None = None) -> list[DelegationRecord]:
+        records = self.source.list_delegations(staker_pk_hex)
+        if staker_pk_hex is not None:
+            records = [r for r in records if r.staker_pk_hex == staker_pk_hex]
+        return self._with_fp_slashing(records, self._slashed_fps())
+
     def _states(self, records: Iterable[DelegationRecord], tip: int) -> list[tuple[DelegationRecord, DelegationState]]:
         return [(r, derive_state(r, tip).state) for r in records]
 
@@ -99,6 +116,7 @@ class StakingService:
         rec = self.source.get_delegation(staking_tx_hash_hex)
         if rec is None:
             raise NotFoundError(f"staking delegation {staking_tx_hash_hex} not found")
+        (rec,) = self._with_fp_slashing([rec], self._slashed_fps())
         return to_public(rec, self.source.btc_tip_height())
 
     def list_delegations(
@@ -111,10 +129,7 @@ class StakingService:
         """A page of one staker's delegations, ordered by staking txid, starting after ``after``."""
         tip = self.source.btc_tip_height()
         wanted = set(states) if states else None
-        records = sorted(
-            (r for r in self.source.list_delegations(staker_pk_hex) if r.staker_pk_hex == staker_pk_hex),
-            key=lambda r: r.staking_tx_hash_hex,
-        )
+        records = sorted(self._records(staker_pk_hex), key=lambda r: r.staking_tx_hash_hex)
         items: list[DelegationPublic] = []
         more = False
         for rec in records:
@@ -135,7 +150,7 @@ class StakingService:
         tip = self.source.btc_tip_height()
         tvl: dict[str, int] = {}
         count: dict[str, int] = {}
-        for rec, state in self._states(self.source.list_delegations(), tip):
+        for rec, state in self._states(self._records(), tip):
             if state is DelegationState.ACTIVE:
                 for fp in rec.fp_pks_hex:
                     tvl[fp] = tvl.get(fp, 0) + rec.staking_amount
@@ -163,7 +178,7 @@ class StakingService:
     def overall_stats(self) -> OverallStatsPublic:
         """Network totals; TVL counts only ACTIVE delegations."""
         tip = self.source.btc_tip_height()
-        pairs = self._states(self.source.list_delegations(), tip)
+        pairs = self._states(self._records(), tip)
         active = [r for r, s in pairs if s is DelegationState.ACTIVE]
         fps = self.finality_providers()
         return OverallStatsPublic(
@@ -187,8 +202,7 @@ class StakingService:
             DelegationState.SLASHED: "slashed",
         }
         totals = {f"{b}_{k}": 0 for b in buckets.values() for k in ("tvl", "delegations")}
-        records = [r for r in self.source.list_delegations(staker_pk_hex) if r.staker_pk_hex == staker_pk_hex]
-        for rec, state in self._states(records, tip):
+        for rec, state in self._states(self._records(staker_pk_hex), tip):
             bucket = buckets.get(state)
             if bucket:
                 totals[f"{bucket}_tvl"] += rec.staking_amount
