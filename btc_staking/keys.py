@@ -167,3 +167,57 @@ def taproot_tweak_secret(sk: bytes, merkle_root: bytes = b"") -> bytes:
     if out == 0:
         raise InvalidKeyError("tweaked secret is zero")
     return out.to_bytes(32, "big")
+
+
+# --- small point helpers over coincurve (None stands for the point at infinity) ---------------
+
+
+def int_to_bytes32(x: int) -> bytes:
+    """Big-endian 32-byte encoding of an int in [0, 2^256)."""
+    return x.to_bytes(32, "big")
+
+
+def point_from_scalar(k: int) -> PublicKey | None:
+    """k·G (None when k ≡ 0 mod n)."""
+    k %= N
+    return None if k == 0 else PublicKey.from_valid_secret(int_to_bytes32(k))
+
+
+def point_mul(point: PublicKey | None, k: int) -> PublicKey | None:
+    """k·point (None for infinity)."""
+    k %= N
+    if point is None or k == 0:
+        return None
+    return point.multiply(int_to_bytes32(k))
+
+
+def point_negate(point: PublicKey | None) -> PublicKey | None:
+    """−point."""
+    if point is None:
+        return None
+    c = point.format(compressed=True)
+    return PublicKey(bytes([c[0] ^ 1]) + c[1:])
+
+
+def point_add(a: PublicKey | None, b: PublicKey | None) -> PublicKey | None:
+    """a + b (None for infinity)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    ca, cb = a.format(compressed=True), b.format(compressed=True)
+    if ca[1:] == cb[1:]:
+        if ca[0] != cb[0]:
+            return None
+        return a.multiply(int_to_bytes32(2))
+    return PublicKey.combine_keys([a, b])
+
+
+def xonly(point: PublicKey) -> bytes:
+    """32-byte X coordinate of a point."""
+    return point.format(compressed=True)[1:]
+
+
+def bip340_challenge(r_x: bytes, p_x: bytes, msg32: bytes) -> int:
+    """int(H_BIP0340/challenge(r_x || p_x || m)) mod n."""
+    return int.from_bytes(tagged_hash("BIP0340/challenge", r_x + p_x + msg32), "big") % N
