@@ -1,0 +1,1 @@
+"""Mesh Security provider/consumer contract models and the BTC delegation adapter (pure Python)."""

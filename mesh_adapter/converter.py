@@ -1,0 +1,184 @@
+"""Consumer side, minimal: the ``converter`` (price normalisation) and ``virtual-staking`` (capped mint).
+
+Converter: a provider packet for ``N`` remote tokens becomes
+``floor(floor(N * price) * (1 - discount))`` local virtual tokens
+(upstream: ``amount * native_per_foreign * price_adjustment`` with
+``price_adjustment = 1 - discount``; each ``Uint128 * Decimal`` floors). The price feed is a
+governance-set constant (upstream's "gov-defined feed"), updatable by ``admin``.
+
+Virtual staking: keeps the converter's bond *requests* per validator and delegates them
+subject to ``max_cap`` (total virtual tokens it may mint). When requests exceed the cap every
+validator is scaled down by ``max_cap / total_requested`` (floor). Upstream rebalances once
+per epoch; this model rebalances after every change (an epoch per message).
+"""
+
+from __future__ import annotations
+
+from .errors import InsufficientBalance, InvalidConfig, InvalidMessage, Unauthorized, UnexpectedDenom
+from .framework import Contract, ExecCtx, Response, require, split_msg, wasm_execute
+from .numeric import Dec, coin, parse_coin, parse_uint
+
+
+class Converter(Contract):
+    """``{price, discount, remote_denom, local_denom, virtual_staking, provider, admin?}``."""
+
+    kind = "mesh-converter"
+
+    @classmethod
+    def instantiate(cls, ctx: ExecCtx, msg: dict) -> "Converter":
+        price = Dec.parse(require(msg, "price"), "price")
+        discount = Dec.parse(require(msg, "discount"), "discount")
+        if Dec.one() < discount:
+            raise InvalidConfig("discount must be <= 1")
+        if price == Dec.zero():
+            raise InvalidConfig("price must be positive")
+        state = {"price": str(price), "discount": str(discount),
+                 "remote_denom": require(msg, "remote_denom"), "local_denom": require(msg, "local_denom"),
+                 "virtual_staking": require(msg, "virtual_staking"), "provider": require(msg, "provider"),
+                 "admin": msg.get("admin")}
+        return cls(ctx.contract, state)
+
+    def normalize(self, amount: int) -> int:
+        """Remote tokens -> local virtual tokens (price then discount, both floored)."""
+        price = Dec.parse(self.state["price"])
+        adjust = Dec.one() - Dec.parse(self.state["discount"])
+        return adjust.mul_floor(price.mul_floor(amount))
+
+    def _local(self, value: dict, field: str) -> dict:
+        amount, denom = parse_coin(value, field)
+        if denom != self.state["remote_denom"]:
+            raise UnexpectedDenom(f"expected remote denom {self.state['remote_denom']}, got {denom}")
+        return coin(self.normalize(amount), self.state["local_denom"])
+
+    def exec_provider_packet(self, ctx: ExecCtx, body: dict) -> Response:
+        """Handle a provider packet (stands in for the IBC channel from external-staking)."""
+        if ctx.sender != self.state["provider"]:
+            raise Unauthorized("packets only come from the connected provider contract")
+        name, pkt = split_msg(body)
+        vs = self.state["virtual_staking"]
+        msgs = []
+        if name == "stake":
+            msgs.append(wasm_execute(vs, {"bond": {"validator": require(pkt, "validator"),
+                                                   "amount": self._local(require(pkt, "stake", dict), "stake")}}))
+        elif name == "unstake":
+            msgs.append(wasm_execute(vs, {"unbond": {"validator": require(pkt, "validator"),
+                                                     "amount": self._local(require(pkt, "unstake", dict), "unstake")}}))
+        elif name == "burn":
+            validators = require(pkt, "validators", list)
+            total = self._local(require(pkt, "burn", dict), "burn")
+            amounts = pkt.get("amounts")
+            if isinstance(amounts, dict):
+                for v in validators:
+                    local = coin(self.normalize(parse_uint(amounts.get(v, "0"), "amounts")), self.state["local_denom"])
+                    msgs.append(wasm_execute(vs, {"burn": {"validators": [v], "amount": local}}))
+            else:
+                msgs.append(wasm_execute(vs, {"burn": {"validators": validators, "amount": total}}))
+        else:
+            raise InvalidMessage(f"unknown provider packet `{name}`")
+        return Response(messages=msgs).add_attribute("action", f"packet_{name}")
+
+    def exec_update_price(self, ctx: ExecCtx, body: dict) -> Response:
+        if ctx.sender != self.state["admin"]:
+            raise Unauthorized("only admin may update the price")
+        price = Dec.parse(require(body, "price"), "price")
+        if price == Dec.zero():
+            raise InvalidConfig("price must be positive")
+        self.state["price"] = str(price)
+        return Response().add_attribute("action", "update_price")
+
+    def query_config(self, body: dict) -> dict:
+        return dict(self.state)
+
+    def query_normalize(self, body: dict) -> dict:
+        return self._local(require(body, "amount", dict), "amount")
+
+
+class VirtualStaking(Contract):
+    """``{denom, converter, max_cap, admin?}``; bond requests -> capped delegations."""
+
+    kind = "mesh-virtual-staking"
+
+    @classmethod
+    def instantiate(cls, ctx: ExecCtx, msg: dict) -> "VirtualStaking":
+        state = {"denom": require(msg, "denom"), "converter": require(msg, "converter"),
+                 "max_cap": str(parse_uint(require(msg, "max_cap", (str, int)), "max_cap")),
+                 "admin": msg.get("admin"), "requests": {}, "delegations": {}}
+        return cls(ctx.contract, state)
+
+    def _amount(self, body: dict) -> int:
+        amount, denom = parse_coin(require(body, "amount", dict))
+        if denom != self.state["denom"]:
+            raise UnexpectedDenom(f"expected {self.state['denom']}, got {denom}")
+        return amount
+
+    def _only_converter(self, ctx: ExecCtx) -> None:
+        if ctx.sender != self.state["converter"]:
+            raise Unauthorized("only the converter may change virtual stake")
+
+    def _rebalance(self) -> None:
+        reqs = {v: int(a) for v, a in self.state["requests"].items() if int(a) > 0}
+        total = sum(reqs.values())
+        cap = int(self.state["max_cap"])
+        if total <= cap:
+            dels = reqs
+        else:
+            dels = {v: a * cap // total for v, a in reqs.items()}
+        self.state["delegations"] = {v: str(a) for v, a in sorted(dels.items()) if a > 0}
+
+    def exec_bond(self, ctx: ExecCtx, body: dict) -> Response:
+        self._only_converter(ctx)
+        v = require(body, "validator")
+        amount = self._amount(body)
+        self.state["requests"][v] = str(int(self.state["requests"].get(v, "0")) + amount)
+        self._rebalance()
+        return Response().add_attribute("action", "bond").add_attribute("validator", v)
+
+    def exec_unbond(self, ctx: ExecCtx, body: dict) -> Response:
+        self._only_converter(ctx)
+        v = require(body, "validator")
+        amount = self._amount(body)
+        have = int(self.state["requests"].get(v, "0"))
+        if have < amount:
+            raise InsufficientBalance(f"only {have} bonded to {v}")
+        self.state["requests"][v] = str(have - amount)
+        self._rebalance()
+        return Response().add_attribute("action", "unbond").add_attribute("validator", v)
+
+    def exec_burn(self, ctx: ExecCtx, body: dict) -> Response:
+        """Burn ``amount`` evenly over ``validators`` (never below zero)."""
+        self._only_converter(ctx)
+        validators = require(body, "validators", list)
+        amount = self._amount(body)
+        if not validators:
+            raise InvalidMessage("burn needs at least one validator")
+        share, rem = divmod(amount, len(validators))
+        for i, v in enumerate(validators):
+            have = int(self.state["requests"].get(v, "0"))
+            self.state["requests"][v] = str(max(have - share - (1 if i < rem else 0), 0))
+        self._rebalance()
+        return Response().add_attribute("action", "burn")
+
+    def exec_set_max_cap(self, ctx: ExecCtx, body: dict) -> Response:
+        if ctx.sender != self.state["admin"]:
+            raise Unauthorized("only admin may set the cap")
+        self.state["max_cap"] = str(parse_uint(require(body, "max_cap", (str, int)), "max_cap"))
+        self._rebalance()
+        return Response().add_attribute("action", "set_max_cap")
+
+    def query_config(self, body: dict) -> dict:
+        return {"denom": self.state["denom"], "converter": self.state["converter"], "max_cap": self.state["max_cap"]}
+
+    def query_bond_status(self, body: dict) -> dict:
+        delegated = sum(int(a) for a in self.state["delegations"].values())
+        return {"cap": coin(int(self.state["max_cap"]), self.state["denom"]),
+                "delegated": coin(delegated, self.state["denom"])}
+
+    def query_bond_requests(self, body: dict) -> dict:
+        return {"requests": {v: a for v, a in sorted(self.state["requests"].items()) if int(a) > 0}}
+
+    def query_all_delegations(self, body: dict) -> dict:
+        return {"delegations": [{"validator": v, "amount": a} for v, a in sorted(self.state["delegations"].items())]}
+
+    def query_delegation(self, body: dict) -> dict:
+        v = require(body, "validator")
+        return {"validator": v, "amount": self.state["delegations"].get(v, "0")}

@@ -1,0 +1,240 @@
+"""Ports of upstream vault multitests (contracts/provider/vault/src/multitest.rs) with the same numbers."""
+
+from __future__ import annotations
+
+import pytest
+
+from mesh_adapter.errors import (
+    ClaimsLocked, InsufficientBalance, InvalidMessage, NoClaim, PaymentError, UnexpectedDenom,
+    UnknownLienholder, WrongTypeTx,
+)
+from mesh_adapter.numeric import coin
+
+from mesh_helpers import (
+    CROSS, LOCAL, OSMO, VAULT, account, activate, bond, claim, details, last_cross_tx, setup,
+    stake_local, stake_remote, unstake, vr,
+)
+
+
+def test_instantiation():
+    app, vault, _ = setup()
+    assert app.query(VAULT, {"config": {}}) == {"denom": OSMO, "local_staking": LOCAL}
+    assert app.query(VAULT, {"all_accounts": {"with_collateral": False}}) == {"accounts": []}
+
+
+def test_bonding():
+    app, _, _ = setup()
+    user = "user1"
+    app.mint(user, [coin(300, OSMO)])
+    assert account(app, user) == {"denom": OSMO, "bonded": "0", "free": vr(0)}
+    assert app.query(VAULT, {"account_claims": {"account": user}}) == {"claims": []}
+
+    app.execute(user, VAULT, {"bond": {}}, [coin(100, OSMO)])
+    assert account(app, user) == {"denom": OSMO, "bonded": "100", "free": vr(100)}
+    assert app.balance(user, OSMO) == 200 and app.balance(VAULT, OSMO) == 100
+
+    app.execute(user, VAULT, {"bond": {}}, [coin(150, OSMO)])
+    assert account(app, user) == {"denom": OSMO, "bonded": "250", "free": vr(250)}
+    assert app.balance(user, OSMO) == 50 and app.balance(VAULT, OSMO) == 250
+
+    app.execute(user, VAULT, {"unbond": {"amount": coin(200, OSMO)}})
+    assert account(app, user) == {"denom": OSMO, "bonded": "50", "free": vr(50)}
+    assert app.balance(user, OSMO) == 250 and app.balance(VAULT, OSMO) == 50
+
+    app.execute(user, VAULT, {"unbond": {"amount": coin(20, OSMO)}})
+    assert account(app, user) == {"denom": OSMO, "bonded": "30", "free": vr(30)}
+    assert app.balance(user, OSMO) == 270 and app.balance(VAULT, OSMO) == 30
+
+    with pytest.raises(ClaimsLocked) as err:
+        app.execute(user, VAULT, {"unbond": {"amount": coin(100, OSMO)}})
+    assert err.value.free == vr(30)
+
+
+def test_bond_and_unbond_bad_input():
+    app, _, _ = setup()
+    app.mint("u", [coin(10, OSMO), coin(10, "other")])
+    with pytest.raises(PaymentError):
+        app.execute("u", VAULT, {"bond": {}})
+    with pytest.raises(PaymentError):
+        app.execute("u", VAULT, {"bond": {}}, [coin(10, "other")])
+    bond(app, "u", 5)
+    with pytest.raises(UnexpectedDenom):
+        app.execute("u", VAULT, {"unbond": {"amount": coin(1, "other")}})
+    with pytest.raises(InvalidMessage):
+        app.execute("u", VAULT, {"unbond": {"amount": {"denom": OSMO, "amount": "-1"}}})
+    with pytest.raises(InvalidMessage):
+        app.execute("u", VAULT, {"unbond": {}, "bond": {}})
+    with pytest.raises(InvalidMessage):
+        app.execute("u", VAULT, {"no_such_msg": {}})
+    with pytest.raises(PaymentError):  # unbond is non-payable
+        app.execute("u", VAULT, {"unbond": {"amount": coin(1, OSMO)}}, [coin(1, OSMO)])
+    assert account(app, "u")["bonded"] == "5"
+
+
+def test_stake_local():
+    app, _, _ = setup()
+    user = "user1"
+    bond(app, user, 300)
+    assert app.balance(VAULT, OSMO) == 300 and app.balance(LOCAL, OSMO) == 0
+
+    stake_local(app, user, 100)
+    assert account(app, user) == {"denom": OSMO, "bonded": "300", "free": vr(200)}
+    assert app.query(VAULT, {"account_claims": {"account": user}})["claims"] == [
+        {"lienholder": LOCAL, "amount": vr(100)}]
+    assert app.balance(VAULT, OSMO) == 200 and app.balance(LOCAL, OSMO) == 100
+
+    stake_local(app, user, 150)
+    assert account(app, user)["free"] == vr(50)
+    assert claim(app, user, LOCAL) == vr(250)
+    assert app.balance(VAULT, OSMO) == 50 and app.balance(LOCAL, OSMO) == 250
+
+    with pytest.raises(InsufficientBalance):  # cannot stake over collateral
+        stake_local(app, user, 150)
+    with pytest.raises(ClaimsLocked) as err:  # cannot unbond used collateral
+        app.execute(user, VAULT, {"unbond": {"amount": coin(100, OSMO)}})
+    assert err.value.free == vr(50)
+
+    app.execute("owner", LOCAL, {"unstake": {"owner": user, "amount": coin(50, OSMO)}})
+    assert account(app, user)["free"] == vr(100)
+    assert claim(app, user, LOCAL) == vr(200)
+    assert app.balance(VAULT, OSMO) == 100 and app.balance(LOCAL, OSMO) == 200
+
+    app.execute("owner", LOCAL, {"unstake": {"owner": user, "amount": coin(100, OSMO)}})
+    assert account(app, user)["free"] == vr(200)
+    assert claim(app, user, LOCAL) == vr(100)
+    assert app.balance(VAULT, OSMO) == 200 and app.balance(LOCAL, OSMO) == 100
+
+    with pytest.raises(InsufficientBalance):  # cannot unstake over the lien
+        app.execute("owner", LOCAL, {"unstake": {"owner": user, "amount": coin(200, OSMO)}})
+
+
+def test_stake_cross():
+    """Upstream ``stake_cross``: value ranges while in flight, unbonding period, lien release."""
+    app, _, cross = setup(unbond_period=100)
+    user, validator = "user1", "validator"
+    activate(app, CROSS, validator)
+    bond(app, user, 300)
+
+    stake_remote(app, user, 100, validator, commit=False)
+    assert account(app, user) == {"denom": OSMO, "bonded": "300", "free": vr(200, 300)}
+    app.execute("test", CROSS, {"test_commit_stake": {"tx_id": last_cross_tx(app)}})
+    assert account(app, user)["free"] == vr(200)
+    assert app.query(VAULT, {"account_claims": {"account": user}})["claims"] == [
+        {"lienholder": CROSS, "amount": vr(100)}]
+    assert app.balance(VAULT, OSMO) == 300 and app.balance(CROSS, OSMO) == 0
+
+    stake_remote(app, user, 150, validator, commit=False)
+    assert account(app, user)["free"] == vr(50, 200)
+    app.execute("test", CROSS, {"test_commit_stake": {"tx_id": last_cross_tx(app)}})
+    assert account(app, user)["free"] == vr(50)
+    assert claim(app, user) == vr(250)
+
+    with pytest.raises(InsufficientBalance):
+        stake_remote(app, user, 150, validator)
+    assert account(app, user)["free"] == vr(50)
+    with pytest.raises(ClaimsLocked):
+        app.execute(user, VAULT, {"unbond": {"amount": coin(100, OSMO)}})
+
+    # Unstake does not free collateral on the vault right away
+    unstake(app, user, 50, validator, commit=False)
+    assert account(app, user)["free"] == vr(50)
+    assert claim(app, user) == vr(250)
+
+    app.advance(100)
+    app.execute("test", CROSS, {"test_commit_unstake": {"tx_id": last_cross_tx(app)}})
+    app.advance(99)  # no tokens withdrawn before the unbonding period is over
+    app.execute(user, CROSS, {"withdraw_unbonded": {}})
+    assert account(app, user)["free"] == vr(50)
+
+    app.advance(1)
+    app.execute(user, CROSS, {"withdraw_unbonded": {}})
+    assert account(app, user)["free"] == vr(100)
+    assert claim(app, user) == vr(200)
+    assert app.balance(VAULT, OSMO) == 300 and app.balance(CROSS, OSMO) == 0
+
+    unstake(app, user, 100, validator)
+    assert account(app, user)["free"] == vr(100)
+    assert claim(app, user) == vr(200)
+
+    # cannot release over the lien (vault rejects, whole tx reverts)
+    with pytest.raises(Exception):
+        app.execute(CROSS, VAULT, {"release_cross_stake": {"owner": user, "amount": coin(300, OSMO)}})
+    assert claim(app, user) == vr(200)
+
+
+def test_stake_cross_txs():
+    """Upstream ``stake_cross_txs``: several in-flight txs, commit out of order, ranges reported."""
+    app, _, _ = setup()
+    user, user2, validator = "user1", "user2", "validator"
+    activate(app, CROSS, validator)
+    bond(app, user, 300)
+    bond(app, user2, 500)
+    assert app.balance(VAULT, OSMO) == 800
+    assert app.query(VAULT, {"all_pending_txs_desc": {}})["txs"] == []
+    assert len(app.query(VAULT, {"all_accounts": {}})["accounts"]) == 2
+
+    first = int(stake_remote(app, user, 100, validator, commit=False).attr("tx_id"))
+    assert len(app.query(VAULT, {"all_pending_txs_desc": {}})["txs"]) == 1
+    second = int(stake_remote(app, user, 50, validator, commit=False).attr("tx_id"))
+    last = int(stake_remote(app, user2, 100, validator, commit=False).attr("tx_id"))
+    assert len(app.query(VAULT, {"all_pending_txs_desc": {}})["txs"]) == 3
+
+    app.execute("test", CROSS, {"test_commit_stake": {"tx_id": last}})
+    txs = app.query(VAULT, {"all_pending_txs_desc": {}})["txs"]
+    assert [t["in_flight_staking"]["id"] for t in txs] == [second, first]
+    assert account(app, user) == {"denom": OSMO, "bonded": "300", "free": vr(150, 300)}
+    assert app.query(VAULT, {"account_claims": {"account": user}})["claims"] == [
+        {"lienholder": CROSS, "amount": vr(0, 150)}]
+    assert app.query(VAULT, {"all_accounts": {}})["accounts"] == [
+        {"user": user, "account": {"denom": OSMO, "bonded": "300", "free": vr(150, 300)}},
+        {"user": user2, "account": {"denom": OSMO, "bonded": "500", "free": vr(400)}},
+    ]
+
+    # only the lien holder may commit a tx
+    with pytest.raises(WrongTypeTx):
+        app.execute("someone", VAULT, {"commit_tx": {"tx_id": first}})
+    app.execute("test", CROSS, {"test_commit_stake": {"tx_id": first}})
+    app.execute("test", CROSS, {"test_rollback_stake": {"tx_id": second}})
+    assert app.query(VAULT, {"all_pending_txs_desc": {}})["txs"] == []
+    assert account(app, user)["free"] == vr(200)
+    assert claim(app, user) == vr(100)
+    assert app.query(CROSS, {"stake": {"user": user, "validator": validator}})["stake"] == vr(100)
+
+
+def test_rollback_removes_empty_lien():
+    app, _, _ = setup()
+    activate(app, CROSS, "v")
+    bond(app, "u", 100)
+    stake_remote(app, "u", 60, "v", commit=False)
+    app.execute("test", CROSS, {"test_rollback_stake": {"tx_id": last_cross_tx(app)}})
+    with pytest.raises(NoClaim):
+        app.query(VAULT, {"claim": {"account": "u", "lienholder": CROSS}})
+    assert details(app, "u")["max_lien"] == vr(0) and details(app, "u")["total_slashable"] == vr(0)
+
+
+def test_max_lien_and_total_slashable_invariant():
+    """free = collateral - max(max_lien, total_slashable) (upstream UserInfo::free_collateral)."""
+    from mesh_helpers import add_cross
+    app, _, _ = setup(dsign="0.5", local_ratio=None, auto_commit=True)
+    add_cross(app, "cross2", "0.5")
+    add_cross(app, "cross3", "0.5")
+    for c in (CROSS, "cross2", "cross3"):
+        activate(app, c, "v")
+    bond(app, "u", 100)
+    stake_remote(app, "u", 100, "v", CROSS)
+    stake_remote(app, "u", 100, "v", "cross2")  # max lien 100, slashable 50+50
+    assert details(app, "u") == {"denom": OSMO, "bonded": "100", "free": vr(0),
+                                 "max_lien": vr(100), "total_slashable": vr(100)}
+    with pytest.raises(InsufficientBalance):  # slashable would be 150 > 100 although max lien is 100
+        stake_remote(app, "u", 100, "v", "cross3")
+    # the failed stake left nothing behind
+    assert details(app, "u")["total_slashable"] == vr(100)
+    assert app.query(VAULT, {"account_claims": {"account": "u"}})["claims"] == [
+        {"lienholder": "cross2", "amount": vr(100)}, {"lienholder": CROSS, "amount": vr(100)}]
+
+
+def test_release_from_unknown_lienholder_fails():
+    app, _, _ = setup()
+    bond(app, "u", 10)
+    with pytest.raises(UnknownLienholder):
+        app.execute("stranger", VAULT, {"release_cross_stake": {"owner": "u", "amount": coin(1, OSMO)}})
