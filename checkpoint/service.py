@@ -157,6 +157,12 @@ class CheckpointService:
             raise InvalidInputError(f"staking_value must be a positive integer, got {staking_value!r}")
         if not isinstance(staking_time, int) or not 0 < staking_time <= 0xFFFF:
             raise InvalidInputError(f"staking_time must be in 1..65535 blocks, got {staking_time!r}")
+        for check, value in (("check_staking_time", staking_time), ("check_staking_value", staking_value)):
+            if hasattr(self.params, check):
+                try:
+                    getattr(self.params, check)(value)
+                except ValueError as exc:
+                    raise InvalidInputError(f"intent outside the staking parameters: {exc}") from exc
         scripts = staking_scripts(self.params, staker, fps, staking_time, staking_value)
         intent = self.store.add_intent(scripts.pk_script, staking_value, staker.hex(), [f.hex() for f in fps],
                                        staking_time, dict(material or {}))
