@@ -21,6 +21,7 @@ sub-message fails, so a failed transaction leaves no half-written state.
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 from dataclasses import dataclass, field
@@ -322,6 +323,16 @@ class MeshApp:
         for addr, state in states.items():
             self.contracts[addr].state = state
         self.balances = balances
+
+    @contextlib.contextmanager
+    def atomic(self) -> Iterator[None]:
+        """Group several ``execute``/``mint``/``burn`` calls: all or nothing."""
+        snap = self._snapshot()
+        try:
+            yield
+        except BaseException:
+            self._restore(snap)
+            raise
 
     def query(self, contract: str, msg: dict) -> dict:
         target = self.contracts.get(contract)
