@@ -17,7 +17,6 @@ from .keys import (
     pubkey_from_secret,
     schnorr_sign,
     schnorr_verify,
-    secret_even_y,
     to_xonly,
     xonly,
     xonly_from_secret,
@@ -84,11 +83,13 @@ def _check_s(s: bytes) -> int:
 
 def sign(sk: bytes, k: bytes, msg: bytes) -> bytes:
     """s = k' + e·d mod n with e = H_challenge(x(kG) || x(P) || SHA256(msg)); BIP-340 parity rules."""
-    d = int.from_bytes(secret_even_y(sk), "big")
-    kk = int.from_bytes(secret_even_y(int_to_bytes32(_check_k(k))), "big")
-    e = bip340_challenge(xonly_from_secret(k), xonly_from_secret(sk), _digest(msg))
-    s = (kk + e * d) % N
-    return int_to_bytes32(s)
+    d0, k0 = check_secret(sk), _check_k(k)
+    p_c = pubkey_from_secret(sk).format()
+    r_c = pubkey_from_secret(k).format()
+    d = d0 if p_c[0] == 2 else N - d0
+    kk = k0 if r_c[0] == 2 else N - k0
+    e = bip340_challenge(r_c[1:], p_c[1:], _digest(msg))
+    return int_to_bytes32((kk + e * d) % N)
 
 
 def verify(pk: bytes, pub_rand_x: bytes, msg: bytes, s: bytes) -> bool:

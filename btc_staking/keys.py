@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import lru_cache
 
 from coincurve import PrivateKey, PublicKey, PublicKeyXOnly
 
@@ -42,14 +43,23 @@ def tagged_hash(tag: str, data: bytes) -> bytes:
     return hashlib.sha256(prefix + bytes(data)).digest()
 
 
+@lru_cache(maxsize=8192)
+def _parse_point(compressed: bytes) -> PublicKey | None:
+    """Parse a compressed point once (keys repeat a lot: covenants, FPs); None if invalid."""
+    try:
+        return PublicKey(compressed)
+    except Exception:  # coincurve raises ValueError for non-curve points
+        return None
+
+
 def lift_x(xonly: bytes) -> PublicKey:
     """Return the even-Y point with X coordinate `xonly` (raises InvalidKeyError if none)."""
     if not isinstance(xonly, (bytes, bytearray)) or len(xonly) != 32:
         raise InvalidKeyError(f"x-only key must be 32 bytes, got {_len(xonly)}")
-    try:
-        return PublicKey(b"\x02" + bytes(xonly))
-    except Exception as exc:  # coincurve raises ValueError for non-curve points
-        raise InvalidKeyError(f"not a valid x coordinate: {bytes(xonly).hex()}") from exc
+    point = _parse_point(b"\x02" + bytes(xonly))
+    if point is None:
+        raise InvalidKeyError(f"not a valid x coordinate: {bytes(xonly).hex()}")
+    return point
 
 
 def _len(obj: object) -> str:
@@ -72,10 +82,8 @@ def to_xonly(pk: bytes | PublicKey) -> bytes:
     if len(pk) == 33:
         if pk[0] not in (2, 3):
             raise InvalidKeyError(f"compressed key must start with 02/03, got {pk[0]:02x}")
-        try:
-            PublicKey(pk)
-        except Exception as exc:
-            raise InvalidKeyError(f"not a valid compressed key: {pk.hex()}") from exc
+        if _parse_point(pk) is None:
+            raise InvalidKeyError(f"not a valid compressed key: {pk.hex()}")
         return pk[1:]
     raise InvalidKeyError(f"public key must be 32 (x-only) or 33 (compressed) bytes, got {len(pk)}")
 
