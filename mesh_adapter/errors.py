@@ -87,6 +87,10 @@ class NotEnoughStake(MeshError):
         self.available = available
 
 
+class NoRewards(MeshError):
+    """Nothing to withdraw (upstream ``NoRewards``)."""
+
+
 class InvalidConfig(MeshError):
     """Instantiate parameters are invalid (e.g. a slash ratio above 1)."""
 

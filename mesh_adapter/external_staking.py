@@ -27,7 +27,13 @@ Execute: ``receive_virtual_stake {owner, amount, tx_id, msg}`` (vault only),
 {valoper, height, time}``, ``handle_slashing {validator, height, time, tombstone?}``
 (alias ``test_handle_slashing``).
 
+Rewards: ``test_distribute_rewards {validator, rewards}`` (authority; alias
+``distribute_rewards``), ``withdraw_rewards {validator, remote_recipient}``,
+``test_commit_withdraw_rewards|test_rollback_withdraw_rewards {tx_id}``; points-per-stake
+accounting with a 1e9 scale and per-stake alignment, as upstream.
+
 Query: ``config {}``, ``max_slash {}``, ``stake {user, validator}``,
+``pending_rewards {user, validator}``, ``all_pending_rewards {user, start_after?, limit?}``,
 ``stakes {user, start_after?, limit?}``, ``pending_unbonds {user, validator?}``,
 ``pending_tx {tx_id}``, ``all_pending_txs_desc {start_after?, limit?}``,
 ``list_remote_validators {start_after?, limit?}``, ``validator {valoper}``,
@@ -40,7 +46,9 @@ from .errors import (
     AlreadyTombstoned,
     InvalidConfig,
     InvalidMessage,
+    NoRewards,
     NotEnoughStake,
+    PaymentError,
     Unauthorized,
     UnexpectedDenom,
     UnknownTx,
@@ -62,6 +70,7 @@ from .numeric import Dec, ValueRange, coin, parse_coin, parse_uint
 
 ACTIVE, JAILED, TOMBSTONED, UNBONDED = "active", "jailed", "tombstoned", "unbonded"
 FIRST_TX_ID_BASE = (2**64 - 1) >> 1  # upstream: ids live above u64::MAX >> 1
+DISTRIBUTION_POINTS_SCALE = 1_000_000_000
 
 
 class ExternalStaking(Contract):
@@ -109,18 +118,33 @@ class ExternalStaking(Contract):
     def _stake(self, user: str, validator: str) -> dict:
         raw = self.state["stakes"].get(user, {}).get(validator)
         if raw is None:
-            return {"stake": ValueRange(), "pending_unbonds": [], "withdrawn_funds": 0}
+            return {"stake": ValueRange(), "pending_unbonds": [], "withdrawn_funds": 0, "points_alignment": 0}
         return {"stake": ValueRange.from_json(raw["stake"]),
                 "pending_unbonds": [{"amount": int(p["amount"]), "release_at": int(p["release_at"])}
                                     for p in raw["pending_unbonds"]],
-                "withdrawn_funds": int(raw["withdrawn_funds"])}
+                "withdrawn_funds": int(raw["withdrawn_funds"]),
+                "points_alignment": int(raw["points_alignment"])}
 
     def _save_stake(self, user: str, validator: str, stake: dict) -> None:
         self.state["stakes"].setdefault(user, {})[validator] = _stake_json(stake)
 
-    def _add_total(self, validator: str, delta: int) -> None:
-        dist = self.state["distribution"].setdefault(validator, {"total_stake": "0"})
+    def _dist(self, validator: str) -> dict:
+        return self.state["distribution"].setdefault(
+            validator, {"total_stake": "0", "points_per_stake": "0", "points_leftover": "0"})
+
+    def _add_total(self, validator: str, delta: int, stake: dict | None = None) -> None:
+        """Change a validator's total stake; ``stake`` gets its points alignment updated
+        (upstream ``PointsAlignment::stake_increased/decreased``) so rewards stay exact."""
+        dist = self._dist(validator)
         dist["total_stake"] = str(int(dist["total_stake"]) + delta)
+        if stake is not None:
+            stake["points_alignment"] -= delta * int(dist["points_per_stake"])
+
+    def _reward(self, stake: dict, validator: str) -> int:
+        """Upstream ``calculate_reward`` on the low end of the stake range."""
+        pps = int(self._dist(validator)["points_per_stake"]) if validator in self.state["distribution"] else 0
+        points = pps * stake["stake"].low + stake["points_alignment"]
+        return points // DISTRIBUTION_POINTS_SCALE - stake["withdrawn_funds"]
 
     def _next_tx_id(self) -> int:
         self.state["tx_count"] += 1
@@ -191,8 +215,8 @@ class ExternalStaking(Contract):
         user, validator, amount = tx["user"], tx["validator"], int(tx["amount"])
         stake = self._stake(user, validator)
         stake["stake"].commit_add(amount)
+        self._add_total(validator, amount, stake)
         self._save_stake(user, validator, stake)
-        self._add_total(validator, amount)
         del self.state["pending_txs"][str(tx_id)]
         return [wasm_execute(self.config["vault"], {"commit_tx": {"tx_id": tx_id}})] + self._packet(
             {"stake": {"validator": validator, "stake": coin(amount, self.config["denom"]), "tx_id": tx_id}})
@@ -241,8 +265,8 @@ class ExternalStaking(Contract):
         stake["stake"].commit_sub(amount)
         stake["pending_unbonds"].append(
             {"amount": amount, "release_at": ctx.block.time + self.config["unbonding_period"]})
+        self._add_total(validator, -amount, stake)
         self._save_stake(user, validator, stake)
-        self._add_total(validator, -amount)
         del self.state["pending_txs"][str(tx_id)]
         return self._packet({"unstake": {"validator": validator,
                                          "unstake": coin(amount, self.config["denom"]), "tx_id": tx_id}})
@@ -334,10 +358,10 @@ class ExternalStaking(Contract):
                 if p["amount"]:
                     keep.append(p)
             stakes[v]["pending_unbonds"] = keep
+        for v, b in burned.items():
+            self._add_total(v, -b, stakes[v])
         for v, st in stakes.items():
             self._save_stake(owner, v, st)
-        for v, b in burned.items():
-            self._add_total(v, -b)
         resp = Response().add_attribute("action", "burn_virtual_stake").add_attribute("owner", owner) \
             .add_attribute("amount", amount - left)
         if burned:
@@ -345,6 +369,66 @@ class ExternalStaking(Contract):
                 "validators": sorted(burned), "burn": coin(sum(burned.values()), self.config["denom"]),
                 "amounts": {v: str(b) for v, b in sorted(burned.items())}}}))
         return resp
+
+    # --- rewards --------------------------------------------------------
+    def exec_test_distribute_rewards(self, ctx: ExecCtx, body: dict) -> Response:
+        """Rewards for ``validator`` arriving from the consumer, split pro rata to stake."""
+        self._check_authority(ctx)
+        validator = require(body, "validator")
+        amount, denom = parse_coin(require(body, "rewards", dict), "rewards")
+        if denom != self.config["rewards_denom"]:
+            raise PaymentError(f"must send '{self.config['rewards_denom']}', got '{denom}'")
+        dist = self._dist(validator)
+        total = int(dist["total_stake"])
+        if total == 0:
+            raise InvalidMessage(f"no stake on validator {validator} to distribute to")
+        points = amount * DISTRIBUTION_POINTS_SCALE + int(dist["points_leftover"])
+        pps = points // total
+        dist["points_leftover"] = str(points - pps * total)
+        dist["points_per_stake"] = str(int(dist["points_per_stake"]) + pps)
+        return Response().add_attribute("action", "distribute_rewards") \
+            .add_attribute("validator", validator).add_attribute("amount", amount)
+
+    exec_distribute_rewards = exec_test_distribute_rewards
+
+    def exec_withdraw_rewards(self, ctx: ExecCtx, body: dict) -> Response:
+        """Withdraw rewards of the sender's stake on ``validator`` to ``remote_recipient``."""
+        nonpayable(ctx)
+        validator = require(body, "validator")
+        recipient = require(body, "remote_recipient")
+        stake = self._stake(ctx.sender, validator)
+        amount = self._reward(stake, validator)
+        if amount <= 0:
+            raise NoRewards("no rewards to withdraw")
+        stake["withdrawn_funds"] += amount  # reserved now; given back on rollback
+        self._save_stake(ctx.sender, validator, stake)
+        tx_id = self._next_tx_id()
+        self.state["pending_txs"][str(tx_id)] = {"in_flight_transfer_funds": {
+            "id": tx_id, "amount": str(amount), "staker": ctx.sender, "validator": validator,
+            "recipient": recipient}}
+        resp = Response().add_attribute("action", "withdraw_rewards").add_attribute("owner", ctx.sender) \
+            .add_attribute("validator", validator).add_attribute("recipient", recipient) \
+            .add_attribute("amount", amount).add_attribute("tx_id", tx_id)
+        if self.config["auto_commit"]:
+            del self.state["pending_txs"][str(tx_id)]
+        return resp
+
+    def exec_test_commit_withdraw_rewards(self, ctx: ExecCtx, body: dict) -> Response:
+        self._check_authority(ctx)
+        tx_id = require(body, "tx_id", int)
+        self._tx(tx_id, "in_flight_transfer_funds")
+        del self.state["pending_txs"][str(tx_id)]
+        return Response().add_attribute("action", "commit_withdraw_rewards")
+
+    def exec_test_rollback_withdraw_rewards(self, ctx: ExecCtx, body: dict) -> Response:
+        self._check_authority(ctx)
+        tx_id = require(body, "tx_id", int)
+        tx = self._tx(tx_id, "in_flight_transfer_funds")
+        stake = self._stake(tx["staker"], tx["validator"])
+        stake["withdrawn_funds"] -= int(tx["amount"])
+        self._save_stake(tx["staker"], tx["validator"], stake)
+        del self.state["pending_txs"][str(tx_id)]
+        return Response().add_attribute("action", "rollback_withdraw_rewards")
 
     # --- validator set --------------------------------------------------
     def exec_test_set_active_validator(self, ctx: ExecCtx, body: dict) -> Response:
@@ -405,8 +489,8 @@ class ExternalStaking(Contract):
                     cut = ratio.mul_floor(p["amount"])
                     p["amount"] -= cut
                     pending_slash += cut
+            self._add_total(validator, -stake_slash, stake)
             self._save_stake(user, validator, stake)
-            self._add_total(validator, -stake_slash)
             stake_burned += stake_slash
             if stake_slash + pending_slash:
                 slashes.append({"user": user, "slash": str(stake_slash + pending_slash)})
@@ -481,6 +565,19 @@ class ExternalStaking(Contract):
         return {"valoper": valoper, "state": self.current_state(valoper),
                 "history": [list(e) for e in self._history(valoper)]}
 
+    def query_pending_rewards(self, body: dict) -> dict:
+        user, validator = require(body, "user"), require(body, "validator")
+        amount = self._reward(self._stake(user, validator), validator)
+        return {"amount": coin(amount, self.config["rewards_denom"])}
+
+    def query_all_pending_rewards(self, body: dict) -> dict:
+        user = require(body, "user")
+        start_after = optional(body, "start_after")
+        limit = clamp_page_limit(body.get("limit"))
+        out = [{"validator": v, "rewards": coin(self._reward(self._stake(user, v), v), self.config["rewards_denom"])}
+               for v in sorted(self.state["stakes"].get(user, {})) if start_after is None or v > start_after]
+        return {"rewards": out[:limit]}
+
     def query_total_stake(self, body: dict) -> dict:
         dist = self.state["distribution"].get(require(body, "validator"), {"total_stake": "0"})
         return {"total_stake": dist["total_stake"]}
@@ -490,4 +587,5 @@ def _stake_json(stake: dict) -> dict:
     return {"stake": stake["stake"].to_json(),
             "pending_unbonds": [{"amount": str(p["amount"]), "release_at": p["release_at"]}
                                 for p in stake["pending_unbonds"]],
-            "withdrawn_funds": str(stake["withdrawn_funds"])}
+            "withdrawn_funds": str(stake["withdrawn_funds"]),
+            "points_alignment": str(stake["points_alignment"])}
