@@ -169,3 +169,7 @@ def encrypt_sign(sk: bytes, enc_pk: bytes, msg32: bytes, aux32: bytes | None = N
     return sig
 
 
+
+
+#: Also reachable as ``AdaptorSignature.encrypt_sign(sk, enc_pk, msg32)``.
+AdaptorSignature.encrypt_sign = staticmethod(encrypt_sign)  # type: ignore[attr-defined]

@@ -216,8 +216,11 @@ def pub_rand_root(pub_rands: Sequence[bytes]) -> bytes:
     return commit_pub_rand(pub_rands)[0]
 
 
-def verify_pub_rand_proof(root: bytes, pub_rand_x: bytes, proof: MerkleProof) -> bool:
-    """True iff `proof` shows `pub_rand_x` under `root` (leaf hash must match the value)."""
+def verify_pub_rand_proof(root: bytes, pub_rand_x: bytes, proof: MerkleProof | dict) -> bool:
+    """True iff `proof` shows `pub_rand_x` under `root` (leaf hash must match the value).
+    `proof` may be a MerkleProof or its to_dict() form."""
+    if isinstance(proof, dict):
+        proof = MerkleProof.from_dict(proof)
     if not isinstance(proof, MerkleProof):
         raise InvalidProofError("proof must be a MerkleProof")
     if not isinstance(root, (bytes, bytearray)) or len(root) != 32:

@@ -28,6 +28,7 @@ __all__ = [
     "build_slashing_change_info",
     "build_v0_op_return",
     "parse_v0_op_return",
+    "parse_v0_staking_tx",
     "build_staking_tx",
     "build_unbonding_tx",
     "build_slashing_tx",
@@ -212,6 +213,42 @@ def parse_v0_op_return(script: bytes) -> dict:
         "staker_pk": staker,
         "fp_pk": fp,
         "staking_time": int.from_bytes(data[69:71], "big"),
+    }
+
+
+def parse_v0_staking_tx(
+    tx: Tx, covenant_pks: Sequence[bytes], quorum: int, tag: bytes | None = None
+) -> dict:
+    """Go ParseV0StakingTx: one V0 OP_RETURN (73 B, version 0, valid keys) and exactly one output whose
+    pkScript equals the staking output rebuilt from it. Returns the OP_RETURN fields plus
+    staking_output_index, staking_value and op_return_index. `tag` (if given) must match."""
+    if len(tx.outputs) < 2:
+        raise InvalidTxError("V0 staking tx needs at least two outputs")
+    found: list[tuple[int, dict]] = []
+    for i, out in enumerate(tx.outputs):
+        spk = out.script_pubkey
+        if len(spk) != 73 or spk[:2] != b"\x6a\x47" or spk[6] != 0:
+            continue
+        try:
+            found.append((i, parse_v0_op_return(spk)))
+        except (InvalidTxError, InvalidKeyError):
+            continue
+    if not found:
+        raise InvalidTxError("no V0 staking OP_RETURN output")
+    if len(found) > 1:
+        raise InvalidTxError("more than one V0 staking OP_RETURN output")
+    op_index, data = found[0]
+    if tag is not None and data["tag"] != bytes(tag):
+        raise InvalidTxError(f"OP_RETURN tag {data['tag'].hex()} != expected {bytes(tag).hex()}")
+    info = build_staking_info(data["staker_pk"], [data["fp_pk"]], covenant_pks, quorum, data["staking_time"], 1)
+    matches = [i for i, o in enumerate(tx.outputs) if o.script_pubkey == info.pk_script]
+    if len(matches) != 1:
+        raise InvalidTxError(f"expected exactly one staking output matching the OP_RETURN, found {len(matches)}")
+    return {
+        **data,
+        "staking_output_index": matches[0],
+        "staking_value": tx.outputs[matches[0]].value,
+        "op_return_index": op_index,
     }
 
 

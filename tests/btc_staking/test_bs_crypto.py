@@ -200,3 +200,12 @@ def test_pub_rand_commit_signature():
     assert not eots.verify_pub_rand_commit(xonly_from_secret(sk), 101, 4, root, sig)
     with pytest.raises(EOTSError):
         eots.pub_rand_commit_digest(1, 0, root)
+
+
+def test_api_aliases():
+    sk, fp_sk, msg = generate_secret(), generate_secret(), os.urandom(32)
+    a = AdaptorSignature.encrypt_sign(sk, xonly_from_secret(fp_sk), msg)
+    assert a.verify(xonly_from_secret(sk), xonly_from_secret(fp_sk), msg)
+    prs = [os.urandom(32) for _ in range(3)]
+    root, proofs = eots.commit_pub_rand(prs)
+    assert eots.verify_pub_rand_proof(root, prs[2], proofs[2].to_dict())

@@ -98,3 +98,46 @@ def test_vector2_control_blocks_and_parity(vectors_path):
     )
     ub = build_unbonding_info(staker, fps, covs, p["covenant_quorum"], p["unbonding_time"], 980_000)
     assert ub.control_block(ub.slashing_script)[0] == 0xC1
+
+
+def test_nums_key_is_bip341_h_point():
+    """NUMS = lift_x(SHA256(uncompressed G)) — spec §1.1; recomputed with coincurve."""
+    import hashlib
+
+    from coincurve import PublicKey
+
+    from btc_staking.script import NUMS_KEY
+
+    g = PublicKey.from_valid_secret((1).to_bytes(32, "big")).format(compressed=False)
+    assert hashlib.sha256(g).digest() == NUMS_KEY
+    assert PublicKey(b"\x02" + NUMS_KEY).format(compressed=False)[1:33] == NUMS_KEY
+
+
+def test_v0_staking_tx_parse_roundtrip(vectors_path):
+    """Build the V0 staking tx for each vector with an OP_RETURN and parse it back (Go ParseV0StakingTx)."""
+    from btc_staking.errors import InvalidTxError
+    from btc_staking.staking import parse_v0_staking_tx
+    from btc_staking.tx import TxOut
+
+    for case in _cases(vectors_path):
+        p, exp = case["parameters"], case["expected"]
+        if not exp["op_return_script_hex"]:
+            continue
+        staker = bytes.fromhex(p["staker_public_key"])
+        fp = bytes.fromhex(p["finality_provider_public_keys"][0])
+        covs = [bytes.fromhex(k) for k in p["covenant_public_keys"]]
+        info = build_staking_info(staker, [fp], covs, p["covenant_quorum"], p["staking_time"], p["staking_value"])
+        op = TxOut(0, bytes.fromhex(exp["op_return_script_hex"]))
+        change = TxOut(1234, bytes.fromhex("0014" + "00" * 20))
+        tx = Tx(2, [TxIn(OutPoint(b"\x01" * 32, 0))], [change, op, info.output], 0)
+        got = parse_v0_staking_tx(tx, covs, p["covenant_quorum"], bytes.fromhex(p["tag"]))
+        assert got["staking_output_index"] == 2 and got["op_return_index"] == 1
+        assert got["staking_value"] == p["staking_value"] and got["staking_time"] == p["staking_time"]
+        with pytest.raises(InvalidTxError):
+            parse_v0_staking_tx(tx, covs, p["covenant_quorum"], b"bbn1")
+        with pytest.raises(InvalidTxError):  # two OP_RETURNs
+            parse_v0_staking_tx(Tx(2, tx.inputs, [op, op, info.output], 0), covs, p["covenant_quorum"])
+        with pytest.raises(InvalidTxError):  # staking output twice
+            parse_v0_staking_tx(Tx(2, tx.inputs, [op, info.output, info.output], 0), covs, p["covenant_quorum"])
+        with pytest.raises(InvalidTxError):  # staking output missing
+            parse_v0_staking_tx(Tx(2, tx.inputs, [op, change], 0), covs, p["covenant_quorum"])
