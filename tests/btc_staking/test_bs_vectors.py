@@ -141,3 +141,15 @@ def test_v0_staking_tx_parse_roundtrip(vectors_path):
             parse_v0_staking_tx(Tx(2, tx.inputs, [op, info.output, info.output], 0), covs, p["covenant_quorum"])
         with pytest.raises(InvalidTxError):  # staking output missing
             parse_v0_staking_tx(Tx(2, tx.inputs, [op, change], 0), covs, p["covenant_quorum"])
+
+
+def test_vector2_unbonding_sighash_matches_ts_library(vectors_path):
+    """Spec §2.4: btc-staking-ts computed the unbonding-path sighash of vector #2 as fbb467b5…2506."""
+    from btc_staking.sighash import taproot_sighash
+    from btc_staking.tx import TxOut
+
+    e = _cases(vectors_path)[1]["expected"]
+    tx = Tx.parse(bytes.fromhex(e["unbonding_transaction_hex"]))
+    prev = TxOut(e["staking_output_value"], bytes.fromhex(e["staking_output_pkscript_hex"]))
+    h = taproot_sighash(tx, 0, [prev], 0, leaf_script=bytes.fromhex(e["staking_transaction_unbonding_script_hex"]))
+    assert h.hex().startswith("fbb467b5") and h.hex().endswith("2506")
