@@ -170,19 +170,33 @@ class Tx:
 
     @classmethod
     def parse(cls, raw: bytes) -> "Tx":
-        """Parse a raw transaction (legacy or segwit form); trailing bytes are rejected."""
+        """Parse a raw transaction (segwit or legacy form); trailing bytes are rejected.
+        Like Bitcoin Core, the extended (segwit) reading is tried first, then the legacy one, so
+        unfunded zero-input transactions round-trip too."""
         if not isinstance(raw, (bytes, bytearray)):
             raise InvalidTxError("raw transaction must be bytes")
-        s = BytesIO(bytes(raw))
+        raw = bytes(raw)
+        try:
+            return cls._parse(raw, allow_witness=True)
+        except InvalidTxError:
+            if len(raw) > 4 and raw[4] == 0:
+                return cls._parse(raw, allow_witness=False)
+            raise
+
+    @classmethod
+    def _parse(cls, raw: bytes, allow_witness: bool) -> "Tx":
+        s = BytesIO(raw)
         version = int.from_bytes(_read(s, 4), "little", signed=True)
         n_in = read_compact_size(s)
         segwit = False
-        if n_in == 0:
+        if n_in == 0 and allow_witness:
             flag = _read(s, 1)[0]
             if flag != 1:
                 raise InvalidTxError("bad segwit flag")
             segwit = True
             n_in = read_compact_size(s)
+            if n_in == 0:
+                raise InvalidTxError("segwit transaction without inputs")
         inputs = []
         for _ in range(n_in):
             txid = _read(s, 32)

@@ -104,3 +104,15 @@ def test_bip86_output_key_vector():
     )
     sk = generate_secret()
     assert p2tr_key_path_script(sk, is_secret=True) == p2tr_key_path_script(xonly_from_secret(sk))
+
+
+def test_unfunded_zero_input_tx_roundtrip():
+    """Unfunded staking txs (no inputs) parse back, as Bitcoin Core's decoder does; python-bitcoinlib agrees."""
+    from btc_staking.params import regtest_default_params
+    from btc_staking.staking import build_staking_tx
+
+    for with_op_return in (True, False):
+        tx = build_staking_tx(xonly_from_secret(generate_secret()), xonly_from_secret(generate_secret()),
+                              regtest_default_params(), 200, 50_000, with_op_return=with_op_return)
+        assert not tx.inputs
+        assert Tx.parse(tx.serialize()) == tx
