@@ -107,7 +107,7 @@ def test_bip86_output_key_vector():
 
 
 def test_unfunded_zero_input_tx_roundtrip():
-    """Unfunded staking txs (no inputs) parse back, as Bitcoin Core's decoder does; python-bitcoinlib agrees."""
+    """Unfunded staking txs (no inputs) parse back (extended reading first, then legacy, like Bitcoin Core)."""
     from btc_staking.params import regtest_default_params
     from btc_staking.staking import build_staking_tx
 

@@ -153,3 +153,32 @@ def test_vector2_unbonding_sighash_matches_ts_library(vectors_path):
     prev = TxOut(e["staking_output_value"], bytes.fromhex(e["staking_output_pkscript_hex"]))
     h = taproot_sighash(tx, 0, [prev], 0, leaf_script=bytes.fromhex(e["staking_transaction_unbonding_script_hex"]))
     assert h.hex().startswith("fbb467b5") and h.hex().endswith("2506")
+
+
+def test_taproot_tree_shapes_and_control_blocks_vs_btclib():
+    """btcd AssembleTaprootScriptTree shapes; every control block checked by btclib.check_output_pubkey."""
+    from btclib.script.taproot import check_output_pubkey
+
+    from btc_staking.keys import generate_secret, xonly_from_secret
+    from btc_staking.script import NUMS_KEY, TaprootTree, tap_branch, timelock_script
+    from btc_staking.sighash import tapleaf_hash
+
+    staker = xonly_from_secret(generate_secret())
+    for n in range(1, 8):
+        leaves = [timelock_script(staker, 100 + i) for i in range(n)]
+        for internal in (NUMS_KEY, xonly_from_secret(generate_secret())):
+            tree = TaprootTree(leaves, internal)
+            for leaf in leaves:
+                cb = tree.control_block(leaf)
+                assert len(cb) == 33 + 32 * (len(cb) - 33) // 32
+                assert check_output_pubkey(tree.output_key, leaf, cb)
+                bad = bytes([cb[0] ^ 1]) + cb[1:]
+                assert not check_output_pubkey(tree.output_key, leaf, bad)
+    h = [tapleaf_hash(timelock_script(staker, 100 + i)) for i in range(5)]
+    leaves5 = [timelock_script(staker, 100 + i) for i in range(5)]
+    assert TaprootTree(leaves5[:3]).merkle_root == tap_branch(tap_branch(h[0], h[1]), h[2])
+    assert TaprootTree(leaves5[:4]).merkle_root == tap_branch(tap_branch(h[0], h[1]), tap_branch(h[2], h[3]))
+    # btcd: the odd last leaf is merged into the LAST pair branch, then branches are folded
+    assert TaprootTree(leaves5).merkle_root == tap_branch(tap_branch(h[0], h[1]),
+                                                          tap_branch(tap_branch(h[2], h[3]), h[4]))
+    assert TaprootTree(leaves5[:1]).merkle_root == h[0]
