@@ -238,3 +238,66 @@ def test_release_from_unknown_lienholder_fails():
     bond(app, "u", 10)
     with pytest.raises(UnknownLienholder):
         app.execute("stranger", VAULT, {"release_cross_stake": {"owner": "u", "amount": coin(1, OSMO)}})
+
+
+def test_stake_cross_txs_commit_first_while_second_pending():
+    """Upstream ``stake_cross_txs`` (second half): ranges after committing the older tx."""
+    app, _, _ = setup()
+    activate(app, CROSS, "validator")
+    bond(app, "user1", 300)
+    bond(app, "user2", 500)
+    first = int(stake_remote(app, "user1", 100, "validator", commit=False).attr("tx_id"))
+    stake_remote(app, "user1", 50, "validator", commit=False)
+    last = int(stake_remote(app, "user2", 100, "validator", commit=False).attr("tx_id"))
+    app.execute("test", CROSS, {"test_commit_stake": {"tx_id": last}})
+    assert account(app, "user2") == {"denom": OSMO, "bonded": "500", "free": vr(400)}
+    assert app.query(VAULT, {"account_claims": {"account": "user2"}})["claims"] == [
+        {"lienholder": CROSS, "amount": vr(100)}]
+    app.execute("test", CROSS, {"test_commit_stake": {"tx_id": first}})
+    assert account(app, "user1") == {"denom": OSMO, "bonded": "300", "free": vr(150, 200)}
+    assert claim(app, "user1") == vr(100, 150)
+    assert app.balance(VAULT, OSMO) == 800
+
+
+def test_stake_cross_rollback_tx():
+    app, _, _ = setup()
+    activate(app, CROSS, "validator")
+    bond(app, "user1", 300)
+    stake_remote(app, "user1", 100, "validator", commit=False)
+    assert len(app.query(VAULT, {"all_pending_txs_desc": {}})["txs"]) == 1
+    tx = app.query(VAULT, {"all_pending_txs_desc": {}})["txs"][0]["in_flight_staking"]["id"]
+    app.execute(CROSS, VAULT, {"rollback_tx": {"tx_id": tx}})
+    assert app.query(VAULT, {"all_pending_txs_desc": {}})["txs"] == []
+    assert account(app, "user1") == {"denom": OSMO, "bonded": "300", "free": vr(300)}
+    # upstream (current vault mock) removes empty liens on rollback
+    assert app.query(VAULT, {"account_claims": {"account": "user1"}})["claims"] == []
+    assert app.balance(VAULT, OSMO) == 300
+
+
+def test_multiple_stakes():
+    """Upstream ``multiple_stakes``: local 10% and two cross stakers at 60% max slash."""
+    from mesh_helpers import add_cross
+    app, _, _ = setup(dsign="0.6", local_ratio="0.1")
+    cross2 = add_cross(app, "external-staking-2", "0.6").address
+    for c in (CROSS, cross2):
+        activate(app, c, "validator")
+    bond(app, "user1", 1000)
+    stake_local(app, "user1", 300)
+    stake_remote(app, "user1", 200, "validator", CROSS)
+    stake_remote(app, "user1", 100, "validator", cross2)
+    assert account(app, "user1") == {"denom": OSMO, "bonded": "1000", "free": vr(700)}
+    assert app.query(VAULT, {"account_claims": {"account": "user1"}})["claims"] == [
+        {"lienholder": CROSS, "amount": vr(200)},
+        {"lienholder": cross2, "amount": vr(100)},
+        {"lienholder": LOCAL, "amount": vr(300)},
+    ]
+    # liens 300 / 400 / 500: max_slash 30 + 240 + 300 = 570 is the collateral usage
+    stake_remote(app, "user1", 200, "validator", CROSS)
+    stake_remote(app, "user1", 400, "validator", cross2)
+    assert account(app, "user1") == {"denom": OSMO, "bonded": "1000", "free": vr(430)}
+    assert claim(app, "user1", CROSS) == vr(400) and claim(app, "user1", cross2) == vr(500)
+    # cross1 to 900 still fits (30 + 540 + 300 = 870); cross2 to 900 would need 1110 > 1000
+    stake_remote(app, "user1", 500, "validator", CROSS)
+    with pytest.raises(InsufficientBalance):
+        stake_remote(app, "user1", 400, "validator", cross2)
+    assert claim(app, "user1", cross2) == vr(500)
