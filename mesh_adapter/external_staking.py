@@ -467,7 +467,8 @@ class ExternalStaking(Contract):
         self._check_authority(ctx)
         validator = require(body, "validator")
         height = require(body, "height", int)
-        require(body, "time", int)
+        if height < 0 or require(body, "time", int) < 0:
+            raise InvalidMessage("height and time must be non-negative")
         tombstone = optional(body, "tombstone", bool)
         tombstone = True if tombstone is None else tombstone
         if self.current_state(validator) == TOMBSTONED or self.state_at(validator, height) != ACTIVE:

@@ -301,3 +301,26 @@ def test_multiple_stakes():
     with pytest.raises(InsufficientBalance):
         stake_remote(app, "user1", 400, "validator", cross2)
     assert claim(app, "user1", cross2) == vr(500)
+
+
+def test_all_users_fetching():
+    """Upstream ``all_users_fetching``: ``with_collateral`` hides users with zero collateral."""
+    app, _, _ = setup()
+
+    def accounts(flag):
+        return [(a["user"], a["account"]["bonded"], a["account"]["free"])
+                for a in app.query(VAULT, {"all_accounts": {"with_collateral": flag}})["accounts"]]
+
+    assert accounts(False) == [] and accounts(True) == []
+    bond(app, "user1", 100)
+    assert accounts(False) == accounts(True) == [("user1", "100", vr(100))]
+    bond(app, "user2", 200)
+    assert accounts(False) == accounts(True) == [("user1", "100", vr(100)), ("user2", "200", vr(200))]
+    app.execute("user1", VAULT, {"unbond": {"amount": coin(50, OSMO)}})
+    assert accounts(False) == accounts(True) == [("user1", "50", vr(50)), ("user2", "200", vr(200))]
+    app.execute("user2", VAULT, {"unbond": {"amount": coin(200, OSMO)}})
+    assert accounts(False) == [("user1", "50", vr(50)), ("user2", "0", vr(0))]
+    assert accounts(True) == [("user1", "50", vr(50))]
+    # pagination: start_after is exclusive, limit caps the page
+    page = app.query(VAULT, {"all_accounts": {"start_after": "user1", "limit": 1}})["accounts"]
+    assert [a["user"] for a in page] == ["user2"]
