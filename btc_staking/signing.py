@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Sequence
 
 from .errors import InvalidSignatureError
@@ -15,6 +16,9 @@ __all__ = [
     "bip86_output_key",
     "p2tr_key_path_script",
     "sign_key_path",
+    "pop_digest",
+    "sign_pop_bip340",
+    "verify_pop_bip340",
 ]
 
 
@@ -62,3 +66,20 @@ def sign_key_path(
     if not schnorr_verify(xonly_from_secret(tweaked), msg, sig):
         raise InvalidSignatureError("key-path signature failed self-check")
     return sig if hash_type == SIGHASH_DEFAULT else sig + bytes([hash_type])
+
+
+def pop_digest(account_address: bytes) -> bytes:
+    """Babylon BIP-340 proof-of-possession message: SHA256(raw account-address bytes)."""
+    if not isinstance(account_address, (bytes, bytearray)) or not account_address:
+        raise InvalidSignatureError("PoP account address must be non-empty bytes")
+    return hashlib.sha256(bytes(account_address)).digest()
+
+
+def sign_pop_bip340(sk: bytes, account_address: bytes) -> bytes:
+    """BIP-340 PoP (btc_sig_type 0): the BTC key signs SHA256(account address bytes)."""
+    return schnorr_sign(sk, pop_digest(account_address))
+
+
+def verify_pop_bip340(xonly_pk: bytes, account_address: bytes, sig: bytes) -> bool:
+    """Verify a BIP-340 proof of possession."""
+    return schnorr_verify(xonly_pk, pop_digest(account_address), sig)

@@ -209,3 +209,16 @@ def test_api_aliases():
     prs = [os.urandom(32) for _ in range(3)]
     root, proofs = eots.commit_pub_rand(prs)
     assert eots.verify_pub_rand_proof(root, prs[2], proofs[2].to_dict())
+
+
+def test_bip340_proof_of_possession():
+    from btc_staking.errors import InvalidSignatureError
+    from btc_staking.signing import sign_pop_bip340, verify_pop_bip340
+
+    sk, addr = generate_secret(), os.urandom(20)
+    sig = sign_pop_bip340(sk, addr)
+    assert ssa.verify_(hashlib.sha256(addr).digest(), xonly_from_secret(sk), sig)
+    assert verify_pop_bip340(xonly_from_secret(sk), addr, sig)
+    assert not verify_pop_bip340(xonly_from_secret(sk), os.urandom(20), sig)
+    with pytest.raises(InvalidSignatureError):
+        sign_pop_bip340(sk, b"")

@@ -270,3 +270,27 @@ def test_key_path_p2tr_spend():
         tx.inputs[0].witness = [sign_key_path(sk, tx, 0, prevouts)]
         tx.outputs[0] = TxOut(68_999, DEST)
         assert not both_accept(tx, prevouts, 0)
+
+
+def test_stake_expansion_two_inputs(setup):
+    """Spec §2.6: input 0 spends the old staking output via the unbonding leaf (staker + covenant quorum),
+    input 1 is a key-path funding UTXO; signatures commit to both prevouts."""
+    s, info = setup, setup["info"]
+    params = s["params"]
+    wallet_sk = generate_secret()
+    funding = TxOut(500_000, p2tr_key_path_script(wallet_sk, is_secret=True))
+    new_info = build_staking_info(s["staker"], [s["fp"]], params.covenant_pks, QUORUM, STAKING_TIME,
+                                  VALUE + 400_000)
+    tx = Tx(2, [TxIn(s["outpoint"]), TxIn(OutPoint(os.urandom(32), 1))], [new_info.output], 0)
+    prevouts = [info.output, funding]
+    leaf, cb = info.unbonding_script, info.control_block(info.unbonding_script)
+    cov = _sign_covenants(s["cov_sks"], (0, 1, 3), tx, prevouts, leaf)
+    staker_sig = sign_script_path(s["staker_sk"], tx, 0, prevouts, leaf)
+    tx.inputs[0].witness = unbonding_witness(params.covenant_pks, cov, QUORUM, staker_sig, leaf, cb)
+    tx.inputs[1].witness = [sign_key_path(wallet_sk, tx, 1, prevouts)]
+    assert both_accept(tx, prevouts, 0) and both_accept(tx, prevouts, 1)
+    # a signature computed over only the first prevout (single-input sighash) does not verify
+    lone = Tx(2, [TxIn(s["outpoint"])], [new_info.output], 0)
+    wrong = sign_script_path(s["staker_sk"], lone, 0, [info.output], leaf)
+    tx.inputs[0].witness = unbonding_witness(params.covenant_pks, cov, QUORUM, wrong, leaf, cb)
+    assert not both_accept(tx, prevouts, 0)
