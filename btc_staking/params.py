@@ -8,8 +8,15 @@ from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from .errors import DuplicateKeyError, InvalidKeyError, InvalidParamsError
-from .keys import xonly_from_secret, to_xonly
+from .errors import (
+    DuplicateKeyError,
+    InvalidAmountError,
+    InvalidKeyError,
+    InvalidParamsError,
+    InvalidTimelockError,
+)
+from .keys import to_xonly, xonly_from_secret
+from .tx import TxOut
 
 __all__ = [
     "StakingParams",
@@ -46,8 +53,6 @@ def is_dust(value: int, script_pubkey: bytes, min_relay_fee_per_kvb: int = 1000)
     """btcd mempool.IsDust; OP_RETURN (null-data) outputs are never dust."""
     if script_pubkey[:1] == b"\x6a":
         return False
-    from .tx import TxOut  # local import to avoid a cycle
-
     size = len(TxOut(value, script_pubkey).serialize()) + 41
     size += 107 // 4 if is_witness_program(script_pubkey) else 107
     return value * 1000 // (3 * size) < min_relay_fee_per_kvb
@@ -168,14 +173,12 @@ class StakingParams:
                 kw["tag"] = b(d["tag"])
             return cls(**kw)
         except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, InvalidParamsError | InvalidKeyError):
+            if isinstance(exc, (InvalidParamsError, InvalidKeyError)):
                 raise
             raise InvalidParamsError(f"bad params dict: {exc}") from exc
 
     def check_staking_value(self, value: int) -> None:
         """Raise InvalidAmountError unless min ≤ value ≤ max."""
-        from .errors import InvalidAmountError
-
         if not isinstance(value, int) or not self.min_staking_value_sat <= value <= self.max_staking_value_sat:
             raise InvalidAmountError(
                 f"staking value {value!r} outside [{self.min_staking_value_sat}, {self.max_staking_value_sat}]"
@@ -183,8 +186,6 @@ class StakingParams:
 
     def check_staking_time(self, blocks: int) -> None:
         """Raise InvalidTimelockError unless min ≤ blocks ≤ max."""
-        from .errors import InvalidTimelockError
-
         if not isinstance(blocks, int) or not self.min_staking_time_blocks <= blocks <= self.max_staking_time_blocks:
             raise InvalidTimelockError(
                 f"staking time {blocks!r} outside [{self.min_staking_time_blocks}, {self.max_staking_time_blocks}]"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Sequence
 
 from .errors import InvalidAmountError, InvalidKeyError, InvalidTxError
@@ -290,7 +291,7 @@ def build_unbonding_tx(
     return Tx(2, [TxIn(staking_outpoint)], [info.output], 0)
 
 
-def slashing_amounts(funding_value: int, slashing_rate, fee: int) -> tuple[int, int]:
+def slashing_amounts(funding_value: int, slashing_rate: Decimal | float | str, fee: int) -> tuple[int, int]:
     """(slash, change) with MulF64 rounding; raises InvalidAmountError if either is ≤ 0."""
     _check_value(funding_value)
     slash = mul_f64(funding_value, slashing_rate)
