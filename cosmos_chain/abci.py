@@ -369,12 +369,12 @@ class ABCIServer:
     def handle(self, request: abci.Request) -> abci.Response:
         """Answer one decoded request; never raises (errors become exception/code responses)."""
         kind = request.WhichOneof("value")
-        self.request_counts[kind or "none"] = self.request_counts.get(kind or "none", 0) + 1
         handler = getattr(self, f"_on_{kind}", None) if kind else None
         if handler is None:
             return self._exception(f"unknown ABCI request {kind!r}")
         try:
             with self.lock:
+                self.request_counts[kind] = self.request_counts.get(kind, 0) + 1
                 return handler(getattr(request, kind))
         except Exception as exc:  # noqa: BLE001 - reported to CometBFT, server keeps running
             detail = f"{kind}: {type(exc).__name__}: {exc}"

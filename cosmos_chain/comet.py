@@ -435,6 +435,21 @@ class CometNode:
             self._client.close()
             self._client = None
 
+    def kill(self) -> None:
+        """Crash the node: SIGKILL cometbft, then drop the ABCI server and app without a clean close."""
+        if self.process is not None:
+            if self.process.poll() is None:
+                self.process.kill()
+            self.process.wait(10)
+            self.process = None
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
+        self.app = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
     def check_alive(self) -> None:
         """Raise :class:`CometError` with the log tail if cometbft exited."""
         if self.process is not None and self.process.poll() is not None:
