@@ -135,11 +135,13 @@ def verify_header_chain(
     pow_limit: int = REGTEST_POW_LIMIT,
 ) -> int:
     """Check linkage (prev_hash), PoW of every header; return the cumulative work of `headers`.
-    `parent` may be a header or a 32-byte block hash (internal order)."""
+    `parent` may be a header, its 80 raw bytes, or a 32-byte block hash (internal order)."""
     if not headers:
         raise InvalidHeaderError("empty header chain")
     hs = [h if isinstance(h, BlockHeader) else BlockHeader.parse(h) for h in headers]
     if parent is not None:
+        if isinstance(parent, (bytes, bytearray)) and len(parent) == 80:
+            parent = BlockHeader.parse(parent)
         parent_hash = parent.hash() if isinstance(parent, BlockHeader) else bytes(parent)
         if len(parent_hash) != 32:
             raise InvalidHeaderError("parent hash must be 32 bytes")

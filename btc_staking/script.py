@@ -18,6 +18,7 @@ __all__ = [
     "push_int",
     "sort_keys",
     "check_no_duplicates",
+    "check_timelock",
     "single_key_script",
     "multisig_script",
     "timelock_script",

@@ -101,6 +101,8 @@ def test_real_headers_parse_hash_and_chain():
     assert check_proof_of_work(g, MAINNET_POW_LIMIT) and check_proof_of_work(b1, MAINNET_POW_LIMIT)
     assert g.work == 0x100010001
     assert verify_header_chain([b1], parent=g, pow_limit=MAINNET_POW_LIMIT) == b1.work
+    assert verify_header_chain([b1], parent=GENESIS, pow_limit=MAINNET_POW_LIMIT) == b1.work
+    assert verify_header_chain([b1], parent=g.hash(), pow_limit=MAINNET_POW_LIMIT) == b1.work
     assert verify_header_chain([GENESIS, BLOCK1], pow_limit=MAINNET_POW_LIMIT) == g.work + b1.work
     with pytest.raises(InvalidHeaderError):
         verify_header_chain([b1, g], pow_limit=MAINNET_POW_LIMIT)  # wrong linkage
