@@ -51,7 +51,7 @@ from .errors import (
     UnknownFinalityProvider,
     ValidatorNotActive,
 )
-from .framework import MeshHost, to_binary
+from .framework import MeshHost, to_binary, wasm_execute
 from .numeric import Dec, coin, parse_uint
 
 MAX_SAT = 21_000_000 * 100_000_000
@@ -401,6 +401,13 @@ class BtcMeshAdapter:
                     rec["status"] = "SLASHED" if self.config.unbond_slashed or rec["status"] == "UNBONDING" \
                         else "ACTIVE"
         return {"validator": validator, "ratio": str(ratio), "delegations": report}
+
+    def slashing_message(self, fp_btc_pk: Any, height: int, time: int) -> dict:
+        """The bare ``WasmMsg`` a slashing hook can return instead of calling
+        :meth:`on_finality_provider_slashed` (it must be dispatched with the contract's
+        ``authority`` as sender; the collateral mirroring/burn steps are then skipped)."""
+        return wasm_execute(self.config.external_staking, {"handle_slashing": {
+            "validator": self.validator_for(fp_btc_pk), "height": height, "time": time, "tombstone": True}})
 
     def on_delegation_event(self, event: Any) -> dict:
         """Dispatch on ``event["status"]`` (ACTIVE, UNBONDING, EXPIRED, WITHDRAWN)."""

@@ -292,3 +292,17 @@ def test_event_dispatch_and_state_round_trip():
         assert clone.to_state() == c.to_state()
     vault = contract_from_state(app.contracts[VAULT].to_state())
     assert vault.query({"account": {"account": ad.account_for(h(1))}})["bonded"] == "1000000"
+
+
+def test_slashing_message_for_hook_dispatch():
+    app, ad = deploy(authority="finality-module")
+    ad.on_delegation_active(ev(1))
+    msg = ad.slashing_message(FP_A, height=7, time=0)
+    assert msg == {"wasm": {"execute": {"contract_addr": EXT, "funds": [], "msg": {"handle_slashing": {
+        "validator": "valA", "height": 7, "time": 0, "tombstone": True}}}}}
+    ex = msg["wasm"]["execute"]
+    with pytest.raises(MeshError):  # only the configured authority may slash
+        app.execute("someone-else", ex["contract_addr"], ex["msg"])
+    app.execute("finality-module", ex["contract_addr"], ex["msg"])
+    assert vault_acct(app, ad, 1)["bonded"] == "900000"
+    assert stake(app, ad, 1)["stake"]["high"] == "900000"
