@@ -36,20 +36,27 @@ Queries
   slashed_height, block_height, extracted_btc_sk}``; ``slashed_finality_providers {}`` →
   ``{finality_providers: [...]}``.
 
-State is JSON only (hex strings, int heights), so ``to_state`` is deterministic. Every message
-runs on a copy of the state that is swapped in only on success (``Contract.execute``).
+``FinalityModule`` is the chain module (``cosmos_chain.modules.base.Module``; state in its
+JSON store, so a failing message leaves nothing behind: the tx journal is dropped);
+``StandaloneFinality`` runs the same ``FinalityCore`` rules on a private store for tools/tests.
+Execute results: ``{fp_btc_pk, start_height, num_pub_rand}`` for a commit;
+``{fp_btc_pk, block_height, result: voted|duplicate|fork_vote|slashed, evidence?, extracted_btc_sk?}``
+for a vote. Events: ``commit_pub_rand_list``, ``finality_vote``, ``fork_vote``,
+``slashed_finality_provider {fp_btc_pk, block_height, canonical_app_hash, fork_app_hash, extracted_btc_sk}``.
 """
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 from btc_staking import eots
 from btc_staking.errors import StakingError
 from btc_staking.keys import lift_x, xonly_from_secret
-from mesh_adapter.framework import Contract, ExecCtx, Response, clamp_page_limit
+
+from .errors import ContractError
+from .modules.base import Context, Module
+from .store import CacheKV, JsonStore, RootKV
 
 __all__ = [
     "FinalityError",
@@ -64,7 +71,10 @@ __all__ = [
     "UnknownBlock",
     "FinalityHooks",
     "StaticHooks",
+    "FinalityCore",
     "FinalityModule",
+    "StandaloneFinality",
+    "extract_from_evidence",
     "DEFAULT_PARAMS",
 ]
 
@@ -73,7 +83,7 @@ DEFAULT_PARAMS: dict[str, int] = {"min_pub_rand": 1, "max_pub_rand": 100_000, "m
 
 
 # --------------------------------------------------------------------------------------- errors
-class FinalityError(ValueError):
+class FinalityError(ContractError):
     """Base class of every finality-module error."""
 
 
@@ -115,20 +125,20 @@ class UnknownBlock(FinalityError):
 
 # --------------------------------------------------------------------------------------- hooks
 class FinalityHooks(Protocol):
-    """What the module needs from its host chain. ``knows_blocks``: True when
-    ``canonical_app_hash`` answers for every produced height (votes on unknown heights are then refused)."""
+    """What the finality logic needs from its host. ``knows_blocks``: True when
+    ``canonical_app_hash`` answers for every produced height (votes on unknown heights are refused)."""
 
     knows_blocks: bool
 
-    def is_registered(self, fp_btc_pk: str) -> bool:
+    def is_registered(self, ctx: Any, fp_btc_pk: str) -> bool:
         """Whether the FP (x-only hex) is registered in the staking registry."""
 
-    def canonical_app_hash(self, height: int) -> bytes | None:
-        """App hash of the chain's block at ``height``; None when unknown (first vote wins)."""
+    def canonical_app_hash(self, ctx: Any, height: int) -> bytes | None:
+        """App hash of the chain's block at ``height``; None when unknown."""
 
-    def slash_finality_provider(self, ctx: ExecCtx, fp_btc_pk: str, evidence: dict, extracted_sk: bytes) -> list[dict]:
-        """Slash the FP in the registry (and its delegations); return sub-messages to dispatch, if any.
-        Raising aborts the whole vote (nothing is written)."""
+    def slash_finality_provider(self, ctx: Any, fp_btc_pk: str, evidence: dict, extracted_sk: bytes) -> None:
+        """Slash the FP in the registry (its delegations become SLASHED) and downstream (mesh).
+        Raising aborts the vote: nothing is written."""
 
 
 @dataclass
@@ -137,20 +147,17 @@ class StaticHooks:
 
     registered: set[str]
     app_hashes: Callable[[int], bytes | None] | None = None
-    slashed: list[str] | None = None
+    slashed: list[str] = field(default_factory=list)
     knows_blocks: bool = False
 
-    def is_registered(self, fp_btc_pk: str) -> bool:
+    def is_registered(self, ctx: Any, fp_btc_pk: str) -> bool:
         return fp_btc_pk in self.registered
 
-    def canonical_app_hash(self, height: int) -> bytes | None:
+    def canonical_app_hash(self, ctx: Any, height: int) -> bytes | None:
         return None if self.app_hashes is None else self.app_hashes(height)
 
-    def slash_finality_provider(self, ctx: ExecCtx, fp_btc_pk: str, evidence: dict, extracted_sk: bytes) -> list[dict]:
-        if self.slashed is None:
-            self.slashed = []
+    def slash_finality_provider(self, ctx: Any, fp_btc_pk: str, evidence: dict, extracted_sk: bytes) -> None:
         self.slashed.append(fp_btc_pk)
-        return []
 
 
 # --------------------------------------------------------------------------------------- parsing
@@ -205,19 +212,25 @@ def _proof(body: dict) -> eots.MerkleProof:
     return eots.MerkleProof(total, index, leaf, aunts)
 
 
-# --------------------------------------------------------------------------------------- module
-class FinalityModule(Contract):
-    """Babylon-style finality module as a built-in contract; host-specific behaviour via hooks."""
+# --------------------------------------------------------------------------------------- core
+def _hkey(height: int) -> str:
+    return f"{height:020d}"
 
-    kind = "btcmesh-finality"
 
-    def __init__(self, address: str, state: dict, hooks: FinalityHooks) -> None:
-        super().__init__(address, state)
+Emit = Callable[[str, dict[str, str]], None]
+
+
+class FinalityCore:
+    """The module's rules over a JSON store. Keys: ``params``, ``commits/<fp>`` (list),
+    ``vote/<h20>/<fp>``, ``fork/<h20>/<fp>``, ``evidence/<fp>`` (list), ``slashed/<fp>``."""
+
+    def __init__(self, hooks: FinalityHooks) -> None:
         self.hooks = hooks
 
-    @classmethod
-    def create(cls, address: str, hooks: FinalityHooks, params: dict | None = None) -> "FinalityModule":
-        """Fresh module with ``DEFAULT_PARAMS`` overridden by ``params``."""
+    # ----------------------------------------------------------------------------- helpers
+    @staticmethod
+    def init_params(st: JsonStore, params: dict | None = None) -> None:
+        """Write ``DEFAULT_PARAMS`` overridden by ``params`` (validated)."""
         p = dict(DEFAULT_PARAMS)
         for k, v in (params or {}).items():
             if k not in DEFAULT_PARAMS or not isinstance(v, int) or isinstance(v, bool) or v < 1:
@@ -225,27 +238,22 @@ class FinalityModule(Contract):
             p[k] = v
         if p["min_pub_rand"] > p["max_pub_rand"]:
             raise InvalidFinalityMsg("min_pub_rand must not exceed max_pub_rand")
-        state = {"params": p, "commits": {}, "votes": {}, "fork_votes": {}, "evidence": {}, "slashed": {}}
-        return cls(address, state, hooks)
+        st.set("params", p)
 
-    @classmethod
-    def from_state(cls, data: dict, hooks: FinalityHooks | None = None) -> "FinalityModule":  # type: ignore[override]
-        """Rebuild from ``to_state`` output (hooks are runtime wiring, not state)."""
-        if data.get("kind") != cls.kind:
-            raise InvalidFinalityMsg(f"state kind {data.get('kind')!r} is not {cls.kind!r}")
-        if hooks is None:
-            raise InvalidFinalityMsg("FinalityModule.from_state needs hooks")
-        return cls(data["address"], copy.deepcopy(data["state"]), hooks)
+    @staticmethod
+    def params(st: JsonStore) -> dict:
+        return st.get("params") or dict(DEFAULT_PARAMS)
 
-    # ----------------------------------------------------------------------------- helpers
-    def _check_fp(self, fp: str) -> None:
-        if fp in self.state["slashed"]:
+    def _check_fp(self, st: JsonStore, ctx: Any, fp: str) -> None:
+        if st.has("slashed/" + fp):
             raise FinalityProviderSlashed(f"finality provider {fp} is slashed")
-        if not self.hooks.is_registered(fp):
+        if not self.hooks.is_registered(ctx, fp):
             raise UnknownFinalityProvider(f"finality provider {fp} is not registered")
 
-    def _commit_for(self, fp: str, height: int) -> dict | None:
-        for c in reversed(self.state["commits"].get(fp, [])):
+    @staticmethod
+    def commit_for(st: JsonStore, fp: str, height: int) -> dict | None:
+        """The FP's pub-rand commit covering ``height`` (or None)."""
+        for c in reversed(st.get("commits/" + fp, [])):
             if c["start_height"] <= height < c["start_height"] + c["num_pub_rand"]:
                 return c
             if c["start_height"] + c["num_pub_rand"] <= height:
@@ -253,13 +261,13 @@ class FinalityModule(Contract):
         return None
 
     # ----------------------------------------------------------------------------- execute
-    def exec_commit_pub_rand_list(self, ctx: ExecCtx, body: dict) -> Response:
+    def commit_pub_rand_list(self, st: JsonStore, ctx: Any, cur_height: int, body: dict, emit: Emit) -> dict:
         """Store a signed commitment to the FP's public randomness for [start, start+num)."""
         fp = _fp(body)
         start, num = _uint(body, "start_height"), _uint(body, "num_pub_rand")
         commitment, sig = _hex(body, "commitment", 32), _hex(body, "sig", 64)
-        self._check_fp(fp)
-        p = self.state["params"]
+        self._check_fp(st, ctx, fp)
+        p = self.params(st)
         if num < p["min_pub_rand"]:
             raise InvalidPubRandCommit(f"num_pub_rand {num} below minimum {p['min_pub_rand']}")
         if num > p["max_pub_rand"]:
@@ -268,11 +276,10 @@ class FinalityModule(Contract):
             raise InvalidPubRandCommit("start_height must be at least 1")
         if start + num > U64_MAX:
             raise InvalidPubRandCommit("start_height + num_pub_rand overflows uint64")
-        if start >= ctx.block.height + p["max_start_ahead"]:
-            raise InvalidPubRandCommit(
-                f"start_height {start} too far ahead of current height {ctx.block.height} "
-                f"(limit {p['max_start_ahead']})")
-        commits = self.state["commits"].setdefault(fp, [])
+        if start >= cur_height + p["max_start_ahead"]:
+            raise InvalidPubRandCommit(f"start_height {start} too far ahead of current height {cur_height} "
+                                       f"(limit {p['max_start_ahead']})")
+        commits = st.get("commits/" + fp, [])
         if commits:
             last_end = commits[-1]["start_height"] + commits[-1]["num_pub_rand"] - 1
             if start <= last_end:
@@ -280,20 +287,21 @@ class FinalityModule(Contract):
         if not eots.verify_pub_rand_commit(bytes.fromhex(fp), start, num, commitment, sig):
             raise InvalidPubRandCommit("pub rand commit signature does not verify under fp_btc_pk")
         commits.append({"start_height": start, "num_pub_rand": num, "commitment": commitment.hex(),
-                        "committed_height": ctx.block.height})
-        resp = Response().add_attribute("action", "commit_pub_rand_list").add_attribute("fp_btc_pk", fp)
-        resp.add_attribute("start_height", start).add_attribute("num_pub_rand", num)
-        return resp
+                        "committed_height": cur_height})
+        st.set("commits/" + fp, commits)
+        emit("commit_pub_rand_list", {"fp_btc_pk": fp, "start_height": str(start), "num_pub_rand": str(num)})
+        return {"fp_btc_pk": fp, "start_height": start, "num_pub_rand": num}
 
-    def exec_add_finality_sig(self, ctx: ExecCtx, body: dict) -> Response:
-        """Verify and record an EOTS finality vote; slash on equivocation."""
+    def add_finality_sig(self, st: JsonStore, ctx: Any, cur_height: int, body: dict, emit: Emit) -> dict:
+        """Verify and record an EOTS finality vote; slash on equivocation. Returns
+        ``{fp_btc_pk, block_height, result}`` with result ``voted | duplicate | fork_vote | slashed``."""
         fp = _fp(body)
         height = _uint(body, "block_height")
         pub_rand, app_hash = _hex(body, "pub_rand", 32), _hex(body, "block_app_hash", 32)
         sig = _hex(body, "finality_sig", 32)
         proof = _proof(body)
-        self._check_fp(fp)
-        commit = self._commit_for(fp, height)
+        self._check_fp(st, ctx, fp)
+        commit = self.commit_for(st, fp, height)
         if commit is None:
             raise PubRandNotCommitted(f"finality provider {fp} has no public randomness committed for height {height}")
         if proof.index != height - commit["start_height"]:
@@ -313,37 +321,37 @@ class FinalityModule(Contract):
             raise InvalidFinalitySig(f"bad finality signature: {exc}") from exc
         if not ok:
             raise InvalidFinalitySig("EOTS signature does not verify over vote_message(height, app_hash)")
-
-        vote = {"fp_btc_pk": fp, "app_hash": app_hash.hex(), "pub_rand": pub_rand.hex(), "finality_sig": sig.hex()}
-        resp = Response().add_attribute("action", "add_finality_sig").add_attribute("fp_btc_pk", fp) \
-            .add_attribute("block_height", height)
-        key = str(height)
-        votes = self.state["votes"].setdefault(key, {})
-        forks = self.state["fork_votes"].setdefault(key, {})
-        canonical = self.hooks.canonical_app_hash(height)
+        canonical = self.hooks.canonical_app_hash(ctx, height)
         if canonical is None and self.hooks.knows_blocks:
-            raise UnknownBlock(f"no block at height {height} yet (current height {ctx.block.height})")
-        existing = votes.get(fp)
-        if canonical is not None and app_hash != canonical:
-            # vote on a fork
-            if fp in forks and forks[fp]["app_hash"] == vote["app_hash"]:
-                return resp.add_attribute("duplicate", "true")
+            raise UnknownBlock(f"no block at height {height} yet (current height {cur_height})")
+
+        vote = {"fp_btc_pk": fp, "block_height": height, "app_hash": app_hash.hex(), "pub_rand": pub_rand.hex(),
+                "finality_sig": sig.hex()}
+        out = {"fp_btc_pk": fp, "block_height": height}
+        vkey, fkey = f"vote/{_hkey(height)}/{fp}", f"fork/{_hkey(height)}/{fp}"
+        existing, fork = st.get(vkey), st.get(fkey)
+        if canonical is not None and app_hash != canonical:  # a vote on a fork
+            if fork is not None and fork["app_hash"] == vote["app_hash"]:
+                return dict(out, result="duplicate")
             if existing is None:
-                forks[fp] = vote
-                return resp.add_attribute("fork_vote", "true")
-            return self._equivocation(ctx, resp, height, existing, vote)
+                st.set(fkey, vote)
+                emit("fork_vote", {"fp_btc_pk": fp, "block_height": str(height), "app_hash": vote["app_hash"]})
+                return dict(out, result="fork_vote")
+            return self._equivocation(st, ctx, cur_height, out, existing, vote, emit)
         if existing is not None:
             if existing["app_hash"] == vote["app_hash"]:
-                return resp.add_attribute("duplicate", "true")
-            # no canonical hash known: the first accepted vote is canonical
-            return self._equivocation(ctx, resp, height, existing, vote)
-        votes[fp] = vote
-        if fp in forks:
-            return self._equivocation(ctx, resp, height, vote, forks[fp])
-        return resp
+                return dict(out, result="duplicate")
+            # no canonical hash known: the first accepted vote is the canonical one
+            return self._equivocation(st, ctx, cur_height, out, existing, vote, emit)
+        st.set(vkey, vote)
+        emit("finality_vote", {"fp_btc_pk": fp, "block_height": str(height), "app_hash": vote["app_hash"]})
+        if fork is not None:
+            return self._equivocation(st, ctx, cur_height, out, vote, fork, emit)
+        return dict(out, result="voted")
 
-    def _equivocation(self, ctx: ExecCtx, resp: Response, height: int, canon: dict, fork: dict) -> Response:
-        fp = canon["fp_btc_pk"]
+    def _equivocation(self, st: JsonStore, ctx: Any, cur_height: int, out: dict, canon: dict, fork: dict,
+                      emit: Emit) -> dict:
+        fp, height = canon["fp_btc_pk"], canon["block_height"]
         if canon["pub_rand"] != fork["pub_rand"]:  # impossible with non-overlapping commits; guard anyway
             raise InvalidPubRandProof("equivocating votes use different public randomness")
         evidence = {
@@ -356,69 +364,154 @@ class FinalityModule(Contract):
             "fork_finality_sig": fork["finality_sig"],
         }
         sk = extract_from_evidence(evidence)
-        self.state["evidence"].setdefault(fp, []).append(evidence)
-        self.state["slashed"][fp] = {"slashed_height": ctx.block.height, "block_height": height,
-                                     "extracted_btc_sk": sk.hex()}
-        self.state["fork_votes"].get(str(height), {}).pop(fp, None)
-        msgs = self.hooks.slash_finality_provider(ctx, fp, evidence, sk)
-        resp.messages.extend(msgs or [])
-        resp.add_attribute("equivocation", "true").add_attribute("slashed", fp)
-        resp.events.append({"type": "slashed_finality_provider", "attributes": [
-            {"key": "fp_btc_pk", "value": fp},
-            {"key": "block_height", "value": str(height)},
-            {"key": "canonical_app_hash", "value": evidence["canonical_app_hash"]},
-            {"key": "fork_app_hash", "value": evidence["fork_app_hash"]},
-            {"key": "extracted_btc_sk", "value": sk.hex()},
-        ]})
-        return resp
+        st.set("evidence/" + fp, st.get("evidence/" + fp, []) + [evidence])
+        st.set("slashed/" + fp, {"fp_btc_pk": fp, "slashed_height": cur_height, "block_height": height,
+                                 "extracted_btc_sk": sk.hex()})
+        st.delete(f"fork/{_hkey(height)}/{fp}")
+        self.hooks.slash_finality_provider(ctx, fp, evidence, sk)
+        emit("slashed_finality_provider", {
+            "fp_btc_pk": fp, "block_height": str(height), "canonical_app_hash": evidence["canonical_app_hash"],
+            "fork_app_hash": evidence["fork_app_hash"], "extracted_btc_sk": sk.hex()})
+        return dict(out, result="slashed", evidence=evidence, extracted_btc_sk=sk.hex())
 
     # ----------------------------------------------------------------------------- queries
-    def query_params(self, body: dict) -> dict:
-        return dict(self.state["params"])
+    def query(self, st: JsonStore, msg: Any) -> Any:
+        """Dispatch a smart query ``{name: body}``."""
+        if not isinstance(msg, dict) or len(msg) != 1:
+            raise InvalidFinalityMsg("query must be a JSON object with exactly one key")
+        (name, body), = msg.items()
+        fn = getattr(self, "q_" + str(name), None)
+        if fn is None:
+            raise InvalidFinalityMsg(f"finality: unknown query `{name}`")
+        return fn(st, body or {})
 
-    def query_pub_rand_commits(self, body: dict) -> dict:
+    def q_params(self, st: JsonStore, body: dict) -> dict:
+        return self.params(st)
+
+    def q_pub_rand_commits(self, st: JsonStore, body: dict) -> dict:
         fp = _fp(body)
-        return {"fp_btc_pk": fp, "commits": copy.deepcopy(self.state["commits"].get(fp, []))}
+        return {"fp_btc_pk": fp, "commits": st.get("commits/" + fp, [])}
 
-    def query_votes_at_height(self, body: dict) -> dict:
+    def q_votes_at_height(self, st: JsonStore, body: dict) -> dict:
         height = _uint(body, "height")
-        votes = self.state["votes"].get(str(height), {})
-        return {"height": height, "votes": [dict(votes[k]) for k in sorted(votes)]}
+        votes = [v for _, v in st.items(f"vote/{_hkey(height)}/")]
+        return {"height": height, "votes": votes}
 
-    def query_vote(self, body: dict) -> dict:
+    def q_vote(self, st: JsonStore, body: dict) -> dict:
         fp, height = _fp(body), _uint(body, "height")
-        vote = self.state["votes"].get(str(height), {}).get(fp)
-        return {"vote": dict(vote) if vote else None}
+        return {"vote": st.get(f"vote/{_hkey(height)}/{fp}")}
 
-    def query_evidence(self, body: dict) -> dict:
+    def q_evidence(self, st: JsonStore, body: dict) -> dict:
         fp = _fp(body)
-        return {"evidence": copy.deepcopy(self.state["evidence"].get(fp, []))}
+        return {"fp_btc_pk": fp, "evidence": st.get("evidence/" + fp, [])}
 
-    def query_list_evidence(self, body: dict) -> dict:
+    def q_list_evidence(self, st: JsonStore, body: dict) -> dict:
         start_after = body.get("start_after")
         if start_after is not None and not isinstance(start_after, str):
             raise InvalidFinalityMsg("start_after must be a hex fp key")
-        limit = clamp_page_limit(body.get("limit"), default=30, maximum=100)
-        out = []
-        for fp in sorted(self.state["evidence"]):
+        limit = body.get("limit", 100)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 0 < limit <= 1000:
+            raise InvalidFinalityMsg("limit must be an int in 1..1000")
+        out: list[dict] = []
+        for key, evs in st.items("evidence/"):
+            fp = key[len("evidence/"):]
             if start_after is not None and fp <= start_after:
                 continue
-            out.extend(copy.deepcopy(self.state["evidence"][fp]))
+            out.extend(evs)
             if len(out) >= limit:
                 break
         return {"evidence": out[:limit]}
 
-    def query_is_slashed(self, body: dict) -> dict:
+    def q_is_slashed(self, st: JsonStore, body: dict) -> dict:
         fp = _fp(body)
-        s = self.state["slashed"].get(fp)
+        s = st.get("slashed/" + fp)
         return {"fp_btc_pk": fp, "slashed": s is not None,
                 "slashed_height": s["slashed_height"] if s else None,
                 "block_height": s["block_height"] if s else None,
                 "extracted_btc_sk": s["extracted_btc_sk"] if s else None}
 
-    def query_slashed_finality_providers(self, body: dict) -> dict:
-        out = [{"fp_btc_pk": fp, **v} for fp, v in sorted(self.state["slashed"].items())]
-        return {"finality_providers": out}
+    def q_slashed_finality_providers(self, st: JsonStore, body: dict) -> dict:
+        return {"finality_providers": [v for _, v in st.items("slashed/")]}
+
+
+# --------------------------------------------------------------------------------------- hosts
+class FinalityModule(Module):
+    """The chain's finality module (built-in contract ``module_address("finality")``).
+
+    ``hooks`` default to :class:`cosmos_chain.mesh.ChainFinalityHooks` (registry + block app
+    hashes + mesh), set by ``cosmos_chain.mesh.install``. The app hash of block ``h`` is recorded
+    at the start of block ``h+1`` (``apphash/<h20>``), which is what votes are checked against."""
+
+    name = "finality"
+
+    def __init__(self, hooks: FinalityHooks | None = None, params: dict | None = None) -> None:
+        super().__init__()
+        self.hooks = hooks
+        self.genesis_params = params
+
+    @property
+    def core(self) -> FinalityCore:
+        if self.hooks is None:
+            raise ContractError("finality module has no hooks installed (call cosmos_chain.mesh.install)")
+        return FinalityCore(self.hooks)
+
+    def init_genesis(self, ctx: Context, genesis: dict[str, Any]) -> None:
+        FinalityCore.init_params(self.store(ctx), genesis.get("params", self.genesis_params))
+
+    def begin_block(self, ctx: Context) -> None:
+        """Record the previous block's app hash (votes for height h are checked against it)."""
+        last = getattr(ctx.app, "last_app_hash", None)
+        if callable(last):
+            last = last()
+        if ctx.height > 1 and isinstance(last, (bytes, bytearray)) and len(last) == 32:
+            self.store(ctx).set("apphash/" + _hkey(ctx.height - 1), bytes(last).hex())
+
+    def app_hash_at(self, ctx: Context, height: int) -> bytes | None:
+        """Recorded app hash of block ``height`` (None if not recorded)."""
+        h = self.store(ctx).get("apphash/" + _hkey(height))
+        return None if h is None else bytes.fromhex(h)
+
+    @staticmethod
+    def _emitter(ctx: Context) -> Emit:
+        return lambda type_, attrs: ctx.emit(type_, **attrs)
+
+    def exec_commit_pub_rand_list(self, ctx: Context, sender: str, body: dict, funds: list) -> dict:
+        return self.core.commit_pub_rand_list(self.store(ctx), ctx, ctx.height, body, self._emitter(ctx))
+
+    def exec_add_finality_sig(self, ctx: Context, sender: str, body: dict, funds: list) -> dict:
+        return self.core.add_finality_sig(self.store(ctx), ctx, ctx.height, body, self._emitter(ctx))
+
+    def query(self, ctx: Context, msg: dict[str, Any]) -> Any:
+        return self.core.query(self.store(ctx), msg)
+
+
+class StandaloneFinality:
+    """The same rules without a chain (tests, tools): a private store, all-or-nothing messages."""
+
+    def __init__(self, hooks: FinalityHooks, height: int = 1, params: dict | None = None) -> None:
+        self.core = FinalityCore(hooks)
+        self.kv = RootKV()
+        self.height = height
+        self.events: list[tuple[str, dict[str, str]]] = []
+        FinalityCore.init_params(JsonStore(self.kv, "finality"), params)
+
+    def execute(self, msg: dict) -> dict:
+        """Run one execute message; state and events are kept only if it succeeds."""
+        if not isinstance(msg, dict) or len(msg) != 1:
+            raise InvalidFinalityMsg("message must be a JSON object with exactly one key")
+        (name, body), = msg.items()
+        if name not in ("commit_pub_rand_list", "add_finality_sig") or not isinstance(body, dict):
+            raise InvalidFinalityMsg(f"finality: unknown execute message `{name}`")
+        cache = CacheKV(self.kv)
+        events: list[tuple[str, dict[str, str]]] = []
+        out = getattr(self.core, name)(JsonStore(cache, "finality"), self, self.height, body,
+                                       lambda t, a: events.append((t, a)))
+        cache.write()
+        self.events.extend(events)
+        return out
+
+    def query(self, msg: dict) -> Any:
+        return self.core.query(JsonStore(self.kv, "finality"), msg)
 
 
 def extract_from_evidence(evidence: dict) -> bytes:
@@ -440,6 +533,3 @@ def extract_from_evidence(evidence: dict) -> bytes:
     return sk
 
 
-def exec_json(module: FinalityModule, ctx: ExecCtx, msg: dict[str, Any]) -> Response:
-    """Convenience: execute a JSON message as ``ctx.sender``."""
-    return module.execute(ctx, ctx.sender, msg)

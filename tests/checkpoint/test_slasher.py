@@ -21,8 +21,7 @@ from checkpoint.slasher import (
     Slasher,
     recover_fp_secret,
 )
-from cosmos_chain.finality import FinalityModule, StaticHooks
-from mesh_adapter.framework import BlockInfo, ExecCtx
+from cosmos_chain.finality import StandaloneFinality, StaticHooks
 
 N_COV, QUORUM, STAKING_TIME, VALUE = 5, 3, 150, 1_000_000
 
@@ -81,9 +80,8 @@ def world():
     btc.add_confirmed(htx)
 
     hooks = StaticHooks({fp.hex(), honest.hex()})
-    module = FinalityModule.create("finality", hooks)
-    ctx = ExecCtx("s", "finality", BlockInfo(50, 0))
-    chan = CallableChannel(lambda m: module.execute(ctx, "s", m), module.query)
+    module = StandaloneFinality(hooks, height=50)
+    chan = CallableChannel(module.execute, module.query)
     delegations = {fp.hex(): [d], honest.hex(): [hd]}
 
     def query(contract: str, msg: dict):
