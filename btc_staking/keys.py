@@ -26,6 +26,13 @@ __all__ = [
     "schnorr_verify",
     "taproot_tweak_secret",
     "taproot_tweak_pubkey",
+    "int_to_bytes32",
+    "point_from_scalar",
+    "point_mul",
+    "point_negate",
+    "point_add",
+    "xonly",
+    "bip340_challenge",
 ]
 
 #: secp256k1 group order.
