@@ -161,6 +161,13 @@ class Vault(Contract):
             acc = max_range(acc, lien.amount)
         info.max_lien = acc
 
+    def _clear_dust(self, user: str, info: UserInfo) -> None:
+        """Deviation from upstream: ``total_slashable`` sums per-operation floors, so after every
+        lien is released a few units of rounding dust can remain and lock collateral forever.
+        Once the user holds no (non-empty) lien, the dust is cleared."""
+        if all(lien.amount.high == 0 for _, lien in self._user_liens(user)):
+            info.total_slashable = ValueRange()
+
     def _check_denom(self, denom: str) -> None:
         if denom != self.denom:
             raise UnexpectedDenom(f"unexpected denom, expected {self.denom}, got {denom}")
@@ -263,6 +270,7 @@ class Vault(Contract):
         info = self._user(user)
         self._recalculate_max_lien(user, info)
         info.total_slashable.rollback_add(Dec.parse(tx["slashable"]).mul_floor(amount))
+        self._clear_dust(user, info)
         self._save_user(user, info)
         del self.state["pending"][str(tx_id)]
         return Response().add_attribute("action", "rollback_tx").add_attribute("sender", ctx.sender) \
@@ -331,6 +339,7 @@ class Vault(Contract):
         user = self._user(owner)
         self._recalculate_max_lien(owner, user)
         user.total_slashable.sub(lien.slashable.mul_floor(amount), 0)
+        self._clear_dust(owner, user)
         self._save_user(owner, user)
 
     def _slash_entry(self, ctx: ExecCtx, body: dict, action: str) -> Response:
@@ -373,6 +382,7 @@ class Vault(Contract):
                                                   slash_amount - free, holder, validator))
             user.collateral = new_collateral
             self._recalculate_max_lien(user_addr, user)
+            self._clear_dust(user_addr, user)
             self._save_user(user_addr, user)
         return msgs
 
