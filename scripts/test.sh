@@ -3,5 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh --daemons
-export BTCMESH_TOOLS="$PWD/.tools/bin"
+export BTCMESH_TOOLS="$PWD/.tools/bin" BTCMESH_REQUIRE_DAEMONS=1
 exec .venv/bin/python -m pytest -q "$@"
