@@ -1,0 +1,349 @@
+"""ChainApp under a real CometBFT v0.38 node (1 validator): txs, CheckTx rejections, restart, crash.
+
+Every tx is built and signed by cosmpy (``Transaction`` + ``SigningCfg.direct``), sent with
+``broadcast_tx_sync`` and observed through CometBFT's own RPC (``/tx``, ``/abci_query``,
+``/block``, ``/abci_info``), so the ABCI socket server, the app and CometBFT are all exercised.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import sqlite3
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from cosmpy.aerial.tx import SigningCfg, Transaction, TxFee
+from cosmpy.protos.cosmos.tx.v1beta1.tx_pb2 import TxRaw
+
+from cosmos_chain.app import ChainApp
+from cosmos_chain.comet import CometError, CometNetwork, CometRPCError, tx_hash
+from cmt_helpers import (
+    BANK_CONTRACT,
+    DENOM,
+    FEE,
+    GAS_LIMIT,
+    Key,
+    fee_amount,
+    make_genesis,
+    msg_bank_execute,
+    msg_send,
+    query_account,
+    query_balance,
+    sign_tx,
+    signed_send,
+)
+
+pytestmark = pytest.mark.timeout(120)
+
+ALICE, BOB, CAROL = Key.from_seed(1), Key.from_seed(2), Key.from_seed(3)
+BLOCK_TIME = 0.15
+
+
+def _network(binary: Path, base: Path) -> CometNetwork:
+    return CometNetwork(binary, 1, ChainApp, base, app_genesis=make_genesis([ALICE, BOB]), block_time=BLOCK_TIME)
+
+
+@pytest.fixture(scope="module")
+def net(tool_path, tmp_path_factory) -> Iterator[CometNetwork]:
+    """One running 1-validator chain shared by the tx tests of this module."""
+    network = _network(tool_path("cometbft"), tmp_path_factory.mktemp("comet1"))
+    with network.start(timeout=60):
+        yield network
+
+
+@pytest.fixture
+def fresh_net(tool_path, tmp_path) -> Iterator[CometNetwork]:
+    """A private 1-validator chain (for restart/crash tests); always stopped."""
+    network = _network(tool_path("cometbft"), tmp_path / "chain")
+    try:
+        yield network
+    finally:
+        network.stop()
+
+
+def _chain_id(net: CometNetwork) -> str:
+    return net.client.status()["node_info"]["network"]
+
+
+# --------------------------------------------------------------------------------------------
+# transactions
+
+
+def test_bank_send_and_contract_execute_commit(net: CometNetwork) -> None:
+    """A MsgSend and a MsgExecuteContract (bank contract) commit; balances via abci_query match."""
+    client, chain_id = net.client, _chain_id(net)
+    assert chain_id == net.chain_id
+    start_alice, start_bob = query_balance(client, ALICE.address), query_balance(client, BOB.address)
+    start_carol = query_balance(client, CAROL.address)
+
+    res = client.broadcast_tx_sync(signed_send(client, chain_id, ALICE, CAROL.address, 1_234))
+    assert res.code == 0, res.log
+    committed = client.wait_for_tx(res.hash, timeout=20)
+    assert int(committed["tx_result"].get("code", 0)) == 0, committed["tx_result"]
+    height = int(committed["height"])
+    assert query_balance(client, CAROL.address) == start_carol + 1_234
+    assert query_balance(client, ALICE.address) == start_alice - 1_234 - fee_amount()
+
+    # the built-in bank contract, through MsgExecuteContract
+    acct = query_account(client, BOB.address)
+    raw = sign_tx(
+        BOB, [msg_bank_execute(BOB, CAROL.address, 5_000)], sequence=acct.sequence,
+        account_number=acct.account_number, chain_id=chain_id,
+    )  # fmt: skip
+    res = client.broadcast_tx_sync(raw)
+    assert res.code == 0, res.log
+    assert res.hash == tx_hash(raw)
+    committed = client.wait_for_tx(res.hash, timeout=20)
+    assert int(committed["tx_result"].get("code", 0)) == 0, committed["tx_result"]
+    assert int(committed["height"]) > height
+    events = {e["type"] for e in committed["tx_result"]["events"]}
+    assert {"execute", "transfer"} <= events
+    assert query_balance(client, CAROL.address) == start_carol + 1_234 + 5_000
+    assert query_balance(client, BOB.address) == start_bob - 5_000 - fee_amount()
+    assert query_account(client, BOB.address).sequence == acct.sequence + 1
+
+    # the block carries the exact tx bytes; the header's app hash is the app's hash of the previous block
+    tx_height = int(committed["height"])
+    client.wait_for_height(tx_height + 1, timeout=20)
+    server = net.nodes[0].server
+    assert server is not None
+    assert client.block_app_hash(tx_height + 1) == server.app_hashes[tx_height]
+    assert client.abci_info()[0] >= tx_height
+    # a smart query on the bank contract agrees with the proto query
+    query = json.dumps({"balance": {"address": CAROL.address, "denom": DENOM}}).encode()
+    code, value, log, _ = client.abci_query(f"/smart/{BANK_CONTRACT}", query)
+    assert code == 0, log
+    assert json.loads(value) == {"denom": DENOM, "amount": str(start_carol + 6_234)}
+
+
+def test_bad_signature_rejected_in_checktx(net: CometNetwork) -> None:
+    """A tx signed by the wrong key (or for another chain) fails CheckTx with code 4 and never lands."""
+    client, chain_id = net.client, _chain_id(net)
+    acct = query_account(client, ALICE.address)
+    before = query_balance(client, ALICE.address)
+
+    # sealed with Alice's pubkey, signed by Bob's key
+    tx_obj = _sealed(ALICE, CAROL.address, 7, acct.sequence)
+    tx_obj.sign(BOB.wallet.signer(), chain_id, acct.account_number)
+    tx_obj.complete()
+    res = client.broadcast_tx_sync(tx_obj.tx.SerializeToString())
+    assert res.code == 4, res.log
+    assert "signature verification failed" in res.log
+
+    # a good signature made for another chain id
+    wrong_chain = sign_tx(ALICE, [msg_send(ALICE, CAROL.address, 7)], sequence=acct.sequence,
+                          account_number=acct.account_number, chain_id="other-chain")
+    res2 = client.broadcast_tx_sync(wrong_chain)
+    assert res2.code == 4 and "chain-id" in res2.log, res2.log
+
+    # a flipped signature bit
+    good = sign_tx(ALICE, [msg_send(ALICE, CAROL.address, 7)], sequence=acct.sequence,
+                   account_number=acct.account_number, chain_id=chain_id)
+    raw = TxRaw.FromString(good)
+    sig = bytearray(raw.signatures[0])
+    sig[5] ^= 1
+    raw.signatures[0] = bytes(sig)
+    res3 = client.broadcast_tx_sync(raw.SerializeToString())
+    assert res3.code == 4, res3.log
+
+    client.wait_for_height(client.latest_height() + 2, timeout=20)
+    for r in (res, res2, res3):
+        assert client.tx(r.hash) is None
+    assert query_balance(client, ALICE.address) == before
+    assert query_account(client, ALICE.address).sequence == acct.sequence
+
+
+def test_wrong_sequence_rejected_in_checktx(net: CometNetwork) -> None:
+    """A sequence ahead of (or behind) the account's fails CheckTx with code 32 and a clear log."""
+    client, chain_id = net.client, _chain_id(net)
+    acct = query_account(client, ALICE.address)
+    ahead = sign_tx(ALICE, [msg_send(ALICE, CAROL.address, 9)], sequence=acct.sequence + 5,
+                    account_number=acct.account_number, chain_id=chain_id)
+    res = client.broadcast_tx_sync(ahead)
+    assert res.code == 32, res.log
+    assert f"account sequence mismatch for {ALICE.address}, expected {acct.sequence}, got {acct.sequence + 5}" in res.log
+    if acct.sequence > 0:
+        behind = sign_tx(ALICE, [msg_send(ALICE, CAROL.address, 9)], sequence=acct.sequence - 1,
+                         account_number=acct.account_number, chain_id=chain_id)
+        res2 = client.broadcast_tx_sync(behind)
+        assert res2.code == 32 and "replayed tx?" in res2.log, res2.log
+    assert client.tx(res.hash) is None
+
+
+def test_replayed_tx_rejected(net: CometNetwork) -> None:
+    """Re-broadcasting a committed tx is refused (CometBFT's cache, then the app's replay check)."""
+    client, chain_id = net.client, _chain_id(net)
+    raw = signed_send(client, chain_id, ALICE, CAROL.address, 11, memo="replay-me")
+    committed = client.submit(raw, timeout=20)
+    assert int(committed["tx_result"].get("code", 0)) == 0
+    carol = query_balance(client, CAROL.address)
+    with pytest.raises(CometRPCError, match="already exists in cache"):
+        client.broadcast_tx_sync(raw)
+    # the app itself refuses it too (what a node without that cache entry would get)
+    server = net.nodes[0].server
+    assert server is not None
+    result = server.call(server.app.check_tx, raw)
+    assert result.code == 19 and "replay" in result.log, result.log
+    client.wait_for_height(client.latest_height() + 2, timeout=20)
+    assert query_balance(client, CAROL.address) == carol
+
+
+# --------------------------------------------------------------------------------------------
+# persistence
+
+
+def test_restart_resumes_from_persisted_state(fresh_net: CometNetwork) -> None:
+    """Stop + start with the same homes: Info reports the committed height/hash, no replay from genesis."""
+    net = fresh_net
+    net.start(timeout=60)
+    client, chain_id = net.client, _chain_id(net)
+    committed = client.submit(signed_send(client, chain_id, ALICE, CAROL.address, 4_321, memo="before restart"))
+    client.wait_for_height(int(committed["height"]) + 2, timeout=20)
+    carol, alice = query_balance(client, CAROL.address), query_balance(client, ALICE.address)
+    server = net.nodes[0].server
+    assert server is not None and server.request_counts.get("init_chain") == 1
+    net.stop()
+
+    # what the app has on disk is exactly what it committed
+    app_home = net.nodes[0].app_home
+    height, app_hash = _db_head(app_home)
+    assert height == server.committed_height and app_hash == server.last_app_hash == server.app_hashes[height]
+
+    net.start(timeout=60)
+    server2 = net.nodes[0].server
+    assert server2 is not None and server2 is not server
+    assert server2.info_responses[0].height == height
+    assert server2.info_responses[0].app_hash == app_hash
+    assert "init_chain" not in server2.request_counts  # no replay from genesis
+    client = net.client
+    client.wait_for_height(height + 3, timeout=20)
+    assert min(server2.app_hashes) == height + 1  # the first block the new app saw is the next one
+    assert client.block_app_hash(height + 1) == app_hash
+    assert client.abci_info()[0] >= height + 3
+    assert query_balance(client, CAROL.address) == carol
+    assert query_balance(client, ALICE.address) == alice
+    # the replay protection survived the restart: this node's mempool cache is empty, the app refuses
+    res = client.broadcast_tx_sync(_b64tx(committed))
+    assert res.code != 0 and "replay" in res.log, res.log
+    # and the chain still takes new txs with the persisted sequence
+    again = client.submit(signed_send(client, chain_id, ALICE, CAROL.address, 1, memo="after restart"))
+    assert int(again["tx_result"].get("code", 0)) == 0 and int(again["height"]) > height
+    assert query_balance(client, CAROL.address) == carol + 1
+
+
+def test_crash_and_replay_of_missing_blocks(fresh_net: CometNetwork) -> None:
+    """kill -9 with the app's store behind CometBFT's: the handshake replays the missing blocks.
+
+    The app's database is rolled back to a snapshot taken a few blocks earlier (as if its
+    last writes were lost in the crash); CometBFT must replay exactly the missing blocks
+    through FinalizeBlock and the app must reach the same app hashes it had before.
+    """
+    net = fresh_net
+    net.start(timeout=60)
+    client, chain_id = net.client, _chain_id(net)
+    client.submit(signed_send(client, chain_id, ALICE, CAROL.address, 100, memo="pre-snapshot"))
+    node = net.nodes[0]
+    server = node.server
+    assert server is not None
+    snapshot = node.home.parent / "app-snapshot"
+    with server.lock:  # no block can commit while we copy: a consistent on-disk state
+        snap_height = server.committed_height
+        _copy_db(node.app_home, snapshot)
+    # more blocks (one with a tx) after the snapshot
+    late = client.submit(signed_send(client, chain_id, ALICE, CAROL.address, 200, memo="lost by the app"))
+    client.wait_for_height(int(late["height"]) + 2, timeout=20)
+    carol = query_balance(client, CAROL.address)
+    node.kill()
+    hashes = dict(server.app_hashes)
+    crash_height = max(hashes)
+    assert crash_height >= snap_height + 3
+
+    shutil.rmtree(node.app_home)
+    shutil.copytree(snapshot, node.app_home)
+    assert _db_head(node.app_home)[0] == snap_height
+
+    net.start(timeout=60, min_height=crash_height + 2)
+    server2 = node.server
+    assert server2 is not None
+    assert server2.info_responses[0].height == snap_height
+    assert "init_chain" not in server2.request_counts
+    replayed = [h for h in server2.app_hashes if h <= crash_height]
+    assert replayed == list(range(snap_height + 1, crash_height + 1))  # exactly the missing blocks, in order
+    for h in replayed:
+        assert server2.app_hashes[h] == hashes[h], f"app hash differs at replayed height {h}"
+    assert net.client.block_app_hash(crash_height + 1) == hashes[crash_height]
+    assert query_balance(net.client, CAROL.address) == carol
+    assert net.client.tx(late["hash"]) is not None
+
+
+def test_kill_and_restart_continues(fresh_net: CometNetwork) -> None:
+    """A plain kill -9 of cometbft and the app: restart converges on the same app hash and continues."""
+    net = fresh_net
+    net.start(timeout=60)
+    client = net.client
+    client.wait_for_height(3, timeout=20)
+    node = net.nodes[0]
+    server = node.server
+    assert server is not None
+    node.kill()
+    hashes = dict(server.app_hashes)
+    net.start(timeout=60)
+    server2 = node.server
+    assert server2 is not None
+    info = server2.info_responses[0]
+    assert info.app_hash == hashes[info.height]
+    net.client.wait_for_height(max(hashes) + 2, timeout=20)
+    for h in set(hashes) & set(server2.app_hashes):
+        assert server2.app_hashes[h] == hashes[h]
+    assert net.client.block_app_hash(max(hashes) + 1) == hashes[max(hashes)]
+
+
+def test_node_that_dies_fails_fast(tool_path, tmp_path: Path) -> None:
+    """If ``cometbft node`` exits, start() raises CometError with the exit status (no long wait) and cleans up."""
+    real = tool_path("cometbft")
+    wrapper = tmp_path / "cometbft"
+    wrapper.write_text(f'#!/bin/sh\nif [ "$1" = node ]; then echo "boom: refusing to start"; exit 3; fi\nexec "{real}" "$@"\n')
+    wrapper.chmod(0o755)
+    network = CometNetwork(wrapper, 1, ChainApp, tmp_path / "x", app_genesis=make_genesis([ALICE]))
+    with pytest.raises(CometError, match="exited with 3"):
+        network.start(timeout=30)
+    assert network.nodes and all(not n.running and n.server is None for n in network.nodes)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _sealed(key: Key, to: str, amount: int, sequence: int) -> Transaction:
+    """A MsgSend sealed (not signed) for ``key``."""
+    tx = Transaction()
+    tx.add_message(msg_send(key, to, amount))
+    tx.seal(SigningCfg.direct(key.wallet.public_key(), sequence), fee=TxFee(amount=FEE, gas_limit=GAS_LIMIT))
+    return tx
+
+
+def _b64tx(committed: dict) -> bytes:
+    """Raw bytes of a ``/tx`` result."""
+    return base64.b64decode(committed["tx"])
+
+
+def _copy_db(app_home: Path, dest: Path) -> None:
+    """Copy the app's SQLite files (db + WAL) while no writer is active."""
+    dest.mkdir(parents=True)
+    for name in ("chain.db", "chain.db-wal"):
+        src = app_home / name
+        if src.exists():
+            shutil.copy2(src, dest / name)
+
+
+def _db_head(app_home: Path) -> tuple[int, bytes]:
+    """(height, app hash) stored in an app home's SQLite meta table."""
+    db = sqlite3.connect(str(app_home / "chain.db"))
+    try:
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+    finally:
+        db.close()
+    return int(meta["height"]), bytes.fromhex(meta["app_hash"])
