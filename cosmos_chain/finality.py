@@ -55,7 +55,7 @@ from btc_staking.errors import StakingError
 from btc_staking.keys import lift_x, xonly_from_secret
 
 from .errors import ContractError
-from .modules.base import Context, Module
+from .modules.base import Context, Module, register_module
 from .store import CacheKV, JsonStore, RootKV
 
 __all__ = [
@@ -435,12 +435,14 @@ class FinalityCore:
 
 
 # --------------------------------------------------------------------------------------- hosts
+@register_module
 class FinalityModule(Module):
     """The chain's finality module (built-in contract ``module_address("finality")``).
 
     ``hooks`` default to :class:`cosmos_chain.mesh.ChainFinalityHooks` (registry + block app
-    hashes + mesh), set by ``cosmos_chain.mesh.install``. The app hash of block ``h`` is recorded
-    at the start of block ``h+1`` (``apphash/<h20>``), which is what votes are checked against."""
+    hashes + mesh): set by ``cosmos_chain.mesh.install``, and used anyway when none are set, so
+    every ChainApp behaves the same. The app hash of block ``h`` is recorded at the start of
+    block ``h+1`` (``apphash/<h20>``), which is what votes are checked against."""
 
     name = "finality"
 
@@ -451,9 +453,12 @@ class FinalityModule(Module):
 
     @property
     def core(self) -> FinalityCore:
-        if self.hooks is None:
-            raise ContractError("finality module has no hooks installed (call cosmos_chain.mesh.install)")
-        return FinalityCore(self.hooks)
+        hooks = self.hooks
+        if hooks is None:
+            from .mesh import ChainFinalityHooks  # local import: mesh imports this module
+
+            hooks = ChainFinalityHooks()
+        return FinalityCore(hooks)
 
     def init_genesis(self, ctx: Context, genesis: dict[str, Any]) -> None:
         FinalityCore.init_params(self.store(ctx), genesis.get("params", self.genesis_params))

@@ -1,0 +1,438 @@
+"""Mesh Security on the chain: the ``mesh`` module and the hooks that wire it to staking and finality.
+
+``MeshModule`` (built-in contract ``module_address("mesh")``) hosts the :mod:`mesh_adapter`
+contracts - vault, external staking, converter, virtual staking - and the
+:class:`~mesh_adapter.btc_adapter.BtcMeshAdapter`. Their whole state lives in the module's JSON
+store (``contract/<name>``, ``balances``, ``adapter``, ``config``): every entry point loads it
+into a private :class:`~mesh_adapter.framework.MeshApp`, runs, and writes it back only if it
+succeeded. So mesh state is deterministic, part of the app hash, and dropped with a failing tx.
+The ``sat`` collateral tokens live in that internal bank (the vault's denom), not in the chain
+bank: they stand for BTC locked on Bitcoin, minted on ACTIVE and burned on withdrawal/slashing.
+
+Genesis section (every key optional; see :class:`~mesh_adapter.deploy.BtcMeshParams`)::
+
+    {"admin": "<bech32>", "price": "1", "discount": "0", "slashing_rate": "0.1",
+     "unbonding_period": 1814400, "max_cap": "10^18", "max_virtual_per_validator": null,
+     "fp_to_validator": {"<fp x-only hex>": "<valoper>"}, "denom": "sat", "virtual_denom": "ustake",
+     "rewards_denom": "ustake", "unbond_slashed": true}
+
+``slashing_rate`` defaults to the staking registry's (last params version) and must equal it.
+
+Execute: ``set_price {price}`` (admin only: converter ``update_price`` + adapter price).
+Queries: ``vault``/``external_staking``/``converter``/``virtual_staking`` ``{<contract query>}``
+(passthrough), ``adapter {delegation {staking_tx_hash} | validator_virtual_stake {validator} |
+delegations_of {staker_btc_pk} | lien {staking_tx_hash} | config {}}``, ``config {}``,
+``balance {address, denom?}`` (internal mesh bank).
+
+Hooks (stateless; everything they touch comes from ``ctx``):
+
+* :class:`ChainStakingHooks` - registry status changes → adapter events: into ACTIVE →
+  ``on_delegation_active`` (validator from the FP record); ACTIVE → UNBONDING / EXPIRED →
+  ``on_delegation_unbonding`` (the lien stays slashable for the unbonding period); → WITHDRAWN
+  → ``on_delegation_withdrawn``; → SLASHED → nothing (the FP-level slash does the work).
+* :class:`ChainFinalityHooks` - for :class:`cosmos_chain.finality.FinalityModule`: FP lookup
+  in the registry, canonical app hash = the finality module's recorded hash, slashing = registry
+  ``slash_finality_provider`` then adapter ``on_finality_provider_slashed``.
+
+:func:`install` sets both on an app; a fresh ``ChainApp`` gets them anyway (the finality module
+falls back to ``ChainFinalityHooks`` and this module installs the staking hooks at genesis and at
+every block), so every node of a testnet behaves the same without manual wiring.
+
+Mesh validators of finality providers count as active from height 0: an FP is slashable for
+any height it ever signed. A delegation naming several FPs is mapped to the first one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from dataclasses import asdict, fields
+from typing import TYPE_CHECKING, Any, Iterator
+
+from mesh_adapter.btc_adapter import BtcMeshAdapter, normalize_pk
+from mesh_adapter.deploy import BtcMeshParams, adapter_config, deployment_plan
+from mesh_adapter.errors import AlreadyTombstoned, UnknownFinalityProvider, ValidatorNotActive
+from mesh_adapter.framework import BlockInfo, MeshApp
+from mesh_adapter.numeric import Dec
+from mesh_adapter.plugin import contract_from_state
+
+from .errors import ContractError, InvalidRequestError, UnauthorizedError
+from .modules.base import Context, Module, register_module
+from .store import canonical_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .app import ChainApp
+
+__all__ = ["MeshModule", "ChainStakingHooks", "ChainFinalityHooks", "install", "set_default_hooks", "MeshModuleError",
+           "mesh_params_from_genesis"]
+
+#: Registry statuses that release virtual stake (the lien stays until the unbonding period ends).
+UNBONDING_STATUSES = ("UNBONDING", "EXPIRED")
+_CONTRACT_ROLES = ("vault", "external_staking", "converter", "virtual_staking")
+
+
+class MeshModuleError(ContractError):
+    """A mesh-module message or hook could not be applied."""
+
+
+def mesh_params_from_genesis(section: dict[str, Any]) -> tuple[BtcMeshParams, str | None]:
+    """Validate the genesis section → (params, admin). Unknown keys are an error."""
+    allowed = {f.name for f in fields(BtcMeshParams)}
+    extra = set(section) - allowed - {"admin"}
+    if extra:
+        raise InvalidRequestError(f"mesh genesis: unknown keys {sorted(extra)}")
+    kw = {k: v for k, v in section.items() if k != "admin"}
+    for key in ("price", "discount", "slashing_rate"):
+        if key in kw:
+            kw[key] = str(kw[key])
+            try:
+                Dec.parse(kw[key], key)
+            except ValueError as exc:
+                raise InvalidRequestError(f"mesh genesis: {exc}") from exc
+    for key in ("unbonding_period", "max_cap", "max_virtual_per_validator"):
+        if key in kw and kw[key] is not None:
+            try:
+                kw[key] = int(str(kw[key]))
+            except ValueError as exc:
+                raise InvalidRequestError(f"mesh genesis: {key} must be an integer") from exc
+            if kw[key] < 0:
+                raise InvalidRequestError(f"mesh genesis: {key} must be non-negative")
+    if "fp_to_validator" in kw:
+        m = kw["fp_to_validator"]
+        if not isinstance(m, dict) or not all(isinstance(v, str) and v for v in m.values()):
+            raise InvalidRequestError("mesh genesis: fp_to_validator must map fp keys to validator names")
+        try:
+            kw["fp_to_validator"] = {normalize_pk(k, "fp_to_validator key"): v for k, v in m.items()}
+        except ValueError as exc:
+            raise InvalidRequestError(f"mesh genesis: {exc}") from exc
+    admin = section.get("admin")
+    if admin is not None and not (isinstance(admin, str) and admin):
+        raise InvalidRequestError("mesh genesis: admin must be an address")
+    return BtcMeshParams(**kw), admin
+
+
+def _registry(ctx: Context) -> Module | None:
+    return ctx.app.modules.get("btc_staking")
+
+
+def _registry_slashing_rate(ctx: Context) -> str | None:
+    reg = _registry(ctx)
+    if reg is None:
+        return None
+    try:
+        versions = reg.query(ctx, {"params": {}}).get("params_versions") or []
+    except (ValueError, AttributeError):
+        return None
+    return str(versions[-1]["slashing_rate"]) if versions else None
+
+
+def _delegation_value(delegation: dict) -> int:
+    value = delegation.get("staking_value", delegation.get("total_sat"))
+    if isinstance(value, str) and value.isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise MeshModuleError(f"delegation {delegation.get('staking_tx_hash')} has no integer staking_value")
+    return value
+
+
+def _delegation_fp(delegation: dict) -> str:
+    fps = delegation.get("fp_btc_pk_list") or []
+    if not fps:
+        raise MeshModuleError(f"delegation {delegation.get('staking_tx_hash')} names no finality provider")
+    return normalize_pk(fps[0], "fp_btc_pk")
+
+
+@register_module
+class MeshModule(Module):
+    """Mesh Security provider contracts + BTC adapter, persisted in the chain store."""
+
+    name = "mesh"
+
+    # ------------------------------------------------------------------ state plumbing
+    @contextlib.contextmanager
+    def session(self, ctx: Context, write: bool = True) -> Iterator[tuple[MeshApp, BtcMeshAdapter]]:
+        """Load contracts + bank + adapter into a private MeshApp at ctx's block; on a clean exit
+        (and ``write``) store back what changed. An exception leaves the store untouched."""
+        st = self.store(ctx)
+        cfg = st.get("config")
+        if cfg is None:
+            raise MeshModuleError("mesh module not initialised (no genesis)")
+        host = MeshApp(BlockInfo(int(ctx.height), int(ctx.time_unix), ctx.chain_id))
+        raw: dict[str, str] = {}
+        for role in _CONTRACT_ROLES:
+            data = st.get("contract/" + role)
+            raw["contract/" + role] = canonical_json(data)
+            host.add_contract(contract_from_state(data))
+        balances = st.get("balances", {})
+        raw["balances"] = canonical_json(balances)
+        host.balances = {a: {d: int(v) for d, v in b.items()} for a, b in balances.items()}
+        adapter_state = st.get("adapter")
+        raw["adapter"] = canonical_json(adapter_state)
+        adapter = BtcMeshAdapter.from_state(host, adapter_state)
+        yield host, adapter
+        if not write:
+            return
+        if ctx.readonly:
+            raise MeshModuleError("cannot change mesh state from a query")
+        new: dict[str, Any] = {"balances": {a: {d: str(v) for d, v in sorted(b.items()) if v}
+                                            for a, b in sorted(host.balances.items()) if any(b.values())},
+                               "adapter": adapter.to_state()}
+        for role in _CONTRACT_ROLES:
+            new["contract/" + role] = host.contracts[cfg["contracts"][role]].to_state()
+        for key, value in new.items():
+            if canonical_json(value) != raw[key]:
+                st.set(key, value)
+
+    def config(self, ctx: Context) -> dict[str, Any]:
+        """``{params, admin, contracts: {role: internal address}}``."""
+        cfg = self.store(ctx).get("config")
+        if cfg is None:
+            raise MeshModuleError("mesh module not initialised (no genesis)")
+        return cfg
+
+    # ------------------------------------------------------------------ lifecycle
+    def init_genesis(self, ctx: Context, genesis: dict[str, Any]) -> None:
+        params, admin = mesh_params_from_genesis(genesis)
+        reg_rate = _registry_slashing_rate(ctx)
+        if reg_rate is not None:
+            if "slashing_rate" not in genesis:
+                params.slashing_rate = reg_rate
+            elif Dec.parse(params.slashing_rate) != Dec.parse(reg_rate):
+                raise InvalidRequestError(f"mesh genesis: slashing_rate {params.slashing_rate} must equal the "
+                                          f"staking registry's {reg_rate}")
+        host = MeshApp(BlockInfo(0, int(ctx.time_unix), ctx.chain_id))
+        try:
+            for cls, addr, msg in deployment_plan(params):
+                host.instantiate(cls, addr, msg, sender=params.authority)
+            adapter = BtcMeshAdapter(host, adapter_config(params))
+            for fp, val in sorted(adapter.config.fp_to_validator.items()):
+                adapter.register_finality_provider(fp, val, 0)
+        except ValueError as exc:
+            raise InvalidRequestError(f"mesh genesis: {exc}") from exc
+        st = self.store(ctx)
+        contracts = {"vault": params.vault, "external_staking": params.external_staking,
+                     "converter": params.converter, "virtual_staking": params.virtual_staking}
+        st.set("config", {"params": asdict(params), "admin": admin, "contracts": contracts})
+        for role, addr in contracts.items():
+            st.set("contract/" + role, host.contracts[addr].to_state())
+        st.set("balances", {})
+        st.set("adapter", adapter.to_state())
+        set_default_hooks(ctx.app)
+
+    def begin_block(self, ctx: Context) -> None:
+        set_default_hooks(ctx.app)  # nodes restarted from disk never ran init_genesis
+
+    def end_block(self, ctx: Context) -> None:
+        """Release matured unbonds and finish withdrawals (``process_matured``)."""
+        st = self.store(ctx)
+        adapter_state = st.get("adapter")
+        if not adapter_state or not any(r["status"] in ("UNBONDING", "SLASHED", "WITHDRAWING")
+                                         for r in adapter_state["delegations"].values()):
+            return
+        try:
+            with self.session(ctx) as (_, adapter):
+                changed = adapter.process_matured()
+        except ValueError as exc:  # never halt the chain; the state is left as it was
+            ctx.emit("mesh_error", where="process_matured", error=str(exc))
+            return
+        for rec in changed:
+            ctx.emit("mesh_delegation", staking_tx_hash=rec["staking_tx_hash"], status=rec["status"],
+                     collateral_sat=str(rec["collateral_sat"]), pending_sat=str(rec["pending_sat"]))
+
+    # ------------------------------------------------------------------ hooks (called by ChainStakingHooks)
+    def _validator_for(self, ctx: Context, adapter: BtcMeshAdapter, fp: str) -> str:
+        reg = _registry(ctx)
+        rec = reg.finality_provider(ctx, fp) if reg is not None else None  # type: ignore[attr-defined]
+        validator = (rec or {}).get("validator") or adapter.config.fp_to_validator.get(fp)
+        if not validator:
+            raise UnknownFinalityProvider(f"finality provider {fp} has no mesh validator")
+        return validator
+
+    def _ensure_mapping(self, host: MeshApp, adapter: BtcMeshAdapter, fp: str, validator: str) -> None:
+        """Map ``fp`` → ``validator`` in the adapter and make sure the validator is active."""
+        mapped = adapter.config.fp_to_validator.get(fp)
+        if mapped is not None and mapped != validator:
+            if any(r["fp_btc_pk"] == fp for r in adapter.records.values()):
+                raise MeshModuleError(f"finality provider {fp} is mapped to {mapped}, registry says {validator}")
+        state = host.query(adapter.config.external_staking, {"validator": {"valoper": validator}})["state"]
+        if state is None:
+            adapter.register_finality_provider(fp, validator, 0)
+        elif state == "active":
+            adapter.set_validator(fp, validator)
+        else:
+            raise ValidatorNotActive(f"mesh validator {validator} of finality provider {fp} is {state}")
+
+    def on_delegation_status(self, ctx: Context, delegation: dict, old: str | None, new: str) -> dict | None:
+        """Apply one registry status change to the mesh (see module docstring)."""
+        h = str(delegation.get("staking_tx_hash", "")).lower()
+        if new == old:
+            return None
+        with self.session(ctx) as (host, adapter):
+            known = h in adapter.records
+            if new == "ACTIVE":
+                fp = _delegation_fp(delegation)
+                self._ensure_mapping(host, adapter, fp, self._validator_for(ctx, adapter, fp))
+                out = adapter.on_delegation_active({
+                    "staking_tx_hash": h, "staker_btc_pk": delegation["staker_btc_pk"], "fp_btc_pk": fp,
+                    "value_sat": _delegation_value(delegation)})
+            elif new in UNBONDING_STATUSES and known:
+                out = adapter.on_delegation_unbonding(h)
+            elif new == "WITHDRAWN" and known:
+                out = adapter.on_delegation_withdrawn(h)
+            else:  # PENDING/VERIFIED, SLASHED (FP-level slash), or never reached ACTIVE
+                return None
+        ctx.emit("mesh_delegation", staking_tx_hash=h, status=out["status"], validator=out["validator"],
+                 collateral_sat=str(out["collateral_sat"]), staked_sat=str(out["staked_sat"]),
+                 virtual_stake=str(out["virtual_stake"]))
+        return out
+
+    def slash_finality_provider(self, ctx: Context, fp_btc_pk: str, height: int) -> dict | None:
+        """Slash the FP's mesh validator (upstream rules) and mirror the BTC slashing on collateral.
+        Returns the adapter's report, or None when the FP has no mesh validator / it is tombstoned."""
+        fp = normalize_pk(fp_btc_pk, "fp_btc_pk")
+        with self.session(ctx, write=False) as (host, adapter):
+            validator = adapter.config.fp_to_validator.get(fp)
+            state = None if validator is None else \
+                host.query(adapter.config.external_staking, {"validator": {"valoper": validator}})["state"]
+        if validator is None or state is None:
+            ctx.emit("mesh_slash", fp_btc_pk=fp, skipped="finality provider has no mesh validator")
+            return None
+        if state == "tombstoned":
+            ctx.emit("mesh_slash", fp_btc_pk=fp, validator=validator, skipped="validator already tombstoned")
+            return None
+        with self.session(ctx) as (host, adapter):
+            try:
+                report = adapter.on_finality_provider_slashed(fp, int(height))
+            except AlreadyTombstoned as exc:
+                raise MeshModuleError(f"cannot slash mesh validator {validator}: {exc}") from exc
+        ctx.emit("mesh_slash", fp_btc_pk=fp, validator=validator, height=str(height), ratio=report["ratio"],
+                 delegations=report["delegations"])
+        return report
+
+    # ------------------------------------------------------------------ execute
+    def exec_set_price(self, ctx: Context, sender: str, body: dict, funds: list) -> dict:
+        """Admin: set the converter price (consumer tokens per sat) and the adapter's copy of it."""
+        cfg = self.config(ctx)
+        if cfg.get("admin") is None or sender != cfg["admin"]:
+            raise UnauthorizedError("mesh: only the admin may set the price")
+        if funds:
+            raise InvalidRequestError("mesh: set_price takes no funds")
+        price = body.get("price")
+        if not isinstance(price, (str, int)) or isinstance(price, bool):
+            raise InvalidRequestError("mesh: set_price needs `price` (decimal string)")
+        price = str(Dec.parse(str(price), "price"))
+        with self.session(ctx) as (host, adapter):
+            host.execute(adapter.config.authority, cfg["contracts"]["converter"], {"update_price": {"price": price}})
+            adapter.config.price = price
+        cfg["params"]["price"] = price
+        self.store(ctx).set("config", cfg)
+        ctx.emit("mesh_set_price", price=price)
+        return {"price": price}
+
+    # ------------------------------------------------------------------ queries
+    def _passthrough(self, ctx: Context, role: str, body: dict) -> Any:
+        with self.session(ctx, write=False) as (host, _):
+            return host.query(self.config(ctx)["contracts"][role], body)
+
+    def query_vault(self, ctx: Context, body: dict) -> Any:
+        return self._passthrough(ctx, "vault", body)
+
+    def query_external_staking(self, ctx: Context, body: dict) -> Any:
+        return self._passthrough(ctx, "external_staking", body)
+
+    def query_converter(self, ctx: Context, body: dict) -> Any:
+        return self._passthrough(ctx, "converter", body)
+
+    def query_virtual_staking(self, ctx: Context, body: dict) -> Any:
+        return self._passthrough(ctx, "virtual_staking", body)
+
+    def query_config(self, ctx: Context, body: dict) -> Any:
+        return self.config(ctx)
+
+    def query_balance(self, ctx: Context, body: dict) -> Any:
+        address = body.get("address")
+        if not isinstance(address, str):
+            raise InvalidRequestError("mesh: balance needs `address`")
+        denom = body.get("denom") or self.config(ctx)["params"]["denom"]
+        bal = self.store(ctx).get("balances", {}).get(address, {}).get(denom, "0")
+        return {"address": address, "amount": {"denom": denom, "amount": str(bal)}}
+
+    def query_adapter(self, ctx: Context, body: dict) -> Any:
+        if not isinstance(body, dict) or len(body) != 1:
+            raise InvalidRequestError("mesh: adapter query must have exactly one key")
+        (name, q), = body.items()
+        q = q or {}
+        with self.session(ctx, write=False) as (_, adapter):
+            if name == "delegation":
+                return {"delegation": adapter.delegation(q.get("staking_tx_hash"))}
+            if name == "validator_virtual_stake":
+                v = q.get("validator")
+                if not isinstance(v, str):
+                    raise InvalidRequestError("mesh: validator_virtual_stake needs `validator`")
+                return {"validator": v, "virtual_stake": str(adapter.validator_virtual_stake(v)),
+                        "staked_sat": str(adapter.staked_on(v))}
+            if name == "delegations_of":
+                return {"delegations": adapter.delegations_of(q.get("staker_btc_pk"))}
+            if name == "lien":
+                return {"lien": adapter.lien(q.get("staking_tx_hash"))}
+            if name == "config":
+                return asdict(adapter.config)
+        raise InvalidRequestError(f"mesh: unknown adapter query `{name}`")
+
+
+class ChainStakingHooks:
+    """``StakingHooks`` for the ``btc_staking`` registry: forwards status changes to ``mesh``."""
+
+    def on_delegation_status(self, ctx: Context, delegation: dict, old_status: str | None, new_status: str) -> None:
+        mesh = ctx.app.modules.get("mesh")
+        if isinstance(mesh, MeshModule):
+            mesh.on_delegation_status(ctx, delegation, old_status, new_status)
+
+
+class ChainFinalityHooks:
+    """``FinalityHooks`` for :class:`cosmos_chain.finality.FinalityModule` on a ChainApp."""
+
+    knows_blocks = True
+
+    def is_registered(self, ctx: Context, fp_btc_pk: str) -> bool:
+        reg = _registry(ctx)
+        return reg is not None and reg.finality_provider(ctx, fp_btc_pk) is not None  # type: ignore[attr-defined]
+
+    def canonical_app_hash(self, ctx: Context, height: int) -> bytes | None:
+        fin = ctx.app.modules.get("finality")
+        return None if fin is None else fin.app_hash_at(ctx, height)  # type: ignore[attr-defined]
+
+    def slash_finality_provider(self, ctx: Context, fp_btc_pk: str, evidence: dict, extracted_sk: bytes) -> None:
+        height = int(evidence["block_height"])
+        reg = _registry(ctx)
+        if reg is None:
+            raise MeshModuleError("no btc_staking registry to slash the finality provider in")
+        slashed = reg.slash_finality_provider(ctx, fp_btc_pk, height)  # type: ignore[attr-defined]
+        ctx.emit("registry_slash", fp_btc_pk=fp_btc_pk, delegations=[d["staking_tx_hash"] for d in slashed or []])
+        mesh = ctx.app.modules.get("mesh")
+        if isinstance(mesh, MeshModule):
+            mesh.slash_finality_provider(ctx, fp_btc_pk, height)
+
+
+def set_default_hooks(app: "ChainApp") -> None:
+    """Give the registry and the finality module the chain hooks unless they already have hooks."""
+    fin = app.modules.get("finality")
+    if fin is not None and getattr(fin, "hooks", None) is None:
+        fin.hooks = ChainFinalityHooks()  # type: ignore[attr-defined]
+    reg = app.modules.get("btc_staking")
+    if reg is not None and getattr(reg, "hooks", None) is None:
+        reg.hooks = ChainStakingHooks()  # type: ignore[attr-defined]
+
+
+def install(app: "ChainApp") -> MeshModule:
+    """Make sure ``app`` has the finality and mesh modules (add them before ``init_chain``) and
+    that the registry and the finality module use the chain hooks. Idempotent; hooks already set
+    explicitly are kept."""
+    from .finality import FinalityModule
+
+    if "finality" not in app.modules:
+        app.add_module(FinalityModule())
+    if "mesh" not in app.modules:
+        app.add_module(MeshModule())
+    set_default_hooks(app)
+    return app.modules["mesh"]  # type: ignore[return-value]
