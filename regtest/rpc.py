@@ -1,0 +1,351 @@
+"""`RpcBackend`: a `BitcoinBackend` over JSON-RPC, for btcd (v0.26) or bitcoind (or anything
+speaking the bitcoind dialect, such as `regtest.rpc_server`).
+
+The dialect gaps are hidden here:
+
+==================  ===================================  =====================================
+operation           btcd                                 bitcoind
+==================  ===================================  =====================================
+mine n blocks       ``generate n`` (always pays the      ``generatetoaddress n addr``
+                    node's ``--miningaddr``, see below)
+raw block           ``getblock hash 0`` (int verbosity)  ``getblock hash 0``
+raw transaction     ``getrawtransaction txid 0`` (int)   ``getrawtransaction txid false``
+detect              ``getinfo`` answers                  ``getnetworkinfo`` answers
+==================  ===================================  =====================================
+
+btcd cannot mine to an arbitrary script: ``generate`` pays its ``--miningaddr``. On btcd,
+`RpcBackend.mine_blocks` therefore requires ``script_pubkey`` to be that address's script (pass
+``mining_script`` to the constructor, as `regtest.btcd.BtcdProcess.backend` does). Without it the
+blocks are mined first and the coinbase is then checked: a mismatch raises `BackendError` naming
+the script the blocks were really paid to.
+
+``sendrawtransaction`` failures that are the node refusing the transaction raise `TxRejected`
+whose ``reason`` is the node's message verbatim; every other JSON-RPC error raises `RpcError`
+(a `BackendError`) with the code and message; transport failures raise `BackendError`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import itertools
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+from btc_staking.tx import Tx
+
+from .backend import BackendError, TxRejected
+
+__all__ = ["RpcBackend", "RpcError", "REJECT_CODES", "script_to_address"]
+
+# bitcoind: -22 decode failed, -25 verify error (missing inputs), -26 verify rejected (policy /
+# consensus), -27 already in chain. btcd answers mempool rejections with -26/-25 and decode errors
+# with -22 as well (btcjson.ErrRPCVerify / ErrRPCDeserialization ...).
+REJECT_CODES = frozenset({-22, -25, -26, -27})
+
+_BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_NETS = {  # hrp, p2pkh version, p2sh version
+    "regtest": ("bcrt", 0x6F, 0xC4),
+    "testnet": ("tb", 0x6F, 0xC4),
+    "signet": ("tb", 0x6F, 0xC4),
+    "mainnet": ("bc", 0x00, 0x05),
+}
+
+
+class RpcError(BackendError):
+    """A JSON-RPC error answer: ``code`` and ``message`` are the node's own."""
+
+    def __init__(self, method: str, code: int, message: str) -> None:
+        super().__init__(f"{method}: RPC error {code}: {message}")
+        self.method = method
+        self.code = code
+        self.message = message
+
+
+# ------------------------------------------------------------------------------------ addresses
+def _bech32_polymod(values: list[int]) -> int:
+    gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+    chk = 1
+    for v in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ v
+        for i in range(5):
+            chk ^= gen[i] if (top >> i) & 1 else 0
+    return chk
+
+
+def _convertbits(data: bytes, frombits: int, tobits: int) -> list[int]:
+    acc, bits, ret, maxv = 0, 0, [], (1 << tobits) - 1
+    for value in data:
+        acc = (acc << frombits) | value
+        bits += frombits
+        while bits >= tobits:
+            bits -= tobits
+            ret.append((acc >> bits) & maxv)
+    if bits:
+        ret.append((acc << (tobits - bits)) & maxv)
+    return ret
+
+
+def _segwit_address(hrp: str, version: int, program: bytes) -> str:
+    """BIP-173 (v0, bech32) / BIP-350 (v1+, bech32m) address."""
+    const = 1 if version == 0 else 0x2BC830A3
+    data = [version] + _convertbits(program, 8, 5)
+    hrp_exp = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
+    polymod = _bech32_polymod(hrp_exp + data + [0] * 6) ^ const
+    checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(_BECH32_CHARSET[d] for d in data + checksum)
+
+
+def _base58check(payload: bytes) -> str:
+    full = payload + hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
+    n = int.from_bytes(full, "big")
+    out = ""
+    while n:
+        n, r = divmod(n, 58)
+        out = _B58[r] + out
+    return "1" * (len(full) - len(full.lstrip(b"\0"))) + out
+
+
+def script_to_address(script: bytes, network: str = "regtest") -> str:
+    """Address of a standard scriptPubKey (P2PKH, P2SH, segwit v0–v16); ValueError otherwise."""
+    if network not in _NETS:
+        raise ValueError(f"unknown network {network!r}")
+    hrp, p2pkh_ver, p2sh_ver = _NETS[network]
+    s = bytes(script)
+    if len(s) == 25 and s[:3] == b"\x76\xa9\x14" and s[23:] == b"\x88\xac":
+        return _base58check(bytes([p2pkh_ver]) + s[3:23])
+    if len(s) == 23 and s[:2] == b"\xa9\x14" and s[22] == 0x87:
+        return _base58check(bytes([p2sh_ver]) + s[2:22])
+    if 4 <= len(s) <= 42 and (s[0] == 0 or 0x51 <= s[0] <= 0x60) and s[1] == len(s) - 2:
+        version = 0 if s[0] == 0 else s[0] - 0x50
+        program = s[2:]
+        if version == 0 and len(program) not in (20, 32):
+            raise ValueError("witness v0 program must be 20 or 32 bytes")
+        return _segwit_address(hrp, version, program)
+    raise ValueError(f"script has no address form: {s.hex()}")
+
+
+# ------------------------------------------------------------------------------------- backend
+class RpcBackend:
+    """A `BitcoinBackend` over HTTP JSON-RPC to 127.0.0.1 (btcd or bitcoind dialect)."""
+
+    def __init__(
+        self,
+        url: str,
+        user: str = "",
+        password: str = "",
+        dialect: str = "auto",
+        timeout: float = 30.0,
+        *,
+        mining_script: bytes | None = None,
+        network: str = "regtest",
+    ) -> None:
+        if dialect not in ("btcd", "bitcoind", "auto"):
+            raise ValueError(f"dialect must be 'btcd', 'bitcoind' or 'auto', got {dialect!r}")
+        parts = urlsplit(url)
+        if parts.scheme != "http" or not parts.hostname or parts.port is None:
+            raise ValueError(f"RPC url must look like http://127.0.0.1:PORT, got {url!r}")
+        if parts.hostname not in ("127.0.0.1", "localhost"):
+            raise ValueError(f"only loopback RPC endpoints are allowed, got {parts.hostname!r}")
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.url = url
+        self._host = "127.0.0.1"
+        self._port = parts.port
+        self._path = parts.path or "/"
+        token = base64.b64encode(f"{user or parts.username or ''}:{password or parts.password or ''}".encode())
+        self._auth = "Basic " + token.decode()
+        self._timeout = timeout
+        self._ids = itertools.count(1)
+        self._conn: http.client.HTTPConnection | None = None
+        self.network = network
+        self.mining_script = bytes(mining_script) if mining_script is not None else None
+        self.dialect = self._detect() if dialect == "auto" else dialect
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _connection(self) -> http.client.HTTPConnection:
+        if self._conn is None:
+            self._conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
+        return self._conn
+
+    def _post(self, body: bytes) -> tuple[int, bytes]:
+        headers = {"Content-Type": "application/json", "Authorization": self._auth}
+        for attempt in (0, 1):  # one retry on a stale keep-alive connection
+            conn = self._connection()
+            try:
+                conn.request("POST", self._path, body, headers)
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
+                self._drop()
+                if attempt:
+                    raise BackendError(f"RPC connection to {self.url} lost: {exc}") from exc
+            except (OSError, http.client.HTTPException) as exc:
+                self._drop()
+                raise BackendError(f"RPC request to {self.url} failed: {exc!r}") from exc
+        raise AssertionError("unreachable")
+
+    def _drop(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def call(self, method: str, *params: Any) -> Any:
+        """One JSON-RPC call; returns ``result`` or raises `RpcError` / `BackendError`."""
+        body = json.dumps({"jsonrpc": "1.0", "id": next(self._ids), "method": method, "params": list(params)})
+        status, data = self._post(body.encode())
+        if status == 401:
+            raise BackendError(f"RPC authentication to {self.url} failed (HTTP 401)")
+        try:
+            reply = json.loads(data)
+        except ValueError as exc:
+            raise BackendError(f"{method}: HTTP {status}, not JSON: {data[:200]!r}") from exc
+        if not isinstance(reply, dict):
+            raise BackendError(f"{method}: malformed JSON-RPC reply: {reply!r}")
+        err = reply.get("error")
+        if err:
+            if isinstance(err, dict):
+                raise RpcError(method, int(err.get("code", 0)), str(err.get("message", "")))
+            raise RpcError(method, 0, str(err))
+        if status != 200:
+            raise BackendError(f"{method}: HTTP {status}: {data[:200]!r}")
+        return reply.get("result")
+
+    def _detect(self) -> str:
+        try:
+            self.call("getnetworkinfo")
+            return "bitcoind"
+        except RpcError:
+            pass
+        try:
+            info = self.call("getinfo")
+        except RpcError as exc:
+            raise BackendError(f"cannot tell the node's dialect: neither getnetworkinfo nor getinfo answer ({exc})")
+        if isinstance(info, dict) and "version" in info:
+            return "btcd"
+        raise BackendError(f"cannot tell the node's dialect from getinfo: {info!r}")
+
+    @staticmethod
+    def _hex(value: Any, what: str) -> bytes:
+        if not isinstance(value, str):
+            raise BackendError(f"{what}: expected hex string, got {type(value).__name__}")
+        try:
+            return bytes.fromhex(value)
+        except ValueError as exc:
+            raise BackendError(f"{what}: not hex") from exc
+
+    @staticmethod
+    def _check_hash(hash_hex: str) -> str:
+        if not isinstance(hash_hex, str) or len(hash_hex) != 64:
+            raise ValueError(f"expected a 64-char display-order hash, got {hash_hex!r}")
+        bytes.fromhex(hash_hex)
+        return hash_hex.lower()
+
+    # -- BitcoinBackend ------------------------------------------------------------------------
+    def get_block_count(self) -> int:
+        """Height of the active tip."""
+        return int(self.call("getblockcount"))
+
+    def get_best_block_hash(self) -> str:
+        """Hash of the active tip (display hex)."""
+        return str(self.call("getbestblockhash"))
+
+    def get_block_hash(self, height: int) -> str:
+        """Hash of the active-chain block at ``height``."""
+        if not isinstance(height, int) or height < 0:
+            raise ValueError(f"height must be a non-negative int, got {height!r}")
+        return str(self.call("getblockhash", height))
+
+    def get_block(self, hash_hex: str) -> bytes:
+        """Raw serialized block (with witnesses)."""
+        return self._hex(self.call("getblock", self._check_hash(hash_hex), 0), "getblock")
+
+    def get_block_header(self, hash_hex: str) -> bytes:
+        """Raw 80-byte header."""
+        raw = self._hex(self.call("getblockheader", self._check_hash(hash_hex), False), "getblockheader")
+        if len(raw) != 80:
+            raise BackendError(f"getblockheader returned {len(raw)} bytes, expected 80")
+        return raw
+
+    def send_raw_transaction(self, raw: bytes) -> str:
+        """Broadcast; returns the txid or raises `TxRejected` with the node's reason verbatim."""
+        if not isinstance(raw, (bytes, bytearray)) or not raw:
+            raise ValueError("raw transaction must be non-empty bytes")
+        txid = None
+        try:
+            txid = Tx.parse(bytes(raw)).txid_hex()
+        except ValueError:
+            pass  # let the node say what is wrong with it
+        try:
+            return str(self.call("sendrawtransaction", bytes(raw).hex()))
+        except RpcError as exc:
+            if exc.code in REJECT_CODES:
+                raise TxRejected(exc.message, txid) from exc
+            raise
+
+    def get_raw_transaction(self, txid_hex: str) -> bytes:
+        """Raw transaction from the mempool or (txindex) the chain."""
+        verbose: Any = 0 if self.dialect == "btcd" else False
+        return self._hex(self.call("getrawtransaction", self._check_hash(txid_hex), verbose), "getrawtransaction")
+
+    def get_mempool(self) -> list[str]:
+        """Txids in the mempool."""
+        return [str(t) for t in self.call("getrawmempool")]
+
+    def mine_blocks(self, n: int, script_pubkey: bytes) -> list[str]:
+        """Mine ``n`` blocks paying ``script_pubkey``; on btcd it must be the ``--miningaddr`` script."""
+        if not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a positive int, got {n!r}")
+        script = bytes(script_pubkey)
+        if self.dialect == "bitcoind":
+            return [str(h) for h in self.call("generatetoaddress", n, script_to_address(script, self.network))]
+        if self.mining_script is not None and script != self.mining_script:
+            raise BackendError(
+                f"btcd mines only to its --miningaddr (script {self.mining_script.hex()}), "
+                f"not {script.hex()}"
+            )
+        hashes = [str(h) for h in self.call("generate", n)]
+        if self.mining_script is None:
+            paid = self._coinbase_script(hashes[0])
+            self.mining_script = paid
+            if paid != script:
+                raise BackendError(
+                    f"btcd mined {n} block(s) to its --miningaddr (script {paid.hex()}), not the requested "
+                    f"{script.hex()}: {hashes}"
+                )
+        return hashes
+
+    def _coinbase_script(self, hash_hex: str) -> bytes:
+        from .wallet import parse_block  # local import: wallet imports this module
+
+        _, txs = parse_block(self.get_block(hash_hex))
+        outs = [o for o in txs[0].outputs if o.value > 0]
+        if not outs:
+            raise BackendError("coinbase has no paying output")
+        return outs[0].script_pubkey
+
+    def invalidate_block(self, hash_hex: str) -> None:
+        """Mark a block invalid (the tip moves to its parent, its txs return to the mempool)."""
+        self.call("invalidateblock", self._check_hash(hash_hex))
+
+    def reconsider_block(self, hash_hex: str) -> None:
+        """Undo `invalidate_block`."""
+        self.call("reconsiderblock", self._check_hash(hash_hex))
+
+    def close(self) -> None:
+        """Close the keep-alive connection."""
+        self._drop()
+
+    def __enter__(self) -> "RpcBackend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RpcBackend({self.url!r}, dialect={self.dialect!r})"
+
