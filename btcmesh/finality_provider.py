@@ -12,21 +12,34 @@ different app hash at a height it already voted on; only ``double_sign`` (for th
 does it on purpose.
 
 The client talks to the chain through a ``FinalityChannel`` (``submit(msg)`` / ``query(msg)``
-with the finality module's JSON messages); ``ModuleChannel`` drives an in-process module,
-``ClientChannel`` a cosmpy ``checkpoint.chain_client.ChainClient``, and
-``AppChannel`` an in-process ``cosmos_chain`` app (see ``cosmos_chain.mesh``).
+with the finality module's JSON messages): ``CallableChannel`` wraps two callables (e.g. a
+``StandaloneFinality``), ``AppChannel`` sends cosmpy-signed ``MsgExecuteContract`` txs to an
+in-process :class:`cosmos_chain.app.ChainApp` (one block per tx by default, or through a
+caller-supplied ``deliver``), and ``ClientChannel`` goes through a
+``checkpoint.chain_client.ChainClient`` (cosmpy ``LedgerClient``) to a running node.
+Rejections raise :class:`ChainRejected` (``AppChannel``) or ``checkpoint.errors.ChainError``
+(``ClientChannel``) with the chain's ``raw_log``.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Protocol
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from btc_staking import eots
 from btc_staking.keys import N, check_secret, int_to_bytes32, tagged_hash, xonly_from_secret
 
-__all__ = ["FinalityProviderError", "DoubleSignRefused", "FinalityChannel", "CallableChannel",
-           "FinalityProvider", "derive_nonce"]
+if TYPE_CHECKING:  # pragma: no cover
+    from cosmpy.aerial.wallet import Wallet
+
+    from checkpoint.chain_client import ChainClient
+    from cosmos_chain.app import ChainApp, TxResult
+
+__all__ = ["FinalityProviderError", "DoubleSignRefused", "ChainRejected", "FinalityChannel", "CallableChannel",
+           "AppChannel", "ClientChannel", "FinalityProvider", "derive_nonce", "sign_execute_tx"]
 
 
 class FinalityProviderError(ValueError):
@@ -35,6 +48,15 @@ class FinalityProviderError(ValueError):
 
 class DoubleSignRefused(FinalityProviderError):
     """``vote`` was asked to sign a second, different app hash at one height."""
+
+
+class ChainRejected(FinalityProviderError):
+    """The chain refused the tx; ``code`` and ``log`` are the chain's (``raw_log``)."""
+
+    def __init__(self, code: int, log: str) -> None:
+        super().__init__(f"chain rejected the tx (code {code}): {log}")
+        self.code = code
+        self.log = log
 
 
 class FinalityChannel(Protocol):
@@ -59,6 +81,93 @@ class CallableChannel:
 
     def query(self, msg: dict) -> Any:
         return self.query_fn(msg)
+
+
+def sign_execute_tx(wallet: "Wallet", contract: str, msg: dict, *, chain_id: str, account_number: int,
+                    sequence: int, gas_limit: int, fee: str) -> bytes:
+    """A cosmpy-built, SIGN_MODE_DIRECT-signed ``MsgExecuteContract`` tx (raw bytes)."""
+    from cosmpy.aerial.tx import SigningCfg, Transaction, TxFee
+    from cosmpy.protos.cosmwasm.wasm.v1.tx_pb2 import MsgExecuteContract
+
+    tx = Transaction()
+    tx.add_message(MsgExecuteContract(sender=str(wallet.address()), contract=contract,
+                                      msg=json.dumps(msg, sort_keys=True).encode()))
+    tx.seal(SigningCfg.direct(wallet.public_key(), sequence), fee=TxFee(amount=fee, gas_limit=gas_limit))
+    tx.sign(wallet.signer(), chain_id, account_number)
+    tx.complete()
+    return tx.tx.SerializeToString()
+
+
+@dataclass
+class AppChannel:
+    """Signed txs to the finality module of an in-process ``ChainApp``.
+
+    ``submit`` signs with the wallet's committed account number/sequence, pays
+    ``ceil(gas_limit × min_gas_price)`` and hands the tx to ``deliver`` (default: finalize and
+    commit a block holding just this tx, ``block_interval`` seconds after the last one). Returns
+    the module's result dict; raises :class:`ChainRejected` when the tx fails."""
+
+    app: "ChainApp"
+    wallet: "Wallet"
+    deliver: Callable[[bytes], "TxResult"] | None = None
+    gas_limit: int = 2_000_000
+    block_interval: float = 1.0
+    contract: str = "finality"
+
+    def _contract_address(self) -> str:
+        return self.app.module(self.contract).address
+
+    def sign(self, msg: dict) -> bytes:
+        """The signed tx for ``msg`` (does not submit it)."""
+        address = str(self.wallet.address())
+        acct = self.app.account(address)
+        if acct is None:
+            raise FinalityProviderError(f"account {address} does not exist on chain {self.app.chain_id}")
+        denom, price = self.app.fee_params()
+        fee = f"{math.ceil(Decimal(self.gas_limit) * price)}{denom}"
+        return sign_execute_tx(self.wallet, self._contract_address(), msg, chain_id=self.app.chain_id,
+                               account_number=acct["account_number"], sequence=acct["sequence"],
+                               gas_limit=self.gas_limit, fee=fee)
+
+    def _produce_block(self, tx: bytes) -> "TxResult":
+        last = self.app.latest_block()
+        t = (last["time"] if last else self.app.genesis_time) + self.block_interval
+        results, _ = self.app.finalize_block(self.app.last_height + 1, t, [tx])
+        self.app.commit()
+        return results[0]
+
+    def submit(self, msg: dict) -> Any:
+        result = (self.deliver or self._produce_block)(self.sign(msg))
+        if result.code != 0:
+            raise ChainRejected(result.code, result.log)
+        datas = json.loads(result.data or b"[]")
+        return datas[0] if datas else None
+
+    def query(self, msg: dict) -> Any:
+        return self.app.smart_query(self._contract_address(), msg)
+
+
+@dataclass
+class ClientChannel:
+    """The finality module of a running node through ``checkpoint.chain_client.ChainClient``
+    (cosmpy ``LedgerClient``). ``submit`` returns the committed tx hash."""
+
+    client: "ChainClient"
+    wallet: "Wallet"
+    contract: str = ""  # bech32 address of the finality module; default: module_address("finality")
+
+    def __post_init__(self) -> None:
+        if not self.contract:
+            from cosmos_chain.modules.base import module_address
+
+            hrp = str(self.wallet.address()).rsplit("1", 1)[0]  # bech32 prefix of the chain
+            self.contract = module_address("finality", hrp)
+
+    def submit(self, msg: dict) -> Any:
+        return self.client.execute(self.contract, msg, self.wallet)
+
+    def query(self, msg: dict) -> Any:
+        return self.client.query(self.contract, msg)
 
 
 def derive_nonce(secret: bytes, height: int, context: bytes = b"") -> bytes:

@@ -1,0 +1,204 @@
+"""Mesh module on the chain: registry status changes → vault collateral + virtual stake, unbonding,
+withdrawal, admin price, rollback of a failing tx, genesis checks. Every change goes through a
+cosmpy-signed tx in ``ChainApp.finalize_block``/``commit``."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from btc_staking.keys import xonly_from_secret
+from cosmos_chain.app import ChainApp
+from cosmos_chain.errors import InvalidRequestError
+from cosmos_chain.finality import FinalityModule
+from cosmos_chain.mesh import ChainFinalityHooks, ChainStakingHooks, MeshModule, install
+from mesh_chain_helpers import Chain, Key, StubRegistry
+
+pytestmark = pytest.mark.timeout(60)
+
+ADMIN, FP_OP_A, FP_OP_B, RELAYER = (Key.from_seed(i) for i in range(4))
+FP_A = xonly_from_secret((0xA1).to_bytes(32, "big")).hex()
+FP_B = xonly_from_secret((0xB2).to_bytes(32, "big")).hex()
+FP_C = xonly_from_secret((0xC3).to_bytes(32, "big")).hex()
+STAKER = "5a" * 32
+UNBONDING = 1000
+MESH_GENESIS = {"admin": ADMIN.address, "price": "2", "discount": "0.25", "unbonding_period": UNBONDING,
+                "max_virtual_per_validator": 3_000_000}
+
+
+def h(n: int) -> str:
+    return f"{n:064x}"
+
+
+def delegation(n: int, fp: str, value: int) -> dict:
+    return {"staking_tx_hash": h(n), "staker_btc_pk": STAKER, "fp_btc_pk_list": [fp], "staking_value": value}
+
+
+def set_status(chain: Chain, n: int, fp: str, value: int, status: str, dt: float = 5):
+    return chain.execute(RELAYER, "btc_staking", {"set_status": {"delegation": delegation(n, fp, value),
+                                                                 "status": status}}, dt)
+
+
+def activate(chain: Chain, n: int, fp: str, value: int) -> None:
+    for st in ("PENDING", "VERIFIED", "ACTIVE"):
+        res = set_status(chain, n, fp, value, st)
+        assert res.code == 0, res.log
+
+
+def mesh_q(chain: Chain, msg: dict):
+    return chain.query("mesh", msg)
+
+
+def adapter_del(chain: Chain, n: int) -> dict:
+    return mesh_q(chain, {"adapter": {"delegation": {"staking_tx_hash": h(n)}}})["delegation"]
+
+
+def virtual_on(chain: Chain, validator: str) -> int:
+    return int(mesh_q(chain, {"virtual_staking": {"delegation": {"validator": validator}}})["amount"])
+
+
+def lien(chain: Chain, n: int):
+    return mesh_q(chain, {"adapter": {"lien": {"staking_tx_hash": h(n)}}})["lien"]
+
+
+@pytest.fixture
+def chain() -> Chain:
+    c = Chain.start([ADMIN, FP_OP_A, FP_OP_B, RELAYER], {"mesh": MESH_GENESIS}, modules=[StubRegistry()])
+    c.ok(FP_OP_A, "btc_staking", {"create_finality_provider": {"btc_pk": FP_A, "validator": "valA"}})
+    c.ok(FP_OP_B, "btc_staking", {"create_finality_provider": {"btc_pk": FP_B, "validator": "valB"}})
+    return c
+
+
+def test_fresh_app_has_finality_and_mesh_with_chain_hooks() -> None:
+    app = ChainApp("fresh-1", modules=[StubRegistry()])
+    assert isinstance(app.module("finality"), FinalityModule) and isinstance(app.module("mesh"), MeshModule)
+    app.init_chain({})
+    assert isinstance(app.module("btc_staking").hooks, ChainStakingHooks)
+    assert isinstance(app.module("finality").hooks, ChainFinalityHooks)
+    cfg = app.smart_query("mesh", {"config": {}})
+    assert cfg["params"]["slashing_rate"] == "0.1"  # taken from the registry
+    assert install(app) is app.module("mesh")  # idempotent
+
+
+def test_active_delegations_become_collateral_and_virtual_stake(chain: Chain) -> None:
+    set_status(chain, 1, FP_A, 1_000_000, "PENDING")
+    set_status(chain, 1, FP_A, 1_000_000, "VERIFIED")
+    with pytest.raises(ValueError, match="unknown delegation"):
+        adapter_del(chain, 1)  # nothing in the mesh before ACTIVE
+    res = set_status(chain, 1, FP_A, 1_000_000, "ACTIVE")
+    assert res.code == 0, res.log
+    ev = [e for e in res.events if e["type"] == "mesh_delegation"]
+    assert ev and {a["key"]: a["value"] for a in ev[0]["attributes"]}["virtual_stake"] == "1500000"
+
+    d1 = adapter_del(chain, 1)
+    account = f"btcdel1{h(1)}"
+    assert (d1["validator"], d1["account"], d1["status"]) == ("valA", account, "ACTIVE")
+    # virtual = floor(floor(1_000_000 × 2) × (1 − 0.25)) = 1_500_000
+    assert (d1["collateral_sat"], d1["staked_sat"], d1["virtual_stake"]) == (1_000_000, 1_000_000, 1_500_000)
+    acct = mesh_q(chain, {"vault": {"account": {"account": account}}})
+    assert acct["bonded"] == "1000000" and acct["free"] == {"low": "0", "high": "0"}
+    assert lien(chain, 1)["amount"] == {"low": "1000000", "high": "1000000"}
+    assert virtual_on(chain, "valA") == 1_500_000
+    stake = mesh_q(chain, {"external_staking": {"stake": {"user": account, "validator": "valA"}}})
+    assert stake["stake"] == {"low": "1000000", "high": "1000000"}
+
+    # 3_000_000 sat more on valA: the cap (3_000_000 virtual) leaves room for 1_000_000 sat only
+    activate(chain, 2, FP_A, 3_000_000)
+    d2 = adapter_del(chain, 2)
+    assert (d2["collateral_sat"], d2["staked_sat"], d2["virtual_stake"]) == (3_000_000, 1_000_000, 1_500_000)
+    assert mesh_q(chain, {"vault": {"account": {"account": f"btcdel1{h(2)}"}}})["free"]["low"] == "2000000"
+    assert virtual_on(chain, "valA") == 3_000_000
+
+    activate(chain, 3, FP_B, 2_000_000)
+    assert virtual_on(chain, "valB") == 3_000_000
+    assert mesh_q(chain, {"adapter": {"validator_virtual_stake": {"validator": "valB"}}}) == {
+        "validator": "valB", "virtual_stake": "3000000", "staked_sat": "2000000"}
+    status = mesh_q(chain, {"virtual_staking": {"bond_status": {}}})
+    assert status["delegated"] == {"denom": "ustake", "amount": "6000000"}
+    # collateral tokens: 6_000_000 sat, all held by the vault
+    assert mesh_q(chain, {"balance": {"address": "mesh-vault"}})["amount"]["amount"] == "6000000"
+    assert [d["staking_tx_hash"] for d in mesh_q(chain, {"adapter": {"delegations_of": {"staker_btc_pk": STAKER}}})[
+        "delegations"]] == [h(1), h(2), h(3)]
+
+
+def test_unbonding_releases_after_period_then_withdraw_burns(chain: Chain) -> None:
+    activate(chain, 1, FP_A, 1_000_000)
+    activate(chain, 2, FP_A, 400_000)
+    assert virtual_on(chain, "valA") == 2_100_000
+    res = set_status(chain, 1, FP_A, 1_000_000, "UNBONDING")
+    assert res.code == 0, res.log
+    unbond_time = chain.time
+    d1 = adapter_del(chain, 1)
+    assert (d1["status"], d1["staked_sat"], d1["pending_sat"], d1["virtual_stake"]) == ("UNBONDING", 0, 1_000_000, 0)
+    assert virtual_on(chain, "valA") == 600_000  # only delegation 2 left: floor(800_000 × 0.75)
+    # the lien stays (still slashable) for the whole unbonding period
+    chain.block(dt=UNBONDING - 10)
+    assert chain.time < unbond_time + UNBONDING
+    assert lien(chain, 1)["amount"]["high"] == "1000000"
+    assert adapter_del(chain, 1)["pending_sat"] == 1_000_000
+    results = chain.block(dt=10)  # now == release_at: matured in end_block
+    assert chain.time == unbond_time + UNBONDING and results == []
+    assert lien(chain, 1) is None
+    d1 = adapter_del(chain, 1)
+    assert (d1["status"], d1["pending_sat"], d1["collateral_sat"]) == ("UNBONDING", 0, 1_000_000)
+    # BTC leaves the script: collateral unbonded and burned
+    assert set_status(chain, 1, FP_A, 1_000_000, "WITHDRAWN").code == 0
+    d1 = adapter_del(chain, 1)
+    assert (d1["status"], d1["collateral_sat"]) == ("WITHDRAWN", 0)
+    assert mesh_q(chain, {"balance": {"address": "mesh-vault"}})["amount"]["amount"] == "400000"
+    assert mesh_q(chain, {"balance": {"address": f"btcdel1{h(1)}"}})["amount"]["amount"] == "0"
+    assert adapter_del(chain, 2)["status"] == "ACTIVE"
+
+    # EXPIRED (timelock ran out) behaves like UNBONDING
+    assert set_status(chain, 2, FP_A, 400_000, "EXPIRED").code == 0
+    assert adapter_del(chain, 2)["status"] == "UNBONDING" and virtual_on(chain, "valA") == 0
+
+
+def test_failing_hook_rolls_back_registry_and_mesh(chain: Chain) -> None:
+    activate(chain, 1, FP_A, 1_000_000)
+    mesh_before = chain.store_items("mesh")
+    # FP_C is not registered and not mapped at genesis: the mesh cannot place the stake
+    for st in ("PENDING", "VERIFIED"):
+        assert set_status(chain, 9, FP_C, 500_000, st).code == 0
+    reg_before = chain.store_items("btc_staking")
+    res = set_status(chain, 9, FP_C, 500_000, "ACTIVE")
+    assert res.code != 0 and "has no mesh validator" in res.log
+    assert chain.store_items("mesh") == mesh_before
+    assert chain.store_items("btc_staking") == reg_before  # the registry's ACTIVE write is dropped too
+    assert chain.query("btc_staking", {"delegation": {"staking_tx_hash": h(9)}})["delegation"]["status"] == "VERIFIED"
+
+
+def test_set_price_admin_only(chain: Chain) -> None:
+    res = chain.execute(RELAYER, "mesh", {"set_price": {"price": "3"}})
+    assert res.code != 0 and "only the admin" in res.log
+    assert chain.ok(ADMIN, "mesh", {"set_price": {"price": "3"}}) == {"price": "3"}
+    assert mesh_q(chain, {"converter": {"config": {}}})["price"] == "3"
+    activate(chain, 1, FP_A, 100_000)
+    assert adapter_del(chain, 1)["virtual_stake"] == 225_000  # floor(300_000 × 0.75)
+    assert virtual_on(chain, "valA") == 225_000
+    assert chain.execute(ADMIN, "mesh", {"set_price": {"price": "0"}}).code != 0
+
+
+def test_genesis_validation() -> None:
+    app = ChainApp("g-1", modules=[StubRegistry()])
+    with pytest.raises(InvalidRequestError, match="unknown keys"):
+        app.init_chain({"mesh": {"pricee": "1"}})
+    app = ChainApp("g-2", modules=[StubRegistry()])
+    with pytest.raises(InvalidRequestError, match="must equal the staking registry"):
+        app.init_chain({"mesh": {"slashing_rate": "0.2"}})
+    app = ChainApp("g-3", modules=[StubRegistry()])
+    app.init_chain({"mesh": {"fp_to_validator": {FP_A: "valA"}}})
+    assert app.smart_query("mesh", {"external_staking": {"validator": {"valoper": "valA"}}})["state"] == "active"
+    assert app.smart_query("mesh", {"adapter": {"config": {}}})["fp_to_validator"] == {FP_A: "valA"}
+
+
+def test_mesh_state_is_deterministic_and_in_the_app_hash(chain: Chain) -> None:
+    before = chain.app.last_app_hash
+    activate(chain, 1, FP_A, 1_000_000)
+    set_status(chain, 1, FP_A, 1_000_000, "UNBONDING")
+    chain.block(dt=UNBONDING)
+    assert chain.app.last_app_hash != before
+    replayed = chain.replay(modules=[StubRegistry()])
+    assert replayed == [bytes.fromhex(chain.app.get_block(b.height)["result_app_hash"]) for b in chain.blocks]
+    assert json.loads(chain.app.root.data["m/mesh/adapter"])["delegations"][h(1)]["pending_sat"] == 0
