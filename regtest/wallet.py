@@ -351,7 +351,7 @@ class Wallet:
                 final = outs + [TxOut(change, change_spk)]
             else:
                 final = outs  # the remainder goes to the fee
-            tx = Tx(version, [TxIn(u.outpoint, sequence=0xFFFFFFFD) for u in chosen], final, locktime)
+            tx = Tx(version, [TxIn(u.outpoint, sequence=0xFFFFFFFE) for u in chosen], final, locktime)
             self._sign(tx, chosen)
             self._reserved.update(u.outpoint for u in chosen)
             return tx
