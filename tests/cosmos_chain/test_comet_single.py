@@ -18,8 +18,9 @@ import pytest
 from cosmpy.aerial.tx import SigningCfg, Transaction, TxFee
 from cosmpy.protos.cosmos.tx.v1beta1.tx_pb2 import TxRaw
 
-from cosmos_chain.app import ChainApp
+from cosmos_chain.app import ChainApp, TxResult
 from cosmos_chain.comet import CometError, CometNetwork, CometRPCError, tx_hash
+from cosmos_chain.comet_backend import CometBackend
 from cmt_helpers import (
     BANK_CONTRACT,
     DENOM,
@@ -347,3 +348,57 @@ def _db_head(app_home: Path) -> tuple[int, bytes]:
     finally:
         db.close()
     return int(meta["height"]), bytes.fromhex(meta["app_hash"])
+
+
+# --------------------------------------------------------------------------------------------
+# CometBackend: the REST layer's view of a CometBFT-hosted chain
+
+
+def test_comet_backend_agrees_with_the_app(net: CometNetwork) -> None:
+    """Every CometBackend answer (from CometBFT's RPC) equals what the app itself recorded."""
+    backend = CometBackend(net.nodes[0].rpc_url)
+    server = net.nodes[0].server
+    assert server is not None
+    app = server.app
+    try:
+        assert backend.chain_id == net.chain_id
+        raw = signed_send(backend, net.chain_id, BOB, CAROL.address, 321, memo="via backend")
+        sim = backend.simulate(raw)
+        assert sim.code == 0 and sim.gas_used > 0, sim.log
+        res = backend.broadcast_tx(raw, mode="commit", timeout=20)
+        assert res.ok and res.height > 0, res.log
+        assert res.gas_used == sim.gas_used  # deterministic gas: simulation predicted it exactly
+        again = backend.broadcast_tx(raw)
+        assert again.code == 19 and "already" in again.log  # replay, answered as a code not an exception
+
+        rec, mine = backend.get_tx(res.hash), server.call(app.get_tx, res.hash)
+        assert rec is not None and mine is not None
+        for key in ("hash", "height", "index", "tx"):
+            assert rec[key] == mine[key], key
+        assert abs(rec["time"] - mine["time"]) < 1e-5
+        ours, theirs = TxResult.from_dict(rec["result"]), TxResult.from_dict(mine["result"])
+        assert (ours.code, ours.gas_wanted, ours.gas_used, ours.data, ours.events) == (
+            theirs.code, theirs.gas_wanted, theirs.gas_used, theirs.data, theirs.events
+        )
+        assert backend.get_tx("00" * 32) is None and backend.get_tx("nothex") is None
+
+        block, app_block = backend.get_block(rec["height"]), server.call(app.get_block, rec["height"])
+        assert block is not None and app_block is not None
+        assert block["tx_hashes"] == app_block["tx_hashes"] and res.hash in block["tx_hashes"]
+        assert abs(block["time"] - app_block["time"]) < 1e-5
+        assert bytes.fromhex(block["app_hash"]) == server.app_hashes[rec["height"] - 1]
+        assert backend.get_block(10**9) is None
+        latest = backend.latest_block()
+        assert latest is not None and latest["height"] >= rec["height"]
+
+        assert backend.account(BOB.address) == server.call(app.account, BOB.address)
+        assert backend.account(Key.from_seed(99).address) is None
+        assert backend.balance(CAROL.address, DENOM) == server.call(app.balance, CAROL.address, DENOM)
+        assert backend.balances(CAROL.address) == server.call(app.balances, CAROL.address)
+        assert backend.contract_addresses()["bank"] == BANK_CONTRACT
+        code, _, log = backend.query("/no/such/path")
+        assert code != 0 and "unknown query path" in log
+        with pytest.raises(ValueError):
+            backend.broadcast_tx(raw, mode="block")
+    finally:
+        backend.close()
