@@ -1,0 +1,217 @@
+"""Finality on the chain: FP clients (``btcmesh.finality_provider``) commit EOTS randomness and vote
+through cosmpy-signed txs; honest FPs are never slashed; a double-sign records evidence, reveals
+the FP secret, slashes the FP and its delegations in the registry and its virtual stake and vault
+collateral in the mesh by the slashing rate; bad votes are rejected without state changes; two
+ChainApps fed the same blocks agree on every app hash."""
+
+from __future__ import annotations
+
+import pytest
+
+from btc_staking.keys import secret_even_y, xonly_from_secret
+from btcmesh.finality_provider import AppChannel, ChainRejected, FinalityProvider
+from mesh_chain_helpers import Chain, Key, StubRegistry
+
+pytestmark = pytest.mark.timeout(120)
+
+ADMIN, OP_A, OP_B, OP_C, RELAYER = (Key.from_seed(10 + i) for i in range(5))
+SK_A, SK_B, SK_C = ((0xFA00 + i).to_bytes(32, "big") for i in range(3))
+STAKER = "5b" * 32
+UNBONDING = 1000
+MESH_GENESIS = {"admin": ADMIN.address, "price": "2", "discount": "0.25", "unbonding_period": UNBONDING}
+N_RAND = 200
+
+
+def h(n: int) -> str:
+    return f"{n:064x}"
+
+
+def set_status(chain: Chain, n: int, sk: bytes, value: int, status: str) -> None:
+    d = {"staking_tx_hash": h(n), "staker_btc_pk": STAKER, "fp_btc_pk_list": [xonly_from_secret(sk).hex()],
+         "staking_value": value}
+    chain.ok(RELAYER, "btc_staking", {"set_status": {"delegation": d, "status": status}})
+
+
+def app_hash(chain: Chain, height: int) -> bytes:
+    return bytes.fromhex(chain.app.get_block(height)["result_app_hash"])
+
+
+def mesh_del(chain: Chain, n: int) -> dict:
+    return chain.query("mesh", {"adapter": {"delegation": {"staking_tx_hash": h(n)}}})["delegation"]
+
+
+def virtual_on(chain: Chain, validator: str) -> int:
+    return int(chain.query("mesh", {"virtual_staking": {"delegation": {"validator": validator}}})["amount"])
+
+
+class Net:
+    """A chain with FPs A (valA) and B (valB), delegations A1 1_000_000 + A2 500_000 (unbonding) on
+    A and B1 2_000_000 on B, and both FPs' randomness committed for heights [1, 1 + N_RAND)."""
+
+    def __init__(self) -> None:
+        self.chain = Chain.start([ADMIN, OP_A, OP_B, OP_C, RELAYER], {"mesh": MESH_GENESIS},
+                                 modules=[StubRegistry()])
+        deliver = lambda tx: self.chain.block([tx])[0]  # noqa: E731 - every tx recorded for replay
+        self.fp_a = FinalityProvider(SK_A, AppChannel(self.chain.app, OP_A.wallet, deliver=deliver), b"mesh-test")
+        self.fp_b = FinalityProvider(SK_B, AppChannel(self.chain.app, OP_B.wallet, deliver=deliver), b"mesh-test")
+        for op, fp, val in ((OP_A, self.fp_a, "valA"), (OP_B, self.fp_b, "valB")):
+            self.chain.ok(op, "btc_staking", {"create_finality_provider": {"btc_pk": fp.btc_pk_hex, "validator": val}})
+        for n, sk, value in ((1, SK_A, 1_000_000), (2, SK_A, 500_000), (3, SK_B, 2_000_000)):
+            for st in ("VERIFIED", "ACTIVE"):
+                set_status(self.chain, n, sk, value, st)
+        set_status(self.chain, 2, SK_A, 500_000, "UNBONDING")
+        for fp in (self.fp_a, self.fp_b):
+            out = fp.commit_pub_rand(1, N_RAND)
+            assert out == {"fp_btc_pk": fp.btc_pk_hex, "start_height": 1, "num_pub_rand": N_RAND}
+
+    def vote_honestly(self, fp: FinalityProvider, height: int) -> dict:
+        return fp.vote(height, app_hash(self.chain, height))
+
+
+@pytest.fixture
+def net() -> Net:
+    return Net()
+
+
+def test_honest_votes_on_many_heights_never_slash(net: Net) -> None:
+    chain = net.chain
+    heights = list(range(2, 14))
+    for height in heights:
+        assert net.vote_honestly(net.fp_a, height)["result"] == "voted"
+        assert net.vote_honestly(net.fp_b, height)["result"] == "voted"
+    # re-sending the same vote is idempotent
+    assert net.vote_honestly(net.fp_a, heights[0])["result"] == "duplicate"
+    for height in heights:
+        votes = chain.query("finality", {"votes_at_height": {"height": height}})["votes"]
+        assert sorted(v["fp_btc_pk"] for v in votes) == sorted([net.fp_a.btc_pk_hex, net.fp_b.btc_pk_hex])
+        assert {v["app_hash"] for v in votes} == {app_hash(chain, height).hex()}
+    assert not net.fp_a.is_slashed() and not net.fp_b.is_slashed()
+    assert chain.query("finality", {"list_evidence": {}}) == {"evidence": []}
+    assert mesh_del(chain, 1)["status"] == "ACTIVE" and virtual_on(chain, "valA") == 1_500_000
+    assert virtual_on(chain, "valB") == 3_000_000
+
+
+def test_double_sign_slashes_fp_registry_and_mesh(net: Net) -> None:
+    chain = net.chain
+    for height in range(2, 6):
+        net.vote_honestly(net.fp_a, height)
+        net.vote_honestly(net.fp_b, height)
+    bad_height = 5
+    fork_hash = bytes(32 * [0x13])
+    out = net.fp_a.double_sign(bad_height, fork_hash)
+    assert out["result"] == "slashed"
+    # the EOTS key extraction reveals the FP secret (BIP-340 form: SK_A's point has odd y, so n − SK_A)
+    assert secret_even_y(SK_A) != SK_A and out["extracted_btc_sk"] == secret_even_y(SK_A).hex()
+    assert xonly_from_secret(bytes.fromhex(out["extracted_btc_sk"])) == net.fp_a.btc_pk
+    ev = chain.query("finality", {"evidence": {"fp_btc_pk": net.fp_a.btc_pk_hex}})["evidence"]
+    assert len(ev) == 1 and ev[0]["block_height"] == bad_height
+    assert (ev[0]["canonical_app_hash"], ev[0]["fork_app_hash"]) == (app_hash(chain, bad_height).hex(), fork_hash.hex())
+    st = chain.query("finality", {"is_slashed": {"fp_btc_pk": net.fp_a.btc_pk_hex}})
+    assert st["slashed"] and st["extracted_btc_sk"] == out["extracted_btc_sk"] and st["block_height"] == bad_height
+    assert net.fp_a.is_slashed() and not net.fp_b.is_slashed()
+
+    # registry: FP A and both its delegations slashed, FP B untouched
+    reg = chain.app.module("btc_staking")
+    ctx = chain.app.query_context()
+    assert reg.finality_provider(ctx, net.fp_a.btc_pk_hex)["slashed_height"] == bad_height
+    assert reg.finality_provider(ctx, net.fp_b.btc_pk_hex)["slashed_height"] == 0
+    assert [d["status"] for d in reg.delegations_by_fp(ctx, net.fp_a.btc_pk_hex)] == ["SLASHED", "SLASHED"]
+    assert [d["status"] for d in reg.delegations_by_fp(ctx, net.fp_b.btc_pk_hex)] == ["ACTIVE"]
+
+    # mesh: slashing rate 0.1 on stake and still-locked pending unbonds; collateral follows
+    a1, a2, b1 = mesh_del(chain, 1), mesh_del(chain, 2), mesh_del(chain, 3)
+    assert (a1["status"], a1["collateral_sat"], a1["slashed_sat"]) == ("SLASHED", 900_000, 100_000)
+    assert (a1["staked_sat"], a1["pending_sat"], a1["virtual_stake"]) == (0, 900_000, 0)  # rest unstaked
+    assert (a2["status"], a2["collateral_sat"], a2["slashed_sat"], a2["pending_sat"]) == ("SLASHED", 450_000, 50_000,
+                                                                                        450_000)
+    assert (b1["status"], b1["collateral_sat"], b1["staked_sat"], b1["slashed_sat"]) == ("ACTIVE", 2_000_000,
+                                                                                        2_000_000, 0)
+    assert virtual_on(chain, "valA") == 0 and virtual_on(chain, "valB") == 3_000_000
+    es = chain.query("mesh", {"external_staking": {"validator": {"valoper": "valA"}}})
+    assert es["state"] == "tombstoned"
+    assert chain.query("mesh", {"external_staking": {"validator": {"valoper": "valB"}}})["state"] == "active"
+    # burned collateral: 150_000 sat out of 3_500_000
+    assert chain.query("mesh", {"balance": {"address": "mesh-vault"}})["amount"]["amount"] == "3350000"
+
+    # the slashed FP can no longer vote or commit; the honest one goes on
+    with pytest.raises(ChainRejected, match="is slashed"):
+        net.vote_honestly(net.fp_a, 7)
+    assert net.vote_honestly(net.fp_b, 7)["result"] == "voted"
+    # after the unbonding period the slashed liens are released; collateral stays what BTC is left
+    chain.block(dt=UNBONDING)
+    a1 = mesh_del(chain, 1)
+    assert (a1["pending_sat"], a1["collateral_sat"]) == (0, 900_000)
+
+
+def test_fork_vote_first_then_canonical_vote_slashes(net: Net) -> None:
+    chain = net.chain
+    fork = bytes(32 * [0x77])
+    assert net.fp_b.double_sign(3, fork)["result"] == "fork_vote"
+    assert not net.fp_b.is_slashed()
+    out = net.vote_honestly(net.fp_b, 3)
+    assert secret_even_y(SK_B) == SK_B  # even-y key: the extracted secret is SK_B itself
+    assert out["result"] == "slashed" and out["extracted_btc_sk"] == SK_B.hex()
+    assert mesh_del(chain, 3)["collateral_sat"] == 1_800_000 and virtual_on(chain, "valB") == 0
+    assert mesh_del(chain, 1)["status"] == "ACTIVE" and virtual_on(chain, "valA") == 1_500_000
+
+
+def _tamper_hex(value: str) -> str:
+    b = bytearray(bytes.fromhex(value))
+    b[-1] ^= 1
+    return b.hex()
+
+
+def test_bad_votes_rejected_without_state_change(net: Net) -> None:
+    chain = net.chain
+    net.vote_honestly(net.fp_b, 2)
+    fp = net.fp_b
+    chan = fp.chain
+    target = 4
+    good = fp.vote_msg(target, app_hash(chain, target))
+    body = good["add_finality_sig"]
+
+    wrong_sig = {"add_finality_sig": dict(body, finality_sig=_tamper_hex(body["finality_sig"]))}
+    wrong_hash = {"add_finality_sig": dict(body, block_app_hash=_tamper_hex(body["block_app_hash"]))}
+    bad_aunt = dict(body["proof"], aunts=[_tamper_hex(body["proof"]["aunts"][0])] + body["proof"]["aunts"][1:])
+    bad_proof = {"add_finality_sig": dict(body, proof=bad_aunt)}
+    bad_index = {"add_finality_sig": dict(body, proof=dict(body["proof"], index=body["proof"]["index"] + 1))}
+    other_rand = {"add_finality_sig": dict(body, pub_rand=fp.pub_rand(target + 1).hex())}
+    beyond = FinalityProvider(SK_B, chan, b"mesh-test")
+    beyond.pub_rand_commit_msg(1 + N_RAND, 10)  # known locally, never committed on chain
+    no_commit = beyond.vote_msg(1 + N_RAND, bytes(32))
+    future = fp.vote_msg(chain.app.last_height + 50, bytes(32))
+    cases = [
+        (wrong_sig, "EOTS signature does not verify"),
+        (wrong_hash, "EOTS signature does not verify"),
+        (bad_proof, "merkle proof does not show pub_rand"),
+        (bad_index, "proof index"),
+        (other_rand, "merkle proof does not show pub_rand"),
+        (no_commit, "no public randomness committed"),
+        (future, "no block at height"),
+    ]
+    stranger = FinalityProvider(SK_C, AppChannel(chain.app, OP_C.wallet, deliver=lambda tx: chain.block([tx])[0]))
+    finality_before = chain.store_items("finality", exclude=("apphash/",))
+    mesh_before, reg_before = chain.store_items("mesh"), chain.store_items("btc_staking")
+    for msg, reason in cases:
+        with pytest.raises(ChainRejected, match=reason):
+            chan.submit(msg)
+    with pytest.raises(ChainRejected, match="is not registered"):
+        stranger.commit_pub_rand(1, 10)
+    assert stranger.commits == []  # the client forgets a rejected commit
+    assert chain.store_items("finality", exclude=("apphash/",)) == finality_before
+    assert chain.store_items("mesh") == mesh_before and chain.store_items("btc_staking") == reg_before
+    assert chain.query("finality", {"vote": {"fp_btc_pk": fp.btc_pk_hex, "height": target}}) == {"vote": None}
+    assert not fp.is_slashed()
+    assert chan.submit(good)["result"] == "voted"  # the genuine vote still goes through
+
+
+def test_two_apps_fed_the_same_blocks_agree(net: Net) -> None:
+    chain = net.chain
+    for height in range(2, 5):
+        net.vote_honestly(net.fp_a, height)
+        net.vote_honestly(net.fp_b, height)
+    net.fp_a.double_sign(4, bytes(32 * [0x21]))
+    chain.block(dt=UNBONDING)
+    replayed = chain.replay(modules=[StubRegistry()])
+    assert replayed == [app_hash(chain, b.height) for b in chain.blocks]
+    assert len(set(replayed)) == len(replayed)  # every block changed the state (fees, records)
