@@ -35,7 +35,7 @@ import pbk
 from btc_staking.errors import StakingError
 from btc_staking.headers import BlockHeader
 from btc_staking.params import is_dust
-from btc_staking.tx import MAX_MONEY, OutPoint, Tx, TxOut, is_op_return
+from btc_staking.tx import MAX_MONEY, OutPoint, Tx, TxOut, hash256, is_op_return
 
 from .backend import BackendError, TxRejected
 from .mining import COINBASE_MATURITY, build_block, parse_block
@@ -357,7 +357,7 @@ class EmbeddedNode:
             self._check_open()
             parent = self._block(parent_hash).hash
             if self._in_invalid_branch(parent):
-                raise BackendError(f"parent {parent_hash} is invalid")
+                raise BlockRejected("bad-prevblk", parent_hash)
             out = []
             for i in range(n):
                 out.append(self._mine_one(parent, bytes(script_pubkey), parsed if i == 0 else [], use_mempool=False))
@@ -798,8 +798,21 @@ class EmbeddedNode:
             except pbk.ScriptVerifyException as exc:
                 raise reject(f"mandatory-script-verify-flag-failed ({exc.status.name}, input {i})") from None
             if not ok:
-                raise reject(f"mandatory-script-verify-flag-failed (script evaluation failed on input {i})")
+                detail = self._kernel_script_error(tx, fee) or f"script evaluation failed on input {i}"
+                raise reject(f"mandatory-script-verify-flag-failed ({detail})")
         return MempoolEntry(tx.copy(), txid, fee, vsize, next_height - 1, tip_mtp)
+
+    def _kernel_script_error(self, tx: Tx, fee: int) -> str | None:
+        """The interpreter's own error text (e.g. ``Invalid Schnorr signature``) for a tx whose script
+        check failed: ``ScriptPubkey.verify`` only says no, so a throwaway block holding the mempool and
+        `tx` is shown to the kernel, which refuses it and logs the script error. The block never joins
+        the node's tree and the kernel's tip does not move (an invalid block is never a candidate)."""
+        txs, fees = self._block_template()
+        parent = self._blocks[self._chain[-1]]
+        _, _, raw = build_block(parent.hash, parent.height + 1, self._block_time(parent), b"\x51", txs + [tx], fees + fee, 2**63 + self._seq)
+        invalid, reason = self._kernel.submit(raw, hash256(raw[:80]))
+        m = re.match(r"(?:mandatory-|block-)script-verify-flag-failed \((.+?)\)", reason or "")
+        return m.group(1) if m else None
 
     def _sequence_locks_ok(self, tx: Tx, coins: list[Coin], next_height: int, tip_mtp: int) -> bool:
         """BIP68 CalculateSequenceLocks + EvaluateSequenceLocks for the next block."""

@@ -1,0 +1,334 @@
+"""EmbeddedNode: mining, mempool policy, Babylon CSV spends, reorgs and persistence.
+
+Every block the node mines is validated by libbitcoinkernel inside the node; these tests also check
+structure independently (PoW, merkle root, BIP34, witness commitment) and run accepted and
+rejected spends through two independent interpreters (libbitcoinkernel and btclib)."""
+
+from __future__ import annotations
+
+import pytest
+from rt_helpers import FEE, coinbase_coin, new_key, oracles_accept, spend_key_path
+
+from btc_staking.headers import BlockHeader, check_proof_of_work, verify_header_chain
+from btc_staking.keys import generate_secret, xonly_from_secret
+from btc_staking.merkle import merkle_root
+from btc_staking.params import regtest_default_params
+from btc_staking.signing import sign_script_path
+from btc_staking.staking import build_staking_info, build_withdraw_tx
+from btc_staking.tx import OutPoint, Tx, TxIn, TxOut, hash256
+from btc_staking.witness import timelock_witness
+from regtest.backend import BackendError, BitcoinBackend, TxRejected
+from regtest.embedded import GENESIS_TIME, BlockRejected, EmbeddedNode
+from regtest.mining import block_subsidy, build_block, coinbase_script_sig
+
+pytestmark = pytest.mark.timeout(60)
+
+REGTEST_GENESIS = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"
+
+
+@pytest.fixture
+def node():
+    n = EmbeddedNode()
+    yield n
+    n.close()
+
+
+@pytest.fixture
+def funded(node):
+    """A node with 101 blocks mined to one key: the height-1 coinbase is mature."""
+    key = new_key()
+    node.mine_blocks(101, key.spk)
+    return node, key
+
+
+def rejection(node: EmbeddedNode, tx: Tx) -> str:
+    with pytest.raises(TxRejected) as info:
+        node.send_raw_transaction(tx.serialize())
+    return info.value.reason
+
+
+# ------------------------------------------------------------------ mining
+
+
+def test_genesis_and_protocol(node):
+    assert isinstance(node, BitcoinBackend)
+    assert node.get_block_count() == 0
+    assert node.get_best_block_hash() == REGTEST_GENESIS == node.get_block_hash(0)
+    assert BlockHeader.parse(node.get_block_header(REGTEST_GENESIS)).hash_hex() == REGTEST_GENESIS
+    with pytest.raises(BackendError):
+        node.get_block_hash(1)
+    with pytest.raises(BackendError):
+        node.get_block("00" * 32)
+    with pytest.raises(BackendError):
+        node.get_raw_transaction("zz")
+
+
+def test_mined_blocks_are_well_formed(node):
+    key = new_key()
+    hashes = node.mine_blocks(160, key.spk)
+    assert node.get_block_count() == 160 and node.get_best_block_hash() == hashes[-1]
+    headers = [node.get_block_header(h) for h in hashes]
+    verify_header_chain(headers, parent=node.get_block_header(REGTEST_GENESIS))  # linkage + PoW
+    for height in (1, 16, 17, 149, 150, 160):
+        h = hashes[height - 1]
+        header = BlockHeader.parse(node.get_block_header(h))
+        assert header.bits == 0x207FFFFF and check_proof_of_work(header)
+        txs = node.get_block_txs(h)
+        assert merkle_root([t.txid() for t in txs]) == header.merkle_root
+        coinbase = txs[0]
+        assert coinbase.inputs[0].script_sig.startswith(coinbase_script_sig(height)[:-9])  # BIP34 push
+        assert coinbase.outputs[0] == TxOut(block_subsidy(height), key.spk)
+        assert node.get_block(h)[:80] == node.get_block_header(h)
+    assert block_subsidy(149) == 50 * 10**8 and block_subsidy(150) == 25 * 10**8  # regtest halving
+    # deterministic, strictly increasing times above the median time past
+    times = [BlockHeader.parse(x).timestamp for x in headers]
+    assert times[0] == GENESIS_TIME + 600 and all(b > a for a, b in zip(times, times[1:]))
+    assert node.median_time_past() == sorted(times[-11:])[5]
+
+
+def test_coinbase_maturity(node):
+    key = new_key()
+    node.mine_blocks(100, key.spk)  # tip 100: height-1 coinbase has 99 confirmations + next block = 100
+    op, out = coinbase_coin(node, 1)
+    tx = spend_key_path(key, [(op, out)])
+    assert oracles_accept(tx, [out])
+    reason = rejection(node, spend_key_path(key, [coinbase_coin(node, 2)]))
+    assert reason.startswith("bad-txns-premature-spend-of-coinbase"), reason
+    # height-1 coinbase: next block is 101, depth 100 -> spendable
+    assert node.send_raw_transaction(tx.serialize()) == tx.txid_hex()
+    # a block spending an immature coinbase is refused by libbitcoinkernel itself
+    early = spend_key_path(key, [coinbase_coin(node, 3)])
+    with pytest.raises(BlockRejected) as info:
+        node.mine_fork(node.get_best_block_hash(), 1, key.spk, txs=[early])
+    assert "premature-spend-of-coinbase" in info.value.reason
+    assert node.get_block_count() == 100 and node.get_mempool() == [tx.txid_hex()]
+
+
+def test_p2tr_key_path_spend_mined_with_fee(funded):
+    node, key = funded
+    dest = new_key()
+    op, out = coinbase_coin(node, 1)
+    tx = spend_key_path(key, [(op, out)], [TxOut(10**8, dest.spk), TxOut(out.value - 10**8 - 5_000, key.spk)])
+    assert oracles_accept(tx, [out])
+    txid = node.send_raw_transaction(tx.serialize())
+    assert txid == tx.txid_hex() and node.get_mempool() == [txid]
+    assert node.get_mempool_entry(txid).fee == 5_000
+    assert node.get_raw_transaction(txid) == tx.serialize()
+    assert node.send_raw_transaction(tx.serialize()) == txid  # idempotent, like bitcoind
+    miner = new_key()
+    (block_hash,) = node.mine_blocks(1, miner.spk)
+    assert node.get_mempool() == [] and node.get_tx_height(txid) == 102
+    assert node.get_tx_block(txid) == (block_hash, 1)
+    txs = node.get_block_txs(block_hash)
+    assert [t.txid_hex() for t in txs[1:]] == [txid]
+    assert txs[0].outputs[0].value == block_subsidy(102) + 5_000  # fees go to the coinbase
+    # segwit block: BIP141 commitment recomputed independently
+    commitment = hash256(merkle_root([b"\x00" * 32, tx.wtxid()]) + txs[0].inputs[0].witness[0])
+    assert txs[0].outputs[1].script_pubkey == bytes.fromhex("6a24aa21a9ed") + commitment
+    assert node.get_raw_transaction(txid) == tx.serialize()
+    assert node.get_utxo(op) is None and node.get_utxo(OutPoint(tx.txid(), 0)).output.value == 10**8
+    assert [c.output.value for _, c in node.scan_utxos([dest.spk])] == [10**8]
+
+
+def test_bad_signature_rejected(funded):
+    node, key = funded
+    op, out = coinbase_coin(node, 1)
+    tx = spend_key_path(key, [(op, out)])
+    sig = bytearray(tx.inputs[0].witness[0])
+    sig[10] ^= 0x01
+    tx.inputs[0].witness = [bytes(sig)]
+    assert not oracles_accept(tx, [out])
+    assert rejection(node, tx) == "mandatory-script-verify-flag-failed (Invalid Schnorr signature)"
+    wrong_key = spend_key_path(new_key(), [(op, out)], [TxOut(out.value - FEE, key.spk)])
+    assert not oracles_accept(wrong_key, [out])
+    assert rejection(node, wrong_key).startswith("mandatory-script-verify-flag-failed")
+    assert node.get_mempool() == []
+    # the kernel refuses the same tx in a block
+    with pytest.raises(BlockRejected) as info:
+        node.mine_fork(node.get_best_block_hash(), 1, key.spk, txs=[tx])
+    assert info.value.reason.startswith("block-script-verify-flag-failed (Invalid Schnorr signature)")
+    assert node.get_block_count() == 101
+
+
+def test_double_spend_and_missing_inputs(funded):
+    node, key = funded
+    node.mine_blocks(1, key.spk)
+    coin = coinbase_coin(node, 1)
+    first = spend_key_path(key, [coin], fee=2_000)
+    second = spend_key_path(key, [coin], fee=3_000, dest=new_key().spk)
+    node.send_raw_transaction(first.serialize())
+    assert rejection(node, second) == "txn-mempool-conflict"
+    node.mine_blocks(1, key.spk)
+    assert rejection(node, second) == "bad-txns-inputs-missingorspent"
+    assert rejection(node, first) == "txn-already-known"
+    ghost = spend_key_path(key, [(OutPoint(b"\x11" * 32, 0), coin[1])])
+    assert rejection(node, ghost) == "bad-txns-inputs-missingorspent"
+
+
+def test_mempool_chain_and_policy(funded):
+    node, key = funded
+    node.mine_blocks(3, key.spk)
+    op, out = coinbase_coin(node, 1)
+    parent = spend_key_path(key, [(op, out)])
+    child = spend_key_path(key, [(OutPoint(parent.txid(), 0), parent.outputs[0])])
+    with pytest.raises(TxRejected, match="missingorspent"):
+        node.send_raw_transaction(child.serialize())
+    node.send_raw_transaction(parent.serialize())
+    node.send_raw_transaction(child.serialize())  # spends an unconfirmed output
+    assert node.get_mempool() == [parent.txid_hex(), child.txid_hex()]
+    node.mine_blocks(1, key.spk)
+    assert node.get_tx_height(parent.txid_hex()) == node.get_tx_height(child.txid_hex()) == 105
+
+    coin2 = coinbase_coin(node, 2)
+    too_much = spend_key_path(key, [coin2], [TxOut(coin2[1].value + 1, key.spk)])
+    assert rejection(node, too_much).startswith("bad-txns-in-belowout")
+    assert rejection(node, spend_key_path(key, [coin2], fee=50)).startswith("min relay fee not met")
+    assert rejection(node, spend_key_path(key, [coin2], [TxOut(100, key.spk)], fee=0)) == "dust"
+    future = spend_key_path(key, [coin2], locktime=node.get_block_count() + 2)
+    assert rejection(node, future) == "non-final"
+    ok_lock = spend_key_path(key, [coin2], locktime=node.get_block_count())
+    node.send_raw_transaction(ok_lock.serialize())
+    with pytest.raises(TxRejected, match="TX decode failed"):
+        node.send_raw_transaction(b"\x02\x00\x00")
+    assert node.test_mempool_accept(ok_lock.serialize()) == "txn-already-in-mempool"
+
+
+# ------------------------------------------------------------------ Babylon timelock (CSV)
+
+
+def test_babylon_timelock_path_csv(funded):
+    node, key = funded
+    params = regtest_default_params()
+    staker_sk, fp_sk = generate_secret(), generate_secret()
+    staking_time = 5
+    info = build_staking_info(
+        xonly_from_secret(staker_sk), [xonly_from_secret(fp_sk)], params.covenant_pks,
+        params.covenant_quorum, staking_time, 2 * 10**8,
+    )
+    op, out = coinbase_coin(node, 1)
+    stake_tx = spend_key_path(key, [(op, out)], [info.output, TxOut(out.value - 2 * 10**8 - FEE, key.spk)])
+    node.send_raw_transaction(stake_tx.serialize())
+    node.mine_blocks(1, key.spk)
+    stake_height = node.get_tx_height(stake_tx.txid_hex())
+    assert stake_height == 102
+
+    withdraw = build_withdraw_tx(OutPoint(stake_tx.txid(), 0), info.value, staking_time, key.spk, FEE)
+    sig = sign_script_path(staker_sk, withdraw, 0, [info.output], info.timelock_script)
+    withdraw.inputs[0].witness = timelock_witness(sig, info.timelock_script, info.control_block(info.timelock_script))
+    # BIP68: spendable in a block at height stake_height + staking_time, i.e. once the tip is one below
+    while node.get_block_count() < stake_height + staking_time - 2:
+        assert rejection(node, withdraw) == "non-BIP68-final"
+        node.mine_blocks(1, key.spk)
+    assert rejection(node, withdraw) == "non-BIP68-final"
+    # libbitcoinkernel refuses a block that includes it one block early
+    with pytest.raises(BlockRejected) as rej:
+        node.mine_fork(node.get_best_block_hash(), 1, key.spk, txs=[withdraw])
+    assert "nonfinal" in rej.value.reason or "BIP68" in rej.value.reason, rej.value.reason
+    node.mine_blocks(1, key.spk)
+    assert oracles_accept(withdraw, [info.output])
+    # a wrong CSV value in nSequence fails the script (not BIP68): sequence below the script's timelock
+    short = withdraw.copy()
+    short.inputs[0].sequence = staking_time - 1
+    short.inputs[0].witness = timelock_witness(
+        sign_script_path(staker_sk, short, 0, [info.output], info.timelock_script),
+        info.timelock_script, info.control_block(info.timelock_script),
+    )
+    assert rejection(node, short) == "mandatory-script-verify-flag-failed (Locktime requirement not satisfied)"
+    assert node.send_raw_transaction(withdraw.serialize()) == withdraw.txid_hex()
+    node.mine_blocks(1, key.spk)
+    assert node.get_tx_height(withdraw.txid_hex()) == stake_height + staking_time
+
+
+# ------------------------------------------------------------------ reorgs
+
+
+def test_invalidate_returns_txs_and_heavier_fork(funded):
+    node, key = funded
+    coin = coinbase_coin(node, 1)
+    tx = spend_key_path(key, [coin])
+    node.send_raw_transaction(tx.serialize())
+    (b102,) = node.mine_blocks(1, key.spk)
+    b103, b104 = node.mine_blocks(2, key.spk)
+    node.invalidate_block(b102)
+    assert node.get_block_count() == 101 and node.get_mempool() == [tx.txid_hex()]
+    assert node.get_tx_height(tx.txid_hex()) is None and not node.is_in_active_chain(b103)
+    assert node.get_block(b103)  # stale blocks stay readable
+    new = node.mine_blocks(1, key.spk)
+    assert new[0] != b102 and node.get_tx_height(tx.txid_hex()) == 102
+    with pytest.raises(BlockRejected):  # the invalid branch cannot be extended
+        node.mine_fork(b104, 1, key.spk)
+
+    # a heavier fork from height 101 carrying a conflicting spend replaces the tip
+    tip_before = node.get_best_block_hash()
+    conflict = spend_key_path(key, [coin], fee=4_000, dest=new_key().spk)
+    fork = node.mine_fork(node.get_block_hash(101), 1, key.spk, txs=[conflict])
+    assert node.get_best_block_hash() == tip_before  # equal work: first seen wins
+    fork += node.mine_fork(fork[-1], 1, key.spk)
+    assert node.get_best_block_hash() == fork[-1] and node.get_block_count() == 103
+    assert node.get_tx_height(conflict.txid_hex()) == 102
+    assert node.get_mempool() == []  # the original spend conflicts with the fork: dropped
+    assert node.get_tx_height(tx.txid_hex()) is None
+    with pytest.raises(BackendError):
+        node.get_raw_transaction(tx.txid_hex())
+    # mining continues on the fork, with the kernel in sync
+    node.mine_blocks(2, key.spk)
+    assert node.get_block_count() == 105
+
+
+def test_kernel_rejects_bad_blocks(funded):
+    node, key = funded
+    tip = node.get_best_block_hash()
+    parent = BlockHeader.parse(node.get_block_header(tip))
+    _, _, greedy = build_block(parent.hash(), 102, parent.timestamp + 600, key.spk, [], fees=1, extra_nonce=7)
+    with pytest.raises(BlockRejected) as info:
+        node.submit_block(greedy)
+    assert info.value.reason.startswith("bad-cb-amount")
+    _, _, wrong_height = build_block(parent.hash(), 7, parent.timestamp + 600, key.spk, [], fees=0)
+    with pytest.raises(BlockRejected) as info:
+        node.submit_block(wrong_height)
+    assert "bad-cb-height" in info.value.reason
+    _, _, too_old = build_block(parent.hash(), 102, node.median_time_past(), key.spk, [], fees=0)
+    with pytest.raises(BlockRejected) as info:
+        node.submit_block(too_old)
+    assert "time-too-old" in info.value.reason
+    assert node.get_best_block_hash() == tip
+    _, _, good = build_block(parent.hash(), 102, parent.timestamp + 1, key.spk, [], fees=0)
+    assert node.submit_block(good) == node.get_best_block_hash() != tip
+
+
+# ------------------------------------------------------------------ persistence
+
+
+def test_persistence_across_restart(tmp_path):
+    key = new_key()
+    with EmbeddedNode(tmp_path) as node:
+        node.mine_blocks(101, key.spk)
+        tx = spend_key_path(key, [coinbase_coin(node, 1)])
+        node.send_raw_transaction(tx.serialize())
+        b102, _ = node.mine_blocks(2, key.spk)
+        node.invalidate_block(b102)
+        node.mine_blocks(3, key.spk)
+        state = (node.get_block_count(), node.get_best_block_hash(), node.get_tx_height(tx.txid_hex()))
+        utxos = sorted(node.scan_utxos([key.spk]), key=lambda x: (x[0].txid, x[0].vout))
+    assert state[0] == 104 and state[2] == 102
+    log = tmp_path / "blocks.log"
+    with open(log, "ab") as f:  # a torn write at the end is cut off on restart
+        f.write(b"B\xff\x00\x00\x00partial")
+    with EmbeddedNode(tmp_path) as node:
+        assert (node.get_block_count(), node.get_best_block_hash(), node.get_tx_height(tx.txid_hex())) == state
+        assert sorted(node.scan_utxos([key.spk]), key=lambda x: (x[0].txid, x[0].vout)) == utxos
+        assert node.get_raw_transaction(tx.txid_hex()) == tx.serialize()
+        with pytest.raises(BlockRejected):
+            node.mine_fork(b102, 1, key.spk)  # the invalidation was persisted too
+        node.mine_blocks(1, key.spk)
+        best = node.get_best_block_hash()
+    with EmbeddedNode(tmp_path) as node:
+        assert node.get_best_block_hash() == best
+
+
+def test_closed_node_refuses_work():
+    node = EmbeddedNode()
+    node.close()
+    node.close()
+    with pytest.raises(BackendError):
+        node.mine_blocks(1, b"\x51")
