@@ -648,6 +648,11 @@ class CometNetwork:
     # ---- observation ---------------------------------------------------------------------
 
     @property
+    def rpc_urls(self) -> list[str]:
+        """``http://127.0.0.1:PORT`` of every node's RPC, in node order."""
+        return [node.rpc_url for node in self.nodes]
+
+    @property
     def client(self) -> CometClient:
         """RPC client of node 0 (the default broadcaster)."""
         return self.nodes[0].client
@@ -687,6 +692,7 @@ class CometNetwork:
 def run_comet_chain(
     home: Path | str,
     n_validators: int = 1,
+    genesis: dict | None = None,
     *,
     chain_id: str = DEFAULT_CHAIN_ID,
     app_genesis: dict | None = None,
@@ -700,10 +706,15 @@ def run_comet_chain(
 ) -> CometNetwork:
     """Start (or resume, if ``home`` holds one) a CometBFT-backed chain of ``n_validators``.
 
-    Returns the running :class:`CometNetwork` (the caller stops it), or with ``serve=True``
-    runs until SIGINT/SIGTERM, stops everything and returns the stopped network.
-    ``app_factory`` defaults to ``cosmos_chain.app.ChainApp``.
+    ``genesis`` (alias ``app_genesis``) is the ChainApp genesis (CometBFT's ``app_state``); it is
+    only used when ``home`` is new. Returns the running :class:`CometNetwork` — also a context
+    manager, so ``with run_comet_chain(home, 3, genesis) as net: net.rpc_urls`` stops it on exit —
+    or with ``serve=True`` runs until SIGINT/SIGTERM, stops everything and returns the stopped
+    network. ``app_factory`` defaults to ``cosmos_chain.app.ChainApp``.
     """
+    if genesis is not None and app_genesis is not None and genesis != app_genesis:
+        raise ValueError("pass the app genesis once: genesis or app_genesis")
+    app_genesis = genesis if genesis is not None else app_genesis
     if binary is None:
         binary = find_cometbft()
         if binary is None:

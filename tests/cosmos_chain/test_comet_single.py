@@ -19,13 +19,14 @@ from cosmpy.aerial.tx import SigningCfg, Transaction, TxFee
 from cosmpy.protos.cosmos.tx.v1beta1.tx_pb2 import TxRaw
 
 from cosmos_chain.app import ChainApp, TxResult
-from cosmos_chain.comet import CometError, CometNetwork, CometRPCError, tx_hash
+from cosmos_chain.comet import CometError, CometNetwork, CometRPCError, run_comet_chain, tx_hash
 from cosmos_chain.comet_backend import CometBackend
 from cmt_helpers import (
     BANK_CONTRACT,
     DENOM,
     FEE,
     GAS_LIMIT,
+    GENESIS_AMOUNT,
     Key,
     fee_amount,
     make_genesis,
@@ -402,3 +403,27 @@ def test_comet_backend_agrees_with_the_app(net: CometNetwork) -> None:
             backend.broadcast_tx(raw, mode="block")
     finally:
         backend.close()
+
+
+def test_run_comet_chain_context_manager_and_resume(tool_path, tmp_path: Path) -> None:
+    """The CLI entry: ``with run_comet_chain(home, n, genesis)`` runs a chain, stops it, and resumes it."""
+    home = tmp_path / "cli-home"
+    genesis = make_genesis([ALICE])
+    with run_comet_chain(home, 1, genesis, binary=tool_path("cometbft"), block_time=BLOCK_TIME) as net:
+        assert net.rpc_urls == [net.nodes[0].rpc_url] and all(n.running for n in net.nodes)
+        backend = CometBackend(net.rpc_urls[0])
+        try:
+            assert backend.balance(ALICE.address, DENOM) == GENESIS_AMOUNT
+            rec = backend.submit(signed_send(backend, net.chain_id, ALICE, CAROL.address, 55))
+            assert rec["result"]["code"] == 0
+        finally:
+            backend.close()
+        stopped_at = net.client.latest_height()
+    assert all(not n.running and n.server is None for n in net.nodes)
+    with pytest.raises(ValueError, match="once"):
+        run_comet_chain(home, 1, genesis, app_genesis={"other": 1})
+    # same home again: resumes at the stored height (the genesis argument is not re-applied)
+    with run_comet_chain(home, 1, make_genesis([BOB]), binary=tool_path("cometbft"), block_time=BLOCK_TIME) as net2:
+        assert net2.nodes[0].start_height >= stopped_at
+        assert query_balance(net2.client, CAROL.address) == 55
+        assert query_balance(net2.client, BOB.address) == 0
