@@ -29,7 +29,8 @@ Hooks (stateless; everything they touch comes from ``ctx``):
 * :class:`ChainStakingHooks` - registry status changes → adapter events: into ACTIVE →
   ``on_delegation_active`` (validator from the FP record); ACTIVE → UNBONDING / EXPIRED →
   ``on_delegation_unbonding`` (the lien stays slashable for the unbonding period); → WITHDRAWN
-  → ``on_delegation_withdrawn``; → SLASHED → nothing (the FP-level slash does the work).
+  → ``on_delegation_withdrawn``; → SLASHED → the FP-level mesh slash (once) if the delegation's
+  mesh FP is the slashed one, else (another FP of a multi-FP output) like a withdrawal.
 * :class:`ChainFinalityHooks` - for :class:`cosmos_chain.finality.FinalityModule`: FP lookup
   in the registry, canonical app hash = the finality module's recorded hash, slashing = registry
   ``slash_finality_provider`` then adapter ``on_finality_provider_slashed``.
@@ -39,7 +40,8 @@ falls back to ``ChainFinalityHooks`` and this module installs the staking hooks 
 every block), so every node of a testnet behaves the same without manual wiring.
 
 Mesh validators of finality providers count as active from height 0: an FP is slashable for
-any height it ever signed. A delegation naming several FPs is mapped to the first one.
+any height it ever signed. A delegation naming several FPs is mapped to the first one; if
+another of its FPs is slashed, its mesh stake leaves the (honest) validator like a withdrawal.
 """
 
 from __future__ import annotations
@@ -279,12 +281,46 @@ class MeshModule(Module):
                 out = adapter.on_delegation_unbonding(h)
             elif new == "WITHDRAWN" and known:
                 out = adapter.on_delegation_withdrawn(h)
-            else:  # PENDING/VERIFIED, SLASHED (FP-level slash), or never reached ACTIVE
+            else:  # PENDING/VERIFIED, SLASHED (below), or never reached ACTIVE
+                out = None
+        if out is None:
+            if new == "SLASHED" and known:
+                out = self._delegation_slashed(ctx, h, _delegation_fp(delegation))
+            if out is None:
                 return None
         ctx.emit("mesh_delegation", staking_tx_hash=h, status=out["status"], validator=out["validator"],
                  collateral_sat=str(out["collateral_sat"]), staked_sat=str(out["staked_sat"]),
                  virtual_stake=str(out["virtual_stake"]))
         return out
+
+    @staticmethod
+    def _fp_slash_height(ctx: Context, fp: str) -> int | None:
+        """Height the FP was slashed at, per the registry or the finality module (None if not)."""
+        reg = _registry(ctx)
+        rec = reg.finality_provider(ctx, fp) if reg is not None else None  # type: ignore[attr-defined]
+        height = (rec or {}).get("slashed_height")
+        if isinstance(height, int) and not isinstance(height, bool) and height > 0:
+            return height
+        fin = ctx.app.modules.get("finality")
+        if fin is not None:
+            st = fin.query(ctx, {"is_slashed": {"fp_btc_pk": fp}})
+            if st.get("slashed"):
+                return int(st["block_height"])
+        return None
+
+    def _delegation_slashed(self, ctx: Context, staking_tx_hash: str, fp: str) -> dict | None:
+        """A delegation turned SLASHED. If its mesh FP is the slashed one, run the FP-level mesh
+        slash now (once: later calls find the validator tombstoned). Otherwise another FP named by
+        the staking output was slashed: the BTC no longer backs the honest validator, so the stake
+        leaves it like a withdrawal (unstaked now, collateral burned once the lien matures)."""
+        height = self._fp_slash_height(ctx, fp)
+        if height is not None:
+            self.slash_finality_provider(ctx, fp, height)
+            return None
+        with self.session(ctx) as (_, adapter):
+            if adapter.records[staking_tx_hash]["status"] != "ACTIVE":
+                return None
+            return adapter.on_delegation_withdrawn(staking_tx_hash)
 
     def slash_finality_provider(self, ctx: Context, fp_btc_pk: str, height: int) -> dict | None:
         """Slash the FP's mesh validator (upstream rules) and mirror the BTC slashing on collateral.

@@ -173,6 +173,11 @@ class StubRegistry(Module):
         self._status(ctx, d, body["status"])
         return {"status": d["status"]}
 
+    def exec_slash(self, ctx: Context, sender: str, body: dict, funds: list) -> dict:
+        """``{btc_pk, height}``: slash an FP directly (as a registry may on a BTC slashing report)."""
+        return {"slashed": [d["staking_tx_hash"] for d in self.slash_finality_provider(ctx, body["btc_pk"],
+                                                                                        body["height"])]}
+
     def query_params(self, ctx: Context, body: dict) -> dict:
         return {"params_versions": [{"version": 0, "slashing_rate": self.slashing_rate}]}
 

@@ -169,6 +169,35 @@ def test_failing_hook_rolls_back_registry_and_mesh(chain: Chain) -> None:
     assert chain.query("btc_staking", {"delegation": {"staking_tx_hash": h(9)}})["delegation"]["status"] == "VERIFIED"
 
 
+def test_registry_side_slash_propagates_once(chain: Chain) -> None:
+    activate(chain, 1, FP_A, 1_000_000)
+    activate(chain, 2, FP_B, 1_000_000)
+    # a delegation naming [FP_B, FP_A] is mapped to FP_B (the first) in the mesh
+    for st in ("VERIFIED", "ACTIVE"):
+        res = chain.execute(RELAYER, "btc_staking", {"set_status": {"delegation": dict(
+            delegation(3, FP_B, 200_000), fp_btc_pk_list=[FP_B, FP_A]), "status": st}})
+        assert res.code == 0, res.log
+    assert adapter_del(chain, 3)["validator"] == "valB"
+    out = chain.ok(RELAYER, "btc_staking", {"slash": {"btc_pk": FP_A, "height": 7}})
+    assert out == {"slashed": [h(1), h(3)]}
+    d1 = adapter_del(chain, 1)
+    assert (d1["status"], d1["collateral_sat"], d1["slashed_sat"], d1["virtual_stake"]) == ("SLASHED", 900_000,
+                                                                                          100_000, 0)
+    assert mesh_q(chain, {"external_staking": {"validator": {"valoper": "valA"}}})["state"] == "tombstoned"
+    # FP_B is honest: valB is not slashed; delegation 2 keeps its stake, delegation 3 (its BTC is
+    # slashed through FP_A) leaves valB like a withdrawal: unstaked now, burned after the period
+    assert adapter_del(chain, 2)["collateral_sat"] == 1_000_000
+    d3 = adapter_del(chain, 3)
+    assert (d3["status"], d3["staked_sat"], d3["pending_sat"], d3["collateral_sat"]) == ("WITHDRAWING", 0,
+                                                                                       200_000, 200_000)
+    assert mesh_q(chain, {"external_staking": {"validator": {"valoper": "valB"}}})["state"] == "active"
+    assert virtual_on(chain, "valB") == 1_500_000
+    assert mesh_q(chain, {"balance": {"address": "mesh-vault"}})["amount"]["amount"] == "2100000"
+    chain.block(dt=UNBONDING)
+    assert adapter_del(chain, 3)["status"] == "WITHDRAWN"
+    assert mesh_q(chain, {"balance": {"address": "mesh-vault"}})["amount"]["amount"] == "1900000"
+
+
 def test_set_price_admin_only(chain: Chain) -> None:
     res = chain.execute(RELAYER, "mesh", {"set_price": {"price": "3"}})
     assert res.code != 0 and "only the admin" in res.log
