@@ -104,7 +104,9 @@ class BtcdProcess:
         self.proc = subprocess.Popen(self.args(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + self.start_timeout
         last: Exception | None = None
-        probe = RpcBackend(self.url, self.rpc_user, self.rpc_password, dialect="btcd", timeout=5)
+        probe = RpcBackend(
+            self.url, self.rpc_user, self.rpc_password, dialect="btcd", timeout=min(5.0, self.start_timeout)
+        )
         try:
             while time.monotonic() < deadline:
                 if self.proc.poll() is not None:

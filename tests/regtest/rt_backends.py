@@ -64,6 +64,7 @@ class Chain:
     backend: BitcoinBackend
     wallet: Wallet
     closers: list = field(default_factory=list)
+    node: object | None = None  # the BtcdProcess, for btcd
 
     def mine(self, n: int = 1) -> list[str]:
         """Mine n blocks to the wallet and rescan it."""
@@ -89,6 +90,7 @@ def make_chain(kind: str, tool_path, tmp_path: Path, mature_blocks: int = 101) -
     secret = generate_secret()
     address_wallet = Wallet(None, secret)  # type: ignore[arg-type]  # only to learn the address
     closers = []
+    node = None
     if kind == "btcd":
         from regtest.btcd import BtcdProcess
 
@@ -104,7 +106,7 @@ def make_chain(kind: str, tool_path, tmp_path: Path, mature_blocks: int = 101) -
     else:
         raise ValueError(kind)
     wallet = Wallet(backend, secret)
-    c = Chain(kind, backend, wallet, closers)
+    c = Chain(kind, backend, wallet, closers, node)
     try:
         c.mine(mature_blocks)
     except Exception:

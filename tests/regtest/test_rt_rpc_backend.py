@@ -1,0 +1,236 @@
+"""`RpcBackend` and `BtcdProcess` against a real btcd v0.26 (and the bitcoind dialect, when served)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from rt_backends import Chain, btcd_chain  # noqa: F401  (fixture)
+
+from btc_staking.headers import BlockHeader, verify_header_chain
+from btc_staking.keys import generate_secret
+from btc_staking.tx import Tx, TxOut, hash256
+from regtest.backend import BackendError, BitcoinBackend, TxRejected
+from regtest.btcd import BtcdError, BtcdProcess, address_to_script, free_port
+from regtest.rpc import RpcBackend, RpcError, script_to_address
+from regtest.wallet import Wallet, WalletError, decode_segwit_address, parse_block
+
+
+# ------------------------------------------------------------------------------ addresses
+@pytest.mark.parametrize(
+    "script_hex, network, address",
+    [
+        # BIP-173 / BIP-350 test vectors
+        ("0014751e76e8199196d454941c45d1b3a323f1433bd6", "mainnet", "bc1qw508d6qejxtdg4y5r3zarvary0c5xw7kv8f3t4"),
+        (
+            "5120" + "79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798",
+            "mainnet",
+            "bc1p0xlxvlhemja6c4dqv22uapctqupfhlxm9h8z3k2e72q4k9hcz7vqzk5jj0",
+        ),
+        ("0014751e76e8199196d454941c45d1b3a323f1433bd6", "regtest", "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080"),
+        # base58: the well-known P2PKH for hash160 of 0x00*20 on mainnet
+        ("76a914" + "00" * 20 + "88ac", "mainnet", "1111111111111111111114oLvT2"),
+    ],
+)
+def test_script_to_address_vectors(script_hex: str, network: str, address: str) -> None:
+    assert script_to_address(bytes.fromhex(script_hex), network) == address
+
+
+def test_segwit_address_round_trip_and_errors() -> None:
+    w = Wallet(None, generate_secret())  # type: ignore[arg-type]
+    version, program = decode_segwit_address(w.address, "bcrt")
+    assert (version, program) == (1, w.output_key)
+    assert address_to_script(w.address) == w.script_pubkey
+    bad = w.address[:-1] + ("q" if w.address[-1] != "q" else "p")
+    with pytest.raises(WalletError, match="checksum"):
+        decode_segwit_address(bad, "bcrt")
+    with pytest.raises(WalletError):
+        decode_segwit_address(w.address, "bc")
+    with pytest.raises(ValueError, match="no address form"):
+        script_to_address(b"\x6a\x01\x00")
+
+
+def test_constructor_refuses_non_loopback_and_bad_dialect() -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        RpcBackend("http://10.0.0.1:8332", "u", "p", dialect="btcd")
+    with pytest.raises(ValueError, match="dialect"):
+        RpcBackend("http://127.0.0.1:8332", "u", "p", dialect="electrum")
+    with pytest.raises(ValueError, match="url"):
+        RpcBackend("127.0.0.1:8332", "u", "p", dialect="btcd")
+
+
+def test_connection_refused_is_a_backend_error() -> None:
+    b = RpcBackend(f"http://127.0.0.1:{free_port()}", "u", "p", dialect="btcd", timeout=2)
+    with pytest.raises(BackendError, match="failed"):
+        b.get_block_count()
+
+
+# --------------------------------------------------------------------------------- btcd
+def test_btcd_protocol_methods(btcd_chain: Chain) -> None:
+    b = btcd_chain.backend
+    assert isinstance(b, BitcoinBackend) and isinstance(b, RpcBackend)
+    auto = RpcBackend(b.url, "btcmesh", btcd_chain.node.rpc_password, dialect="auto")
+    assert auto.dialect == "btcd"
+    auto.close()
+    assert b.get_block_count() == 101
+    tip = b.get_best_block_hash()
+    assert b.get_block_hash(101) == tip
+    headers = [b.get_block_header(b.get_block_hash(h)) for h in range(1, 102)]
+    verify_header_chain([BlockHeader.parse(h) for h in headers], parent=b.get_block_header(b.get_block_hash(0)))
+    raw = b.get_block(tip)
+    assert raw[:80] == headers[-1] and hash256(raw[:80])[::-1].hex() == tip
+    header, txs = parse_block(raw)
+    assert BlockHeader.parse(header).merkle_root == _merkle([t.txid() for t in txs])
+    coinbase = txs[0]
+    assert b.get_raw_transaction(coinbase.txid_hex()) == coinbase.serialize()
+    assert coinbase.outputs[0].script_pubkey == btcd_chain.wallet.script_pubkey
+    assert b.get_mempool() == []
+
+
+def _merkle(hashes: list[bytes]) -> bytes:
+    level = list(hashes)
+    while len(level) > 1:
+        if len(level) % 2:
+            level.append(level[-1])
+        level = [hash256(level[i] + level[i + 1]) for i in range(0, len(level), 2)]
+    return level[0]
+
+
+def test_btcd_errors_map_to_typed_exceptions(btcd_chain: Chain) -> None:
+    b = btcd_chain.backend
+    with pytest.raises(RpcError) as info:
+        b.get_block("00" * 32)
+    assert info.value.code == -5 and "not found" in info.value.message.lower()
+    with pytest.raises(RpcError) as info:
+        b.get_block_hash(10_000)
+    assert "out of range" in info.value.message
+    with pytest.raises(ValueError):
+        b.get_block("abc")
+    with pytest.raises(RpcError) as info:
+        b.get_raw_transaction("11" * 32)
+    assert info.value.code == -5
+    with pytest.raises(TxRejected) as rej:
+        b.send_raw_transaction(b"\x02\x00\x00\x00\x00")
+    assert "decode" in rej.value.reason.lower()
+    wrong = RpcBackend(b.url, "btcmesh", "wrong-password", dialect="btcd", timeout=5)
+    with pytest.raises(BackendError, match="401|auth"):
+        wrong.get_block_count()
+    wrong.close()
+
+
+def test_btcd_mines_only_to_its_mining_address(btcd_chain: Chain) -> None:
+    b = btcd_chain.backend
+    other = TxOut(0, bytes.fromhex("0014" + "11" * 20)).script_pubkey
+    with pytest.raises(BackendError, match="miningaddr"):
+        b.mine_blocks(1, other)
+    assert b.get_block_count() == 101  # nothing mined
+    # a backend that does not know the mining script learns it from the coinbase, then refuses
+    blind = RpcBackend(b.url, "btcmesh", btcd_chain.node.rpc_password, dialect="btcd")
+    with pytest.raises(BackendError, match="mined 1 block"):
+        blind.mine_blocks(1, other)
+    assert blind.mining_script == btcd_chain.wallet.script_pubkey
+    assert len(blind.mine_blocks(2, btcd_chain.wallet.script_pubkey)) == 2
+    assert b.get_block_count() == 104
+    blind.close()
+
+
+def test_btcd_invalidate_and_reconsider(btcd_chain: Chain) -> None:
+    b = btcd_chain.backend
+    tip = b.get_best_block_hash()
+    b.invalidate_block(tip)
+    assert b.get_block_count() == 100
+    b.reconsider_block(tip)
+    assert b.get_best_block_hash() == tip
+
+
+def test_btcd_process_lifecycle(tool_path, tmp_path) -> None:
+    w = Wallet(None, generate_secret())  # type: ignore[arg-type]
+    node = BtcdProcess(tool_path("btcd"), tmp_path / "n", w.address)
+    with node:
+        assert node.check_softforks() == {"csv": "active", "segwit": "active", "taproot": "active"}
+        port = node.rpc_port
+        b = node.backend()
+        assert b.get_block_count() == 0
+        assert b.mine_blocks(1, w.script_pubkey)
+    assert node.proc is None
+    node.stop()  # idempotent
+    # nothing listens on the RPC port after stop
+    with socket.socket() as s, pytest.raises(ConnectionRefusedError):
+        s.connect(("127.0.0.1", port))
+    with pytest.raises(BtcdError, match="not running"):
+        node.backend()
+    with pytest.raises(BtcdError, match="not found"):
+        BtcdProcess(tmp_path / "no-such-btcd", tmp_path / "x", w.address)
+
+
+def test_btcd_start_failure_is_reported(tool_path, tmp_path) -> None:
+    w = Wallet(None, generate_secret())  # type: ignore[arg-type]
+    with socket.socket() as s:  # occupy the RPC port: btcd cannot listen
+        s.bind(("127.0.0.1", 0))
+        s.listen(1)
+        port = s.getsockname()[1]
+        node = BtcdProcess(tool_path("btcd"), tmp_path / "n", w.address, rpc_port=port, start_timeout=2)
+        with pytest.raises(BtcdError):
+            node.start()
+    assert node.proc is None
+
+
+# --------------------------------------------------------------------------- bitcoind dialect
+class _FakeBitcoind(BaseHTTPRequestHandler):
+    """Answers like bitcoind for the calls whose parameter shapes differ from btcd's."""
+
+    calls: list = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        req = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        self.calls.append((req["method"], req["params"]))
+        result, error = None, None
+        if req["method"] == "getnetworkinfo":
+            result = {"version": 270000, "subversion": "/Satoshi:27.0.0/"}
+        elif req["method"] == "generatetoaddress":
+            result = ["00" * 32] * req["params"][0]
+        elif req["method"] == "getrawtransaction":
+            result = "00"
+        elif req["method"] == "sendrawtransaction":
+            error = {"code": -26, "message": "non-BIP68-final"}
+        else:
+            error = {"code": -32601, "message": "Method not found"}
+        body = json.dumps({"result": result, "error": error, "id": req["id"]}).encode()
+        self.send_response(500 if error else 200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_bitcoind_dialect_parameter_shapes() -> None:
+    """The bitcoind-dialect calls a recording endpoint sees (shapes only; semantics are tested
+    against real nodes above and against the embedded node's RPC server)."""
+    server = HTTPServer(("127.0.0.1", 0), _FakeBitcoind)
+    t = threading.Thread(target=server.serve_forever, daemon=True)
+    t.start()
+    try:
+        _FakeBitcoind.calls = []
+        b = RpcBackend(f"http://127.0.0.1:{server.server_port}", "u", "p", dialect="auto", timeout=5)
+        assert b.dialect == "bitcoind"
+        spk = bytes.fromhex("5120" + hashlib.sha256(b"k").hexdigest())
+        assert len(b.mine_blocks(2, spk)) == 2
+        b.get_raw_transaction("ab" * 32)
+        with pytest.raises(TxRejected) as rej:
+            b.send_raw_transaction(Tx(2, [], [TxOut(1, b"\x51")], 0).serialize())
+        assert rej.value.reason == "non-BIP68-final"
+        with pytest.raises(RpcError) as err:
+            b.call("nosuchmethod")
+        assert err.value.code == -32601
+        b.close()
+        assert ("generatetoaddress", [2, script_to_address(spk)]) in _FakeBitcoind.calls
+        assert ("getrawtransaction", ["ab" * 32, False]) in _FakeBitcoind.calls
+    finally:
+        server.shutdown()
+        server.server_close()
