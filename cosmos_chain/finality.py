@@ -126,7 +126,8 @@ class UnknownBlock(FinalityError):
 # --------------------------------------------------------------------------------------- hooks
 class FinalityHooks(Protocol):
     """What the finality logic needs from its host. ``knows_blocks``: True when
-    ``canonical_app_hash`` answers for every produced height (votes on unknown heights are refused)."""
+    ``canonical_app_hash`` answers for every produced height (votes on unknown heights are refused).
+    Hooks may also define ``is_slashed(ctx, fp_btc_pk) -> bool`` (slashed outside this module)."""
 
     knows_blocks: bool
 
@@ -247,6 +248,9 @@ class FinalityCore:
     def _check_fp(self, st: JsonStore, ctx: Any, fp: str) -> None:
         if st.has("slashed/" + fp):
             raise FinalityProviderSlashed(f"finality provider {fp} is slashed")
+        is_slashed = getattr(self.hooks, "is_slashed", None)  # optional: slashed in the registry
+        if callable(is_slashed) and is_slashed(ctx, fp):
+            raise FinalityProviderSlashed(f"finality provider {fp} is slashed in the staking registry")
         if not self.hooks.is_registered(ctx, fp):
             raise UnknownFinalityProvider(f"finality provider {fp} is not registered")
 

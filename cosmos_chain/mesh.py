@@ -434,6 +434,12 @@ class ChainFinalityHooks:
         reg = _registry(ctx)
         return reg is not None and reg.finality_provider(ctx, fp_btc_pk) is not None  # type: ignore[attr-defined]
 
+    def is_slashed(self, ctx: Context, fp_btc_pk: str) -> bool:
+        """Slashed in the registry (e.g. through another path than this chain's finality votes)."""
+        reg = _registry(ctx)
+        rec = reg.finality_provider(ctx, fp_btc_pk) if reg is not None else None  # type: ignore[attr-defined]
+        return bool(rec and (rec.get("slashed_height") or rec.get("slashed")))
+
     def canonical_app_hash(self, ctx: Context, height: int) -> bytes | None:
         fin = ctx.app.modules.get("finality")
         return None if fin is None else fin.app_hash_at(ctx, height)  # type: ignore[attr-defined]

@@ -195,6 +195,10 @@ def test_registry_side_slash_propagates_once(chain: Chain) -> None:
     assert mesh_q(chain, {"balance": {"address": "mesh-vault"}})["amount"]["amount"] == "2100000"
     chain.block(dt=UNBONDING)
     assert adapter_del(chain, 3)["status"] == "WITHDRAWN"
+    # the finality module refuses the registry-slashed FP too
+    res = chain.execute(FP_OP_A, "finality", {"commit_pub_rand_list": {
+        "fp_btc_pk": FP_A, "start_height": 1, "num_pub_rand": 10, "commitment": "00" * 32, "sig": "00" * 64}})
+    assert res.code != 0 and "slashed in the staking registry" in res.log
     assert mesh_q(chain, {"balance": {"address": "mesh-vault"}})["amount"]["amount"] == "1900000"
 
 
