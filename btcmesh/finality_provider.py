@@ -268,6 +268,18 @@ class FinalityProvider:
         self.voted[height] = bytes(app_hash)
         return result
 
+    def block_app_hash(self, height: int) -> bytes | None:
+        """The app hash the chain recorded for block ``height`` (None until block height+1 began)."""
+        h = self.chain.query({"block_app_hash": {"height": height}})["app_hash"]
+        return None if h is None else bytes.fromhex(h)
+
+    def vote_block(self, height: int) -> Any:
+        """Honest vote on the chain's own app hash of block ``height``."""
+        app_hash = self.block_app_hash(height)
+        if app_hash is None:
+            raise FinalityProviderError(f"the chain has no app hash for height {height} yet")
+        return self.vote(height, app_hash)
+
     def double_sign(self, height: int, fork_app_hash: bytes) -> Any:
         """Demo only: vote on a conflicting app hash at ``height`` with the same randomness."""
         return self.chain.submit(self.vote_msg(height, fork_app_hash))

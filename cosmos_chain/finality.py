@@ -28,7 +28,8 @@ evidence as soon as the canonical vote arrives (Babylon keeps it as evidence the
 Re-sending the very same vote is idempotent (accepted, no state change, ``duplicate=true``).
 
 Queries
-  ``params {}``; ``pub_rand_commits {fp_btc_pk}``; ``votes_at_height {height}`` →
+  ``params {}``; ``block_app_hash {height}`` → ``{height, app_hash | null}`` (recorded at the
+  start of block height+1); ``pub_rand_commits {fp_btc_pk}``; ``votes_at_height {height}`` →
   ``{height, votes: [{fp_btc_pk, app_hash, pub_rand, finality_sig}]}``;
   ``vote {fp_btc_pk, height}`` → ``{vote: {...} | null}``; ``evidence {fp_btc_pk}`` →
   ``{evidence: [...]}``; ``list_evidence {start_after?, limit?}`` → ``{evidence: [...]}``
@@ -391,6 +392,11 @@ class FinalityCore:
 
     def q_params(self, st: JsonStore, body: dict) -> dict:
         return self.params(st)
+
+    def q_block_app_hash(self, st: JsonStore, body: dict) -> dict:
+        """The recorded app hash of block ``height`` (what votes are checked against), or null."""
+        height = _uint(body, "height")
+        return {"height": height, "app_hash": st.get("apphash/" + _hkey(height))}
 
     def q_pub_rand_commits(self, st: JsonStore, body: dict) -> dict:
         fp = _fp(body)

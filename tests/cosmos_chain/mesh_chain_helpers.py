@@ -42,6 +42,16 @@ class Key:
         return str(self.wallet.address())
 
 
+def make_genesis(keys: list[Key], sections: dict[str, Any]) -> dict[str, Any]:
+    """Genesis funding ``keys`` (fees in ubbn, min gas price 0.01) plus module ``sections``."""
+    genesis: dict[str, Any] = {
+        "genesis_time": GENESIS_TIME, "fees": {"denom": DENOM, "min_gas_price": MIN_GAS_PRICE},
+        "bank": {"balances": [{"address": k.address, "coins": [{"denom": DENOM, "amount": str(10**12)}]}
+                              for k in keys]}}
+    genesis.update(sections)
+    return genesis
+
+
 @dataclass
 class Block:
     height: int
@@ -61,10 +71,7 @@ class Chain:
     @classmethod
     def start(cls, keys: list[Key], sections: dict[str, Any], *, modules: list[Module] | None = None,
               chain_id: str = "mesh-test-1") -> "Chain":
-        genesis = {"genesis_time": GENESIS_TIME, "fees": {"denom": DENOM, "min_gas_price": MIN_GAS_PRICE},
-                   "bank": {"balances": [{"address": k.address, "coins": [{"denom": DENOM, "amount": str(10**12)}]}
-                                         for k in keys]}}
-        genesis.update(sections)
+        genesis = make_genesis(keys, sections)
         app = ChainApp(chain_id, modules=modules)
         app.init_chain(genesis)
         return cls(app, GENESIS_TIME, [], genesis)

@@ -10,7 +10,7 @@ import pytest
 
 from btc_staking.keys import secret_even_y, xonly_from_secret
 from btcmesh.finality_provider import AppChannel, ChainRejected, FinalityProvider
-from mesh_chain_helpers import Chain, Key, StubRegistry
+from mesh_chain_helpers import Chain, Key, StubRegistry, make_genesis
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -215,3 +215,57 @@ def test_two_apps_fed_the_same_blocks_agree(net: Net) -> None:
     replayed = chain.replay(modules=[StubRegistry()])
     assert replayed == [app_hash(chain, b.height) for b in chain.blocks]
     assert len(set(replayed)) == len(replayed)  # every block changed the state (fees, records)
+
+
+def test_client_channel_over_rest_with_cosmpy_ledger_client() -> None:
+    """The FP client through ``ClientChannel`` → ``ChainClient`` → cosmpy ``LedgerClient`` → REST →
+    an EmbeddedChain producing blocks on its own: commit, honest votes, rejection, double-sign."""
+    from cosmpy.aerial.client import LedgerClient, NetworkConfig
+
+    from btcmesh.finality_provider import ClientChannel
+    from checkpoint.chain_client import ChainClient, ChainContracts
+    from checkpoint.errors import ChainError
+    from cosmos_chain.app import ChainApp
+    from cosmos_chain.node import EmbeddedChain
+    from cosmos_chain.rest import RestServer
+
+    genesis = make_genesis([ADMIN, OP_A, OP_B, RELAYER], {"mesh": MESH_GENESIS})
+    node = EmbeddedChain(ChainApp("mesh-rest-1", modules=[StubRegistry()]), block_interval=0.1, genesis=genesis)
+    server = RestServer(node).start()
+    try:
+        cfg = NetworkConfig(chain_id="mesh-rest-1", url=server.cosmpy_url, fee_minimum_gas_price=0.01,
+                            fee_denomination="ubbn", staking_denomination="ubbn")
+        ledger = LedgerClient(cfg, query_interval_secs=0.05, query_timeout_secs=10)
+        app = node.app
+        client = ChainClient(ledger, ChainContracts(app.module("btc_light_client").address
+                                                    if "btc_light_client" in app.modules else "",
+                                                    app.module("btc_staking").address), tx_timeout_s=10)
+        fp = FinalityProvider(SK_A, ClientChannel(client, OP_A.wallet), b"rest")
+        assert fp.chain.contract == app.module("finality").address
+        client.execute(app.module("btc_staking").address, {"create_finality_provider": {
+            "btc_pk": fp.btc_pk_hex, "validator": "valA"}}, OP_A.wallet)
+        set_hash = client.execute(app.module("btc_staking").address, {"set_status": {"delegation": {
+            "staking_tx_hash": h(1), "staker_btc_pk": STAKER, "fp_btc_pk_list": [fp.btc_pk_hex],
+            "staking_value": 1_000_000}, "status": "ACTIVE"}}, RELAYER.wallet)
+        assert len(set_hash) == 64
+        start = app.last_height
+        fp.commit_pub_rand(start, 100)
+        for height in (start, start + 1):
+            assert len(fp.vote_block(height)) == 64  # committed tx hash
+        votes = fp.chain.query({"votes_at_height": {"height": start}})["votes"]
+        assert [v["fp_btc_pk"] for v in votes] == [fp.btc_pk_hex]
+        with pytest.raises(ChainError, match="EOTS signature does not verify") as exc:
+            bad = fp.vote_msg(start + 2, fp.block_app_hash(start + 2) or bytes(32))
+            bad["add_finality_sig"]["finality_sig"] = _tamper_hex(bad["add_finality_sig"]["finality_sig"])
+            fp.chain.submit(bad)
+        assert exc.value.transient is False
+        assert not fp.is_slashed()
+        fp.double_sign(start, bytes(32 * [0x44]))
+        assert fp.is_slashed()
+        res = fp.chain.query({"is_slashed": {"fp_btc_pk": fp.btc_pk_hex}})
+        assert res["extracted_btc_sk"] == secret_even_y(SK_A).hex()
+        mesh = client.query(app.module("mesh").address, {"adapter": {"delegation": {"staking_tx_hash": h(1)}}})
+        assert (mesh["delegation"]["status"], mesh["delegation"]["collateral_sat"]) == ("SLASHED", 900_000)
+    finally:
+        server.stop()
+        node.stop()
