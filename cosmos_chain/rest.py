@@ -68,6 +68,7 @@ __all__ = [
     "grpc_code_for",
     "block_proto_dict",
     "tx_response_dict",
+    "wasm_msgs_as_base64",
     "APP_NAME",
     "APP_VERSION",
     "SDK_VERSION",
@@ -276,7 +277,7 @@ def _broadcast_response(r: BroadcastResult) -> dict[str, Any]:
     }
 
 
-def _fix_wasm_msgs(tx_json: dict[str, Any]) -> None:
+def wasm_msgs_as_base64(tx_json: dict[str, Any]) -> None:
     """cosmpy posts MsgExecuteContract.msg as a JSON object; re-encode it as the bytes it sent.
 
     The wasm gateway keeps the raw JSON text; ``json.dumps`` with default separators and the
@@ -296,7 +297,7 @@ def _tx_bytes_from_request(body: dict[str, Any]) -> bytes:
             raise RestError(GRPC_INVALID_ARGUMENT, f"tx_bytes is not base64: {exc}") from exc
     if isinstance(body.get("tx"), dict):
         tx_json = json.loads(json.dumps(body["tx"]))
-        _fix_wasm_msgs(tx_json)
+        wasm_msgs_as_base64(tx_json)
         try:
             req = ParseDict({"tx": tx_json}, SimulateRequest())
         except ParseError as exc:
@@ -319,7 +320,7 @@ class RestApi:
         self.node_info = {"moniker": "btcmesh-node", **(node_info or {})}
         self.consensus_params = DEFAULT_CONSENSUS_PARAMS
 
-    def _query(self, path: str, req: Message, resp_cls: type[Message]) -> Message:
+    def query_proto(self, path: str, req: Message, resp_cls: type[Message]) -> Message:
         code, value, log_ = self.backend.query(path, req.SerializeToString())
         if code != 0:
             raise RestError(grpc_code_for(code), log_ or f"query {path} failed with code {code}")
@@ -332,7 +333,7 @@ class RestApi:
         """Answer a GET."""
         parts = [unquote(p) for p in path.strip("/").split("/")]
         if parts[:4] == ["cosmos", "auth", "v1beta1", "accounts"] and len(parts) == 5:
-            return _to_dict(self._query("/cosmos.auth.v1beta1.Query/Account", QueryAccountRequest(address=parts[4]),
+            return _to_dict(self.query_proto("/cosmos.auth.v1beta1.Query/Account", QueryAccountRequest(address=parts[4]),
                                         QueryAccountResponse))
         if parts[:4] == ["cosmos", "bank", "v1beta1", "balances"] and len(parts) in (5, 6):
             addr = parts[4]
@@ -342,9 +343,9 @@ class RestApi:
                 denom = (params.get("denom") or [""])[0]
                 if not denom:
                     raise RestError(GRPC_INVALID_ARGUMENT, "invalid denom")
-                return _to_dict(self._query("/cosmos.bank.v1beta1.Query/Balance",
+                return _to_dict(self.query_proto("/cosmos.bank.v1beta1.Query/Balance",
                                             QueryBalanceRequest(address=addr, denom=denom), QueryBalanceResponse))
-            resp = self._query("/cosmos.bank.v1beta1.Query/AllBalances", QueryAllBalancesRequest(address=addr),
+            resp = self.query_proto("/cosmos.bank.v1beta1.Query/AllBalances", QueryAllBalancesRequest(address=addr),
                                QueryAllBalancesResponse)
             d = _to_dict(resp)
             d["pagination"] = {"next_key": None, "total": str(len(resp.balances))}
@@ -431,7 +432,7 @@ class RestApi:
                                    or "_" in query_b64 else None, validate=True)
         except (binascii.Error, ValueError) as exc:
             raise RestError(GRPC_INVALID_ARGUMENT, f"query data is not base64: {exc}") from exc
-        resp = self._query("/cosmwasm.wasm.v1.Query/SmartContractState",
+        resp = self.query_proto("/cosmwasm.wasm.v1.Query/SmartContractState",
                            QuerySmartContractStateRequest(address=address, query_data=raw),
                            QuerySmartContractStateResponse)
         try:
@@ -443,7 +444,7 @@ class RestApi:
     def simulate(self, body: dict[str, Any]) -> dict[str, Any]:
         """``SimulateResponse`` JSON; a failing tx → error with the chain's reason."""
         raw = _tx_bytes_from_request(body)
-        resp = self._query("/cosmos.tx.v1beta1.Service/Simulate", SimulateRequest(tx_bytes=raw), SimulateResponse)
+        resp = self.query_proto("/cosmos.tx.v1beta1.Service/Simulate", SimulateRequest(tx_bytes=raw), SimulateResponse)
         return _to_dict(resp)
 
     def broadcast(self, body: dict[str, Any]) -> dict[str, Any]:

@@ -6,6 +6,7 @@ import base64
 import json
 from typing import Iterator
 
+import grpc
 import pytest
 import requests
 from cosmpy.aerial.client import LedgerClient, NetworkConfig
@@ -83,7 +84,9 @@ def test_send_tokens_updates_balances(chain) -> None:
     assert resp is not None and resp.code == 0 and resp.height >= 1
     assert resp.events["transfer"]["recipient"] == C
     fee = FUNDS - 12_345 - client.query_bank_balance(ALICE.address())
-    assert fee == -(-resp.gas_wanted // 100)  # ceil(gas_limit × 0.01): what cosmpy offered, what the chain took
+    offered = client.txs.GetTx(GetTxRequest(hash=resp.hash)).tx.auth_info.fee
+    assert [(c.denom, int(c.amount)) for c in offered.amount] == [(DENOM, fee)]  # the chain took what was offered
+    assert offered.gas_limit == resp.gas_wanted and fee >= -(-resp.gas_wanted // 100)  # ≥ ceil(gas × 0.01)
     assert resp.gas_used <= resp.gas_wanted
     assert client.query_bank_balance(CAROL.address()) == 12_345
     assert [(c.denom, int(c.amount)) for c in client.query_bank_all_balances(CAROL.address())] == [(DENOM, 12_345)]
@@ -260,3 +263,42 @@ def test_restart_persistence_over_rest(tmp_path) -> None:
     finally:
         node2.stop()
         app2.close()
+
+
+def test_same_subset_over_grpc() -> None:
+    from cosmos_chain.grpc_server import GrpcServer
+
+    node = EmbeddedChain(ChainApp(CHAIN_ID), block_interval=0.2, genesis=genesis_for([ALICE, BOB]))
+    server = GrpcServer(node).start()
+    try:
+        cfg = NetworkConfig(chain_id=CHAIN_ID, url=server.cosmpy_url, fee_minimum_gas_price=float(MIN_GAS_PRICE),
+                            fee_denomination=DENOM, staking_denomination=DENOM)
+        client = LedgerClient(cfg, query_interval_secs=0.05, query_timeout_secs=TIMEOUT)  # type: ignore[arg-type]
+        assert client.query_account(ALICE.address()).sequence == 0
+        with pytest.raises(grpc.RpcError) as info:
+            client.query_account(CAROL.address())
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        resp = client.send_tokens(CAROL.address(), 99, DENOM, ALICE).wait_to_complete(
+            timeout=TIMEOUT, poll_period=0.05).response
+        assert resp is not None and resp.code == 0 and resp.events["transfer"]["amount"] == f"99{DENOM}"
+        assert client.query_bank_balance(CAROL.address()) == 99
+        assert [c.denom for c in client.query_bank_all_balances(CAROL.address())] == [DENOM]
+        with pytest.raises(NotFoundError):
+            client.query_tx("CD" * 32)
+        bank = node.app.module_address("bank")
+        contract = LedgerContract(None, client, Address(bank))
+        assert contract.query({"balance": {"address": C, "denom": DENOM}})["amount"] == "99"
+        tx = Transaction()
+        tx.add_message(msg_execute(ALICE, bank, {"send": {"to_address": C, "amount": [{"denom": DENOM, "amount": "1"}]}}))
+        done = prepare_and_broadcast_basic_transaction(client, tx, ALICE).wait_to_complete(timeout=TIMEOUT,
+                                                                                        poll_period=0.05)
+        assert done.response is not None and done.response.code == 0
+        assert client.query_bank_balance(CAROL.address()) == 100
+        r = _broadcast(client, _signed_send(client, ALICE, B, 5, chain_id="elsewhere"))
+        assert r.code == 4 and "signature verification failed" in r.raw_log
+        latest = client.query_latest_block()
+        assert latest.chain_id == CHAIN_ID and resp.hash in client.query_block(resp.height).tx_hashes
+        assert client.query_node_info().app_name == "btcmesh"
+    finally:
+        server.stop()
+        node.stop()
