@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cosmpy.aerial.wallet import LocalWallet
@@ -70,9 +71,9 @@ class Chain:
 
     @classmethod
     def start(cls, keys: list[Key], sections: dict[str, Any], *, modules: list[Module] | None = None,
-              chain_id: str = "mesh-test-1") -> "Chain":
+              chain_id: str = "mesh-test-1", home: Path | None = None) -> "Chain":
         genesis = make_genesis(keys, sections)
-        app = ChainApp(chain_id, modules=modules)
+        app = ChainApp(chain_id, home, modules=modules)
         app.init_chain(genesis)
         return cls(app, GENESIS_TIME, [], genesis)
 

@@ -235,3 +235,20 @@ def test_mesh_state_is_deterministic_and_in_the_app_hash(chain: Chain) -> None:
     replayed = chain.replay(modules=[StubRegistry()])
     assert replayed == [bytes.fromhex(chain.app.get_block(b.height)["result_app_hash"]) for b in chain.blocks]
     assert json.loads(chain.app.root.data["m/mesh/adapter"])["delegations"][h(1)]["pending_sat"] == 0
+
+
+def test_restart_from_disk_continues_identically(tmp_path) -> None:
+    keys = [ADMIN, FP_OP_A, FP_OP_B, RELAYER]
+    chain = Chain.start(keys, {"mesh": MESH_GENESIS}, modules=[StubRegistry()], home=tmp_path / "node")
+    chain.ok(FP_OP_A, "btc_staking", {"create_finality_provider": {"btc_pk": FP_A, "validator": "valA"}})
+    activate(chain, 1, FP_A, 1_000_000)
+    set_status(chain, 1, FP_A, 1_000_000, "UNBONDING")
+    chain.app.close()
+    chain.app = ChainApp(chain.app.chain_id, tmp_path / "node", modules=[StubRegistry()])  # a restarted node
+    assert chain.app.module("btc_staking").hooks is None  # installed by the first block it runs
+    chain.block(dt=UNBONDING)  # matured in end_block after the restart
+    assert isinstance(chain.app.module("btc_staking").hooks, ChainStakingHooks)
+    activate(chain, 2, FP_A, 300_000)
+    assert lien(chain, 1) is None and adapter_del(chain, 2)["virtual_stake"] == 450_000
+    replayed = chain.replay(modules=[StubRegistry()])
+    assert replayed == [bytes.fromhex(chain.app.get_block(b.height)["result_app_hash"]) for b in chain.blocks]
