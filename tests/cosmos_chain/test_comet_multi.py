@@ -47,18 +47,25 @@ def _common_hashes(net: CometNetwork, nodes: list[int]) -> dict[int, bytes]:
 
 
 def test_validators_are_peers_and_all_vote(net4: CometNetwork) -> None:
-    """Each node sees the other three as peers; every block is signed by 4 validators' keys."""
+    """Each node sees the other three as peers; all 4 validators sign blocks."""
     for node in net4.nodes:  # peers dial each other in the background: 3 of 4 suffice to start
         wait_until(lambda: int(node.client.call("net_info")["n_peers"]) == N_VALIDATORS - 1, 30, "full mesh")
         assert node.server is not None and node.server.errors == []
     assert int(net4.client.call("validators")["total"]) == N_VALIDATORS
 
-    def all_signed() -> bool:
-        height = net4.client.latest_height()
-        sigs = net4.client.call("commit", height=str(height))["signed_header"]["commit"]["signatures"]
-        return [s["block_id_flag"] for s in sigs] == [BLOCK_ID_FLAG_COMMIT] * N_VALIDATORS
+    addresses = {v["address"] for v in net4.client.call("validators")["validators"]}
+    signers: set[str] = set()
 
-    wait_until(all_signed, 30, "a block committed by all 4 validators", interval=0.2)
+    def all_signed() -> bool:
+        # a commit holds the precommits seen by +2/3; under load one validator may be late for a
+        # given block, so collect signers over recent blocks until every validator has signed
+        height = net4.client.latest_height()
+        for h in range(max(1, height - 5), height + 1):
+            sigs = net4.client.call("commit", height=str(h))["signed_header"]["commit"]["signatures"]
+            signers.update(s["validator_address"] for s in sigs if s["block_id_flag"] == BLOCK_ID_FLAG_COMMIT)
+        return signers == addresses
+
+    wait_until(all_signed, 30, "precommits from all 4 validators", interval=0.3)
 
 
 def test_tx_to_one_node_commits_everywhere(net4: CometNetwork) -> None:
