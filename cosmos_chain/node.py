@@ -86,7 +86,8 @@ class BroadcastResult:
     @classmethod
     def from_result(cls, hash_hex: str, res: TxResult, height: int = 0) -> "BroadcastResult":
         """From a CheckTx/DeliverTx :class:`TxResult`."""
-        return cls(hash_hex, res.code, res.log, res.codespace, res.gas_wanted, res.gas_used, height, list(res.events), res.data)
+        return cls(hash_hex, res.code, res.log, res.codespace, res.gas_wanted, res.gas_used, height,
+                   list(res.events), res.data)
 
 
 class EmbeddedChain:

@@ -333,8 +333,8 @@ class RestApi:
         """Answer a GET."""
         parts = [unquote(p) for p in path.strip("/").split("/")]
         if parts[:4] == ["cosmos", "auth", "v1beta1", "accounts"] and len(parts) == 5:
-            return _to_dict(self.query_proto("/cosmos.auth.v1beta1.Query/Account", QueryAccountRequest(address=parts[4]),
-                                        QueryAccountResponse))
+            req = QueryAccountRequest(address=parts[4])
+            return _to_dict(self.query_proto("/cosmos.auth.v1beta1.Query/Account", req, QueryAccountResponse))
         if parts[:4] == ["cosmos", "bank", "v1beta1", "balances"] and len(parts) in (5, 6):
             addr = parts[4]
             if len(parts) == 6 and parts[5] != "by_denom":

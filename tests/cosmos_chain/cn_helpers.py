@@ -50,7 +50,8 @@ def sign(
     for m in msgs:
         tx.add_message(m)
     amount = FEE if fee is None else fee
-    tx.seal(SigningCfg.direct(wallet.public_key(), sequence), fee=TxFee(amount=f"{amount}{DENOM}", gas_limit=gas_limit), memo=memo)
+    fee_ = TxFee(amount=f"{amount}{DENOM}", gas_limit=gas_limit)
+    tx.seal(SigningCfg.direct(wallet.public_key(), sequence), fee=fee_, memo=memo)
     tx.sign(wallet.signer(), chain_id, account_number)
     tx.complete()
     return tx.tx.SerializeToString()

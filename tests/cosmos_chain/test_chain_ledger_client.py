@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import grpc
@@ -144,7 +145,8 @@ def test_bad_signatures_are_rejected_with_a_reason(chain) -> None:
     acct = client.query_account(ALICE.address())
     impostor = Transaction()
     impostor.add_message(msg_send(ALICE, C, 5))
-    impostor.seal(SigningCfg.direct(BOB.public_key(), acct.sequence), fee=TxFee(amount=f"2000{DENOM}", gas_limit=200_000))
+    impostor.seal(SigningCfg.direct(BOB.public_key(), acct.sequence),
+                  fee=TxFee(amount=f"2000{DENOM}", gas_limit=200_000))
     impostor.sign(BOB.signer(), CHAIN_ID, acct.number)
     impostor.complete()
     with pytest.raises(BroadcastError, match="does not match signer"):
@@ -289,7 +291,8 @@ def test_same_subset_over_grpc() -> None:
         contract = LedgerContract(None, client, Address(bank))
         assert contract.query({"balance": {"address": C, "denom": DENOM}})["amount"] == "99"
         tx = Transaction()
-        tx.add_message(msg_execute(ALICE, bank, {"send": {"to_address": C, "amount": [{"denom": DENOM, "amount": "1"}]}}))
+        one = {"send": {"to_address": C, "amount": [{"denom": DENOM, "amount": "1"}]}}
+        tx.add_message(msg_execute(ALICE, bank, one))
         done = prepare_and_broadcast_basic_transaction(client, tx, ALICE).wait_to_complete(timeout=TIMEOUT,
                                                                                         poll_period=0.05)
         assert done.response is not None and done.response.code == 0
@@ -302,3 +305,31 @@ def test_same_subset_over_grpc() -> None:
     finally:
         server.stop()
         node.stop()
+
+
+def test_concurrent_clients_all_land() -> None:
+    """Several wallets send in parallel through REST while blocks are produced: nothing lost or doubled."""
+    senders = wallets(4, "lc-par")
+    node = EmbeddedChain(ChainApp(CHAIN_ID), block_interval=0.1, genesis=genesis_for(senders))
+    try:
+        with RestServer(node) as server:
+            def run(w) -> list[int]:
+                client = _client(server)
+                heights = []
+                for i in range(3):
+                    r = client.send_tokens(CAROL.address(), 10 + i, DENOM, w).wait_to_complete(
+                        timeout=TIMEOUT, poll_period=0.05).response
+                    assert r is not None and r.code == 0
+                    heights.append(r.height)
+                return heights
+
+            with ThreadPoolExecutor(4) as pool:
+                results = list(pool.map(run, senders, timeout=60))
+            client = _client(server)
+            assert client.query_bank_balance(CAROL.address()) == 4 * (10 + 11 + 12)
+            for w, heights in zip(senders, results):
+                assert heights == sorted(heights) and len(set(heights)) == 3  # one tx per block per sender
+                assert client.query_account(w.address()).sequence == 3
+    finally:
+        node.stop()
+    assert node.error is None

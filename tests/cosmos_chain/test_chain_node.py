@@ -74,8 +74,9 @@ def test_sequences_chain_in_the_mempool_and_recheck_evicts() -> None:
     # Bob can pay two fees in CheckTx, but his first tx's transfer leaves too little for the second fee.
     app = node.app
     tx0 = _send(node, ALICE, B, 1)  # unrelated tx first so the block limit of 1 bites
-    t1 = sign(BOB, [msg_send(BOB, C, FUNDS - FEE - FEE // 2)], sequence=0, account_number=app.account(B)["account_number"])
-    t2 = sign(BOB, [msg_send(BOB, C, 1)], sequence=1, account_number=app.account(B)["account_number"])
+    bob_number = app.account(B)["account_number"]
+    t1 = sign(BOB, [msg_send(BOB, C, FUNDS - FEE - FEE // 2)], sequence=0, account_number=bob_number)
+    t2 = sign(BOB, [msg_send(BOB, C, 1)], sequence=1, account_number=bob_number)
     for t in (tx0, t1, t2):
         r = node.broadcast_tx(t)
         assert r.ok, r.log
