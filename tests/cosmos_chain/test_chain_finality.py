@@ -6,11 +6,25 @@ ChainApps fed the same blocks agree on every app hash."""
 
 from __future__ import annotations
 
+import base64
+import json
+
 import pytest
+from cosmpy.aerial.client import LedgerClient, NetworkConfig
+from cosmpy.protos.cosmos.auth.v1beta1.auth_pb2 import BaseAccount
+from cosmpy.protos.cosmos.auth.v1beta1.query_pb2 import QueryAccountRequest, QueryAccountResponse
 
 from btc_staking.keys import secret_even_y, xonly_from_secret
-from btcmesh.finality_provider import AppChannel, ChainRejected, FinalityProvider
-from mesh_chain_helpers import Chain, Key, StubRegistry, make_genesis
+from btcmesh.finality_provider import (
+    AppChannel, CallableChannel, ChainRejected, ClientChannel, FinalityProvider, sign_execute_tx,
+)
+from checkpoint.chain_client import ChainClient, ChainContracts
+from checkpoint.errors import ChainError
+from cosmos_chain.app import ChainApp
+from cosmos_chain.comet import CometClient, CometNetwork, wait_until
+from cosmos_chain.node import EmbeddedChain
+from cosmos_chain.rest import RestServer
+from mesh_chain_helpers import FEE, GAS_LIMIT, Chain, Key, StubRegistry, make_genesis
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -220,15 +234,6 @@ def test_two_apps_fed_the_same_blocks_agree(net: Net) -> None:
 def test_client_channel_over_rest_with_cosmpy_ledger_client() -> None:
     """The FP client through ``ClientChannel`` → ``ChainClient`` → cosmpy ``LedgerClient`` → REST →
     an EmbeddedChain producing blocks on its own: commit, honest votes, rejection, double-sign."""
-    from cosmpy.aerial.client import LedgerClient, NetworkConfig
-
-    from btcmesh.finality_provider import ClientChannel
-    from checkpoint.chain_client import ChainClient, ChainContracts
-    from checkpoint.errors import ChainError
-    from cosmos_chain.app import ChainApp
-    from cosmos_chain.node import EmbeddedChain
-    from cosmos_chain.rest import RestServer
-
     genesis = make_genesis([ADMIN, OP_A, OP_B, RELAYER], {"mesh": MESH_GENESIS})
     node = EmbeddedChain(ChainApp("mesh-rest-1", modules=[StubRegistry()]), block_interval=0.1, genesis=genesis)
     server = RestServer(node).start()
@@ -269,3 +274,60 @@ def test_client_channel_over_rest_with_cosmpy_ledger_client() -> None:
     finally:
         server.stop()
         node.stop()
+
+
+def test_two_cometbft_validators_agree_on_finality_and_mesh(tool_path, tmp_path) -> None:
+    """Two CometBFT validators, each with a ChainApp built by a plain factory (no manual wiring):
+    an FP's votes and double-sign arrive as signed txs at node 0; both apps slash identically."""
+    def factory(chain_id: str, home):
+        return ChainApp(chain_id, home, modules=[StubRegistry()])
+
+    def smart(client: CometClient, contract: str, msg: dict):
+        code, value, log, _ = client.abci_query("/smart/" + contract, json.dumps(msg).encode())
+        assert code == 0, log
+        return json.loads(value)
+
+    def submit(client: CometClient, key: Key, contract: str, msg: dict) -> dict:
+        code, value, log, _ = client.abci_query("/cosmos.auth.v1beta1.Query/Account",
+                                                QueryAccountRequest(address=key.address).SerializeToString())
+        assert code == 0, log
+        acct = BaseAccount()
+        assert QueryAccountResponse.FromString(value).account.Unpack(acct)
+        raw = sign_execute_tx(key.wallet, addresses[contract], msg, chain_id=net.chain_id,
+                              account_number=acct.account_number, sequence=acct.sequence, gas_limit=GAS_LIMIT,
+                              fee=FEE)
+        res = client.submit(raw, timeout=30)["tx_result"]
+        if int(res.get("code", 0)) != 0:
+            raise ChainRejected(int(res["code"]), res.get("log", ""))
+        return json.loads(base64.b64decode(res["data"]))[0]
+
+    genesis = make_genesis([ADMIN, OP_A, OP_B, RELAYER], {"mesh": MESH_GENESIS})
+    genesis.pop("genesis_time")
+    net = CometNetwork(tool_path("cometbft"), 2, factory, tmp_path / "net", app_genesis=genesis, block_time=0.2)
+    with net.start(timeout=90):
+        c0 = net.nodes[0].client
+        app0 = net.nodes[0].server.app  # type: ignore[union-attr]
+        addresses = {n: app0.module(n).address for n in ("btc_staking", "finality", "mesh")}
+        fp = FinalityProvider(SK_A, CallableChannel(lambda m: submit(c0, OP_A, "finality", m),
+                                                    lambda m: smart(c0, "finality", m)), b"comet")
+        submit(c0, OP_A, "btc_staking", {"create_finality_provider": {"btc_pk": fp.btc_pk_hex, "validator": "valA"}})
+        d = {"staking_tx_hash": h(1), "staker_btc_pk": STAKER, "fp_btc_pk_list": [fp.btc_pk_hex],
+             "staking_value": 1_000_000}
+        submit(c0, RELAYER, "btc_staking", {"set_status": {"delegation": d, "status": "ACTIVE"}})
+        start = c0.latest_height()
+        fp.commit_pub_rand(start, 100)
+        assert fp.vote_block(start)["result"] == "voted"
+        out = fp.double_sign(start, bytes(32 * [0x55]))
+        assert out["result"] == "slashed" and out["extracted_btc_sk"] == secret_even_y(SK_A).hex()
+        done = c0.latest_height()
+        for node in net.nodes:
+            node.client.wait_for_height(done + 1, timeout=30)
+            assert smart(node.client, "finality", {"is_slashed": {"fp_btc_pk": fp.btc_pk_hex}})["slashed"]
+            mesh = smart(node.client, "mesh", {"adapter": {"delegation": {"staking_tx_hash": h(1)}}})["delegation"]
+            assert (mesh["status"], mesh["collateral_sat"]) == ("SLASHED", 900_000)
+        servers = [n.server for n in net.nodes]
+        wait_until(lambda: all(done in s.app_hashes for s in servers), 30, "both apps past the slash")
+        common = set.intersection(*(set(s.app_hashes) for s in servers))
+        assert done in common
+        for height in common:
+            assert len({s.app_hashes[height] for s in servers}) == 1, f"app hashes diverge at {height}"
