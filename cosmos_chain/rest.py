@@ -25,6 +25,7 @@ import binascii
 import ipaddress
 import json
 import logging
+import socket
 import threading
 from collections import OrderedDict
 from datetime import datetime, timezone
@@ -472,6 +473,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: "_Server"
     MAX_BODY = 4 << 20
+    timeout = 60  # idle keep-alive connections are closed after this many seconds
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         log.debug("%s - %s", self.address_string(), format % args)
@@ -490,9 +492,13 @@ class _Handler(BaseHTTPRequestHandler):
             if method == "GET":
                 payload = self.server.api.get(url.path, parse_qs(url.query))
             else:
-                n = int(self.headers.get("Content-Length") or 0)
+                try:
+                    n = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    n = -1
                 if n < 0 or n > self.MAX_BODY:
-                    raise RestError(GRPC_INVALID_ARGUMENT, f"request body too large ({n} bytes)")
+                    self.close_connection = True  # the body is not read: the connection cannot be reused
+                    raise RestError(GRPC_INVALID_ARGUMENT, f"bad request body length (max {self.MAX_BODY} bytes)")
                 raw = self.rfile.read(n)
                 try:
                     body = json.loads(raw or b"{}", object_pairs_hook=OrderedDict)
@@ -518,6 +524,30 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     api: RestApi
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.connections: set[socket.socket] = set()
+        self.conn_lock = threading.Lock()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        with self.conn_lock:
+            self.connections.add(request)
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self.conn_lock:
+                self.connections.discard(request)
+
+    def close_connections(self) -> None:
+        """Shut down open keep-alive connections (their handler threads then exit)."""
+        with self.conn_lock:
+            conns = list(self.connections)
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
 
 
 class RestServer:
@@ -566,6 +596,7 @@ class RestServer:
             self._thread.join(10)
             self._thread = None
         self._httpd.server_close()
+        self._httpd.close_connections()
 
     def __enter__(self) -> "RestServer":
         return self.start()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
@@ -333,3 +334,43 @@ def test_concurrent_clients_all_land() -> None:
     finally:
         node.stop()
     assert node.error is None
+
+
+def test_http_error_shapes(chain) -> None:
+    _, server, _ = chain
+    base = f"{server.url}/cosmos"
+    r = requests.post(f"{base}/tx/v1beta1/txs", data=b"{not json", timeout=5)
+    assert r.status_code == 400 and "not JSON" in r.json()["message"]
+    r = requests.post(f"{base}/tx/v1beta1/txs", json=[1, 2], timeout=5)
+    assert r.status_code == 400
+    r = requests.post(f"{base}/tx/v1beta1/txs", json={"tx_bytes": "", "mode": "BROADCAST_MODE_SYNC"}, timeout=5)
+    assert r.status_code == 400 and "empty" in r.json()["message"]
+    r = requests.post(f"{base}/tx/v1beta1/simulate", json={"tx_bytes": base64.b64encode(b"junk").decode()}, timeout=5)
+    assert r.status_code == 400 and r.json()["code"] == 3  # tx decode error, InvalidArgument
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=5)
+    conn.putrequest("POST", "/cosmos/tx/v1beta1/txs")
+    conn.putheader("Content-Length", str(10 << 20))  # announced, never sent
+    conn.endheaders()
+    resp = conn.getresponse()
+    assert resp.status == 400 and "length" in json.loads(resp.read())["message"]
+    conn.close()
+    r = requests.get(f"{base}/bank/v1beta1/balances/{A}/by_denom", timeout=5)
+    assert r.status_code == 400 and "denom" in r.json()["message"]
+    r = requests.get(f"{base}/bank/v1beta1/balances/{A}", timeout=5)
+    assert r.status_code == 200 and r.json()["balances"] == [{"denom": DENOM, "amount": str(FUNDS)}]
+    r = requests.get(f"{server.url}/cosmwasm/wasm/v1/contract/{A}/smart/!!!", timeout=5)
+    assert r.status_code == 400 and "base64" in r.json()["message"]
+    q = base64.b64encode(b"not json").decode()
+    r = requests.get(f"{server.url}/cosmwasm/wasm/v1/contract/{A}/smart/{q}", timeout=5)
+    assert r.status_code == 400 and "not JSON" in r.json()["message"]
+
+
+def test_stop_closes_keepalive_connections() -> None:
+    node = EmbeddedChain(ChainApp(CHAIN_ID), genesis=genesis_for([ALICE]))
+    server = RestServer(node).start()
+    session = requests.Session()
+    url = f"{server.url}/cosmos/base/tendermint/v1beta1/syncing"
+    assert session.get(url, timeout=5).json() == {"syncing": False}
+    server.stop()
+    with pytest.raises(requests.ConnectionError):
+        session.get(url, timeout=5)
