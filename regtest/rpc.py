@@ -6,18 +6,18 @@ The dialect gaps are hidden here:
 ==================  ===================================  =====================================
 operation           btcd                                 bitcoind
 ==================  ===================================  =====================================
-mine n blocks       ``generate n`` (always pays the      ``generatetoaddress n addr``
-                    node's ``--miningaddr``, see below)
+mine n blocks       ``generate n`` (to ``--miningaddr``) ``generatetoaddress n addr``
+                    or getblocktemplate + submitblock
 raw block           ``getblock hash 0`` (int verbosity)  ``getblock hash 0``
 raw transaction     ``getrawtransaction txid 0`` (int)   ``getrawtransaction txid false``
 detect              ``getinfo`` answers                  ``getnetworkinfo`` answers
 ==================  ===================================  =====================================
 
-btcd cannot mine to an arbitrary script: ``generate`` pays its ``--miningaddr``. On btcd,
-`RpcBackend.mine_blocks` therefore requires ``script_pubkey`` to be that address's script (pass
-``mining_script`` to the constructor, as `regtest.btcd.BtcdProcess.backend` does). Without it the
-blocks are mined first and the coinbase is then checked: a mismatch raises `BackendError` naming
-the script the blocks were really paid to.
+btcd's ``generate`` pays only its ``--miningaddr``. `RpcBackend.mine_blocks` uses it when
+``script_pubkey`` is that address's script (pass ``mining_script`` to the constructor, as
+`regtest.btcd.BtcdProcess.backend` does); for any other script it builds each block itself from
+``getblocktemplate`` (coinbase paying the script, BIP141 commitment, PoW at regtest difficulty)
+and hands it to ``submitblock``, so the node validates it like any other block.
 
 ``sendrawtransaction`` failures that are the node refusing the transaction raise `TxRejected`
 whose ``reason`` is the node's message verbatim; every other JSON-RPC error raises `RpcError`
@@ -31,6 +31,7 @@ import hashlib
 import http.client
 import itertools
 import json
+import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -297,36 +298,49 @@ class RpcBackend:
         return [str(t) for t in self.call("getrawmempool")]
 
     def mine_blocks(self, n: int, script_pubkey: bytes) -> list[str]:
-        """Mine ``n`` blocks paying ``script_pubkey``; on btcd it must be the ``--miningaddr`` script."""
+        """Mine ``n`` blocks whose coinbase pays ``script_pubkey``.
+
+        bitcoind: ``generatetoaddress``. btcd: ``generate`` when the script is the node's
+        ``--miningaddr``, otherwise blocks are built from ``getblocktemplate`` and ``submitblock``-ed
+        (also used on bitcoind for scripts that have no address form)."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         script = bytes(script_pubkey)
+        if not script or len(script) > 10_000:
+            raise ValueError("script_pubkey must be 1..10000 bytes")
         if self.dialect == "bitcoind":
-            return [str(h) for h in self.call("generatetoaddress", n, script_to_address(script, self.network))]
-        if self.mining_script is not None and script != self.mining_script:
-            raise BackendError(
-                f"btcd mines only to its --miningaddr (script {self.mining_script.hex()}), "
-                f"not {script.hex()}"
-            )
-        hashes = [str(h) for h in self.call("generate", n)]
-        if self.mining_script is None:
-            paid = self._coinbase_script(hashes[0])
-            self.mining_script = paid
-            if paid != script:
-                raise BackendError(
-                    f"btcd mined {n} block(s) to its --miningaddr (script {paid.hex()}), not the requested "
-                    f"{script.hex()}: {hashes}"
-                )
-        return hashes
+            try:
+                address = script_to_address(script, self.network)
+            except ValueError:
+                return [self._mine_from_template(script) for _ in range(n)]
+            return [str(h) for h in self.call("generatetoaddress", n, address)]
+        if self.mining_script is not None and script == self.mining_script:
+            return [str(h) for h in self.call("generate", n)]
+        return [self._mine_from_template(script) for _ in range(n)]
 
-    def _coinbase_script(self, hash_hex: str) -> bytes:
-        from .wallet import parse_block  # local import: wallet imports this module
+    def _mine_from_template(self, script: bytes) -> str:
+        """Build one block from ``getblocktemplate`` paying ``script``, solve it and submit it."""
+        from btc_staking.merkle import merkle_root
 
-        _, txs = parse_block(self.get_block(hash_hex))
-        outs = [o for o in txs[0].outputs if o.value > 0]
-        if not outs:
-            raise BackendError("coinbase has no paying output")
-        return outs[0].script_pubkey
+        from .mining import build_coinbase, serialize_block, solve_header  # pbk-backed, loaded lazily
+
+        tpl = self.call("getblocktemplate", {"rules": ["segwit"]})
+        try:
+            txs = [Tx.parse(bytes.fromhex(t["data"])) for t in tpl.get("transactions", [])]
+            height = int(tpl["height"])
+            prev = bytes.fromhex(tpl["previousblockhash"])[::-1]
+            timestamp = max(int(tpl["curtime"]), int(tpl.get("mintime", 0)))
+            bits = int(tpl["bits"], 16)
+            value = int(tpl["coinbasevalue"])
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BackendError(f"unusable getblocktemplate answer: {exc}") from exc
+        coinbase = build_coinbase(height, script, value, txs, extra_nonce=int.from_bytes(os.urandom(4), "little"))
+        all_txs = [coinbase, *txs]
+        header = solve_header(prev, merkle_root([t.txid() for t in all_txs]), timestamp, bits)
+        result = self.call("submitblock", serialize_block(header, all_txs).hex())
+        if result not in (None, ""):
+            raise BackendError(f"submitblock refused the block: {result}")
+        return header.hash()[::-1].hex()
 
     def invalidate_block(self, hash_hex: str) -> None:
         """Mark a block invalid (the tip moves to its parent, its txs return to the mempool)."""

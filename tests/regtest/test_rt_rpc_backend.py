@@ -122,19 +122,31 @@ def test_btcd_errors_map_to_typed_exceptions(btcd_chain: Chain) -> None:
     wrong.close()
 
 
-def test_btcd_mines_only_to_its_mining_address(btcd_chain: Chain) -> None:
-    b = btcd_chain.backend
-    other = TxOut(0, bytes.fromhex("0014" + "11" * 20)).script_pubkey
-    with pytest.raises(BackendError, match="miningaddr"):
-        b.mine_blocks(1, other)
-    assert b.get_block_count() == 101  # nothing mined
-    # a backend that does not know the mining script learns it from the coinbase, then refuses
+def test_btcd_mines_to_any_script_via_block_templates(btcd_chain: Chain) -> None:
+    b, w = btcd_chain.backend, btcd_chain.wallet
+    other = bytes.fromhex("0014" + "11" * 20)
+    op_true = b"\x51"  # anyone-can-spend, no address form
+    # a segwit tx in the mempool: the template block must carry it and a valid witness commitment
+    txid = w.send([TxOut(70_000, other)], 2)
+    hashes = b.mine_blocks(2, other)
+    assert b.get_block_count() == 103 and b.get_best_block_hash() == hashes[-1]
+    _, txs = parse_block(b.get_block(hashes[0]))
+    assert [t.txid_hex() for t in txs[1:]] == [txid] and b.get_mempool() == []
+    sent = Tx.parse(b.get_raw_transaction(txid))
+    fee = 50 * 10**8 * len(sent.inputs) - sum(o.value for o in sent.outputs)  # wallet coins are coinbases
+    assert fee > 0 and txs[0].outputs[0] == TxOut(50 * 10**8 + fee, other)
+    assert txs[0].outputs[1].script_pubkey[:6] == bytes.fromhex("6a24aa21a9ed")
+    (h,) = b.mine_blocks(1, op_true)
+    _, txs = parse_block(b.get_block(h))
+    assert txs[0].outputs[0] == TxOut(50 * 10**8, op_true)
+    # the node's own miner still serves the mining address; a backend without it builds templates
     blind = RpcBackend(b.url, "btcmesh", btcd_chain.node.rpc_password, dialect="btcd")
-    with pytest.raises(BackendError, match="mined 1 block"):
-        blind.mine_blocks(1, other)
-    assert blind.mining_script == btcd_chain.wallet.script_pubkey
-    assert len(blind.mine_blocks(2, btcd_chain.wallet.script_pubkey)) == 2
-    assert b.get_block_count() == 104
+    assert blind.mining_script is None
+    (h,) = blind.mine_blocks(1, w.script_pubkey)
+    w.scan()
+    assert w.height == 105
+    # 101 coinbases - 1 spent + 1 change + the block-105 coinbase
+    assert len(w.utxos()) == 102 and any(u.height == 105 and u.coinbase for u in w.utxos())
     blind.close()
 
 
