@@ -249,13 +249,17 @@ class CometClient:
         app_hash = base64.b64decode(response.get("last_block_app_hash") or "")
         return int(response.get("last_block_height") or 0), app_hash
 
-    def block(self, height: int | None = None) -> dict:
-        """``/block`` (latest when ``height`` is None)."""
+    def raw_block(self, height: int | None = None) -> dict:
+        """``/block``'s result (latest when ``height`` is None)."""
         return self.call("block", height=str(height)) if height else self.call("block")
+
+    def block(self, height: int | None = None) -> dict | None:
+        """``/block`` (latest when ``height`` is None); subclasses may return other shapes."""
+        return self.raw_block(height)
 
     def block_app_hash(self, height: int) -> bytes:
         """``app_hash`` in the header of block ``height`` (the app's hash after ``height - 1``)."""
-        return binascii.unhexlify(self.block(height)["block"]["header"]["app_hash"])
+        return binascii.unhexlify(self.raw_block(height)["block"]["header"]["app_hash"])
 
     def wait_for_height(self, height: int, timeout: float = 30.0) -> int:
         """Block until the node has committed ``height``; return the latest height."""

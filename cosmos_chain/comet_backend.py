@@ -1,8 +1,9 @@
 """A chain backend that reads and writes through a CometBFT node's JSON-RPC.
 
-:class:`CometBackend` gives the REST layer (``cosmos_chain.rest``) the same calls it makes on
-an in-process chain — broadcast, simulate, ABCI queries, committed txs and blocks, accounts and
-balances — but every answer comes from a real CometBFT node (``/broadcast_tx_sync``, ``/tx``,
+:class:`CometBackend` implements :class:`cosmos_chain.rest.ChainBackend` (``chain_id``,
+``broadcast_tx``, ``query``, ``get_tx``, ``block``) plus simulate, accounts and balances, so
+``RestServer(CometBackend(url))`` serves an unmodified cosmpy ``LedgerClient``; every answer comes
+from a real CometBFT node (``/broadcast_tx_sync``, ``/tx``,
 ``/block``, ``/abci_query``). Records have the shapes :class:`cosmos_chain.app.ChainApp` uses
 (``get_tx`` / ``get_block`` / ``account``), so a REST server cannot tell the two apart.
 
@@ -23,50 +24,22 @@ import hashlib
 import json
 import re
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 from .app import TxResult
 from .comet import CometClient, CometError, CometRPCError, tx_hash
 from .errors import ChainError, TxInMempoolError
+from .node import BroadcastResult
 from .store import canonical_json
 from .txcodec import decode_tx, tx_to_json
 
-__all__ = ["CometBackend", "BackendBroadcast", "MEMPOOL_FULL_CODE", "parse_rfc3339"]
+__all__ = ["CometBackend", "MEMPOOL_FULL_CODE", "parse_rfc3339"]
 
 MEMPOOL_FULL_CODE = 20
 """SDK ``ErrMempoolIsFull``; CometBFT reports a full mempool as an RPC error."""
 
 BROADCAST_MODES = ("sync", "async", "commit")
 _RFC3339 = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|z|[+-]\d\d:\d\d)")
-
-
-@dataclass
-class BackendBroadcast:
-    """Answer to a broadcast: the tx hash and CheckTx result, or the DeliverTx result in ``commit`` mode.
-
-    Same fields as ``cosmos_chain.node.BroadcastResult``; ``height`` is 0 unless committed.
-    """
-
-    hash: str
-    code: int
-    log: str = ""
-    codespace: str = ""
-    gas_wanted: int = 0
-    gas_used: int = 0
-    height: int = 0
-    events: list[dict[str, Any]] = field(default_factory=list)
-    data: bytes = b""
-
-    @property
-    def ok(self) -> bool:
-        """True iff code == 0."""
-        return self.code == 0
-
-    @classmethod
-    def from_result(cls, hash_hex: str, res: TxResult, height: int = 0) -> "BackendBroadcast":
-        """From a :class:`TxResult`."""
-        return cls(hash_hex, res.code, res.log, res.codespace, res.gas_wanted, res.gas_used, height, list(res.events), res.data)
 
 
 def parse_rfc3339(text: str) -> float:
@@ -123,7 +96,7 @@ class CometBackend(CometClient):
 
     # ---- txs -------------------------------------------------------------------------------
 
-    def broadcast_tx(self, tx_bytes: bytes, mode: str = "sync", timeout: float = 30.0) -> BackendBroadcast:  # type: ignore[override]
+    def broadcast_tx(self, tx_bytes: bytes, mode: str = "sync", timeout: float = 30.0) -> BroadcastResult:  # type: ignore[override]
         """Submit ``tx_bytes``; rejected txs come back with code/log (never raise for a bad tx).
 
         ``sync``/``async``: the CheckTx result (``async`` still waits for CheckTx, like the
@@ -141,11 +114,11 @@ class CometBackend(CometClient):
         except CometRPCError as exc:
             text = f"{exc.error.get('message', '')} {exc.error.get('data', '')}"
             if "already exists in cache" in text:
-                return BackendBroadcast(h, TxInMempoolError.code, f"tx {h} already in mempool cache (replay?)", "sdk")
+                return BroadcastResult(h, TxInMempoolError.code, f"tx {h} already in mempool cache (replay?)", "sdk")
             if "mempool is full" in text:
-                return BackendBroadcast(h, MEMPOOL_FULL_CODE, f"mempool is full: {text.strip()}", "sdk")
+                return BroadcastResult(h, MEMPOOL_FULL_CODE, f"mempool is full: {text.strip()}", "sdk")
             raise
-        check = BackendBroadcast(
+        check = BroadcastResult(
             hash=str(res.get("hash") or h).upper(),
             code=int(res.get("code") or 0),
             log=res.get("log") or "",
@@ -155,7 +128,7 @@ class CometBackend(CometClient):
         if mode != "commit" or not check.ok:
             return check
         rec = self.wait_for_tx(check.hash, timeout)
-        return BackendBroadcast.from_result(check.hash, TxResult.from_dict(rec["result"]), rec["height"])
+        return BroadcastResult.from_result(check.hash, TxResult.from_dict(rec["result"]), rec["height"])
 
     def get_tx(self, hash_hex: str) -> dict[str, Any] | None:
         """Committed tx record ``{hash, height, index, tx (b64), time, result}`` or None."""
@@ -222,7 +195,7 @@ class CometBackend(CometClient):
         if height in self._block_cache:
             return self._block_cache[height]
         try:
-            res = self.block(height)
+            res = self.raw_block(height)
         except CometRPCError as exc:
             if "must be less than or equal" in str(exc) or "is not available" in str(exc):
                 return None
@@ -235,10 +208,14 @@ class CometBackend(CometClient):
 
     def latest_block(self) -> dict[str, Any] | None:
         """The last committed block (None before the first)."""
-        res = self.block()
+        res = self.raw_block()
         if not res.get("block"):
             return None
         return self._block_record(res)
+
+    def block(self, height: int | None = None) -> dict[str, Any] | None:  # type: ignore[override]
+        """Block record at ``height`` (``None``: the latest) or None — the ``ChainBackend`` call."""
+        return self.latest_block() if height is None else self.get_block(height)
 
     def _block_record(self, res: dict[str, Any]) -> dict[str, Any]:
         header = res["block"]["header"]

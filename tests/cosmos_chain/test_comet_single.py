@@ -15,18 +15,22 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+from cosmpy.aerial.client import LedgerClient, NetworkConfig
 from cosmpy.aerial.tx import SigningCfg, Transaction, TxFee
+from cosmpy.crypto.address import Address
 from cosmpy.protos.cosmos.tx.v1beta1.tx_pb2 import TxRaw
 
 from cosmos_chain.app import ChainApp, TxResult
 from cosmos_chain.comet import CometError, CometNetwork, CometRPCError, run_comet_chain, tx_hash
 from cosmos_chain.comet_backend import CometBackend
+from cosmos_chain.rest import ChainBackend, RestServer
 from cmt_helpers import (
     BANK_CONTRACT,
     DENOM,
     FEE,
     GAS_LIMIT,
     GENESIS_AMOUNT,
+    MIN_GAS_PRICE,
     Key,
     fee_amount,
     make_genesis,
@@ -427,3 +431,37 @@ def test_run_comet_chain_context_manager_and_resume(tool_path, tmp_path: Path) -
         assert net2.nodes[0].start_height >= stopped_at
         assert query_balance(net2.client, CAROL.address) == 55
         assert query_balance(net2.client, BOB.address) == 0
+
+
+def test_ledger_client_over_rest_on_comet_chain(net: CometNetwork) -> None:
+    """An unmodified cosmpy LedgerClient (REST → RestServer(CometBackend)) sends tokens on the CometBFT chain."""
+    backend = CometBackend(net.nodes[0].rpc_url)
+    assert isinstance(backend, ChainBackend)
+    server = RestServer(backend).start()
+    try:
+        cfg = NetworkConfig(chain_id=net.chain_id, url=server.cosmpy_url, fee_minimum_gas_price=float(MIN_GAS_PRICE),
+                            fee_denomination=DENOM, staking_denomination=DENOM)
+        ledger = LedgerClient(cfg, query_interval_secs=0.1, query_timeout_secs=30)  # type: ignore[arg-type]
+        dest = Key.from_seed(42).address
+        before = ledger.query_bank_balance(ALICE.wallet.address(), DENOM)
+        assert before == query_balance(net.client, ALICE.address)
+        seq = ledger.query_account(ALICE.wallet.address()).sequence
+        assert seq == query_account(net.client, ALICE.address).sequence
+
+        submitted = ledger.send_tokens(Address(dest), 12_345, DENOM, ALICE.wallet)
+        result = submitted.wait_to_complete().response
+        assert result is not None and result.code == 0, result
+        assert result.hash == submitted.tx_hash
+        assert result.height > 0
+
+        committed = net.client.tx(submitted.tx_hash)  # CometBFT itself has the tx in that block
+        assert committed is not None and int(committed["height"]) == result.height
+        assert query_balance(net.client, dest) == 12_345
+        assert ledger.query_bank_balance(Address(dest), DENOM) == 12_345
+        fee = before - 12_345 - ledger.query_bank_balance(ALICE.wallet.address(), DENOM)
+        assert fee > 0 and result.gas_used > 0
+        assert ledger.query_account(ALICE.wallet.address()).sequence == seq + 1
+        assert ledger.query_height() >= result.height
+    finally:
+        server.stop()
+        backend.close()
