@@ -57,6 +57,7 @@ _SCRIPT_FLAGS = pbk.ScriptVerificationFlags.ALL
 
 _REC_BLOCK = b"B"
 _REC_INVALIDATE = b"I"
+_REC_RECONSIDER = b"R"
 
 
 class BlockRejected(BackendError):
@@ -274,8 +275,9 @@ class EmbeddedNode:
         with self._lock:
             return self._block(hash_hex).raw[:80]
 
-    def send_raw_transaction(self, raw: bytes) -> str:
-        """Accept a transaction into the mempool (idempotent for one already there); returns its txid."""
+    def send_raw_transaction(self, raw: bytes, max_fee_rate: float | None = None) -> str:
+        """Accept a transaction into the mempool (idempotent for one already there); returns its txid.
+        `max_fee_rate` (sat/vB) refuses absurd fees with ``max-fee-exceeded``, like bitcoind's maxfeerate."""
         with self._lock:
             self._check_open()
             if not isinstance(raw, (bytes, bytearray)):
@@ -287,7 +289,10 @@ class EmbeddedNode:
             txid = tx.txid()
             if txid in self._mempool:
                 return txid[::-1].hex()
-            self._accept_to_mempool(tx)
+            entry = self._check_tx(tx)
+            if max_fee_rate is not None and entry.fee > max_fee_rate * entry.vsize:
+                raise TxRejected("max-fee-exceeded", txid[::-1].hex())
+            self._add_to_mempool(entry)
             return txid[::-1].hex()
 
     def get_raw_transaction(self, txid_hex: str) -> bytes:
@@ -325,6 +330,24 @@ class EmbeddedNode:
                 raise BackendError("cannot invalidate the genesis block")
             self._invalidate(block.hash)
             self._append_record(_REC_INVALIDATE, block.hash)
+
+    def reconsider_block(self, hash_hex: str) -> None:
+        """Undo invalidate_block: clear the mark on the block, its ancestors and descendants, and
+        switch to the most-work chain again (blocks the kernel found invalid stay invalid)."""
+        with self._lock:
+            self._check_open()
+            block = self._block(hash_hex)
+            cleared = {a.hash for a in self._ancestors(block.hash, lambda b: b.height == 0)}
+            for h in list(self._invalid):
+                if h in cleared or block.hash in {a.hash for a in self._ancestors(h, lambda b: b.height == 0)}:
+                    self._invalid.discard(h)
+            self._reselect()
+            self._append_record(_REC_RECONSIDER, block.hash)
+
+    @property
+    def lock(self) -> threading.RLock:
+        """The node's re-entrant lock (hold it to read several values consistently)."""
+        return self._lock
 
     def close(self) -> None:
         """Release the kernel and the block log. Idempotent."""
@@ -651,20 +674,27 @@ class EmbeddedNode:
 
     def _invalidate(self, block_hash: bytes) -> None:
         self._invalid.add(block_hash)
-        if not (self._blocks[block_hash].height < len(self._chain) and self._chain[self._blocks[block_hash].height] == block_hash):
-            return  # not active: nothing to disconnect
-        best = self._best_valid_tip()
-        # libbitcoinkernel has no invalidateblock: replay the best valid chain into a fresh kernel
-        old = self._kernel
-        self._kernel = _Kernel()
-        old.close()
-        path = self._ancestors(best, lambda b: b.height == 0)
-        for b in path:
-            invalid, _ = self._kernel.submit(b.raw, b.hash)
-            if invalid:
-                self._invalid.update(h for h in invalid if h in self._blocks)
-                break
-        self._sync_to_kernel()
+        self._reselect()
+
+    def _reselect(self) -> None:
+        """Make the most-work valid chain active. libbitcoinkernel has no invalidateblock, so when the
+        tip has to move off a branch a fresh kernel replays the chosen chain from genesis."""
+        for _ in range(len(self._blocks) + 1):
+            best = self._best_valid_tip()
+            if best == self._chain[-1]:
+                return
+            old, self._kernel = self._kernel, _Kernel()
+            old.close()
+            found_invalid = False
+            for b in self._ancestors(best, lambda b: b.height == 0):
+                invalid, _ = self._kernel.submit(b.raw, b.hash)
+                if invalid:
+                    self._invalid.update(h for h in invalid if h in self._blocks)
+                    found_invalid = True
+                    break
+            self._sync_to_kernel()
+            if not found_invalid:
+                return
 
     def _best_valid_tip(self) -> bytes:
         bad: set[bytes] = set()
@@ -717,7 +747,10 @@ class EmbeddedNode:
                 del self._mempool_spends[txin.prevout]
 
     def _accept_to_mempool(self, tx: Tx) -> MempoolEntry:
-        entry = self._check_tx(tx)
+        return self._add_to_mempool(self._check_tx(tx))
+
+    def _add_to_mempool(self, entry: MempoolEntry) -> MempoolEntry:
+        tx = entry.tx
         self._mempool[entry.txid] = entry
         for txin in tx.inputs:
             self._mempool_spends[txin.prevout] = entry.txid
@@ -847,7 +880,7 @@ class EmbeddedNode:
         pos = 0
         while pos + 5 <= len(data):
             kind, size = data[pos : pos + 1], struct.unpack("<I", data[pos + 1 : pos + 5])[0]
-            if kind not in (_REC_BLOCK, _REC_INVALIDATE) or pos + 5 + size > len(data):
+            if kind not in (_REC_BLOCK, _REC_INVALIDATE, _REC_RECONSIDER) or pos + 5 + size > len(data):
                 break
             payload = data[pos + 5 : pos + 5 + size]
             if kind == _REC_BLOCK:
@@ -855,8 +888,10 @@ class EmbeddedNode:
                     self._add_block(payload, log=False)
                 except BlockRejected:
                     pass  # stays invalid, as it was when first seen
-            elif payload in self._blocks:
+            elif payload in self._blocks and kind == _REC_INVALIDATE:
                 self._invalidate(payload)
+            elif payload in self._blocks:
+                self.reconsider_block(payload[::-1].hex())
             pos += 5 + size
         if pos != len(data):
             with open(path, "r+b") as f:

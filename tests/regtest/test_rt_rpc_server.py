@@ -1,0 +1,198 @@
+"""RpcServer: the EmbeddedNode in bitcoind's JSON-RPC dialect, driven by python-bitcoinlib's unmodified
+``bitcoin.rpc.Proxy`` (plus raw HTTP for JSON-RPC 2.0, batches and auth)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+
+import bitcoin
+import bitcoin.rpc
+import pytest
+from bitcoin.core import COutPoint, CTransaction, b2lx, lx
+from bitcoin.core.script import CScript
+from bitcoin.wallet import P2WPKHBitcoinAddress
+from bitcoinutils.keys import P2trAddress
+from bitcoinutils.setup import setup as bu_setup
+from rt_helpers import FEE, coinbase_coin, new_key, spend_key_path
+
+from btc_staking.keys import pubkey_from_secret
+from btc_staking.tx import TxOut, p2wpkh_script
+from regtest.embedded import EmbeddedNode
+from regtest.rpc_server import RpcServer, address_to_script, script_to_address
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+def served():
+    bitcoin.SelectParams("regtest")
+    node = EmbeddedNode()
+    server = RpcServer(node, user="alice", password="s3cret").start()
+    proxy = bitcoin.rpc.Proxy(server.url, timeout=20)
+    yield node, server, proxy
+    proxy.close()
+    server.stop()
+    node.close()
+
+
+def taproot_address(spk: bytes) -> str:
+    """bech32m address from an independent encoder (bitcoin-utils)."""
+    bu_setup("regtest")
+    return P2trAddress(witness_program=spk[2:].hex()).to_string()
+
+
+def post(server: RpcServer, payload: object, auth: str | None = None) -> tuple[int, object]:
+    req = urllib.request.Request(server.plain_url, data=json.dumps(payload).encode(), method="POST")
+    token = auth if auth is not None else f"{server.user}:{server.password}"
+    req.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
+    req.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(req, timeout=20) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        return err.code, json.loads(body) if body else None
+
+
+def test_addresses_match_independent_encoders():
+    key = new_key()
+    addr = taproot_address(key.spk)
+    assert address_to_script(addr) == key.spk and script_to_address(key.spk) == addr
+    bitcoin.SelectParams("regtest")
+    wpkh = p2wpkh_script(pubkey_from_secret(key.secret).format())
+    addr0 = str(P2WPKHBitcoinAddress.from_scriptPubKey(CScript(wpkh)))
+    assert address_to_script(addr0) == wpkh and script_to_address(wpkh) == addr0
+    for bad in (addr[:-1] + ("q" if addr[-1] != "q" else "p"), addr0.replace("bcrt", "tb"), "", "1BoatSLRHtKNngkdXEeobR76b53LETtpyT"):
+        with pytest.raises(ValueError):
+            address_to_script(bad)
+
+
+def test_mine_send_and_read_with_proxy(served):
+    node, server, proxy = served
+    key = new_key()
+    assert proxy.getblockcount() == 0
+    hashes = list(proxy.generatetoaddress(101, taproot_address(key.spk)))
+    assert len(hashes) == 101 and proxy.getblockcount() == 101
+    assert proxy.getbestblockhash() == hashes[-1] == proxy.getblockhash(101)
+    block = proxy.getblock(hashes[0])
+    assert block.GetHash() == hashes[0] and block.vtx[0].vout[0].scriptPubKey == CScript(key.spk)
+    assert proxy.getblockheader(hashes[0]).GetHash() == hashes[0]
+    info = proxy.getblockheader(hashes[0], verbose=True)
+    assert info["height"] == 1 and info["confirmations"] == 101 and info["nextblockhash"] == hashes[1]
+    with pytest.raises(IndexError):
+        proxy.getblockhash(500)
+
+    op, out = coinbase_coin(node, 1)
+    tx = spend_key_path(key, [(op, out)], [TxOut(10**8, key.spk), TxOut(out.value - 10**8 - FEE, key.spk)])
+    txid = proxy.sendrawtransaction(CTransaction.deserialize(tx.serialize()))
+    assert b2lx(txid) == tx.txid_hex()
+    assert proxy.getrawmempool() == [txid]
+    assert proxy.getrawtransaction(txid).serialize() == tx.serialize()
+    txout = proxy.gettxout(COutPoint(txid, 0))
+    assert txout["txout"].nValue == 10**8 and txout["confirmations"] == 0
+    entry = proxy.call("getmempoolentry", tx.txid_hex())
+    assert entry["vsize"] == tx.vsize() and round(entry["fees"]["base"] * 10**8) == FEE
+
+    (mined,) = proxy.generatetoaddress(1, taproot_address(key.spk))
+    assert proxy.getrawmempool() == []
+    verbose = proxy.getrawtransaction(txid, verbose=True)
+    assert verbose["blockhash"] == mined and verbose["confirmations"] == 1
+    assert verbose["tx"].GetTxid() == txid
+    assert proxy.gettxout(COutPoint(txid, 1))["txout"].nValue == out.value - 10**8 - FEE
+    with pytest.raises(IndexError):
+        proxy.gettxout(COutPoint(lx(op.txid[::-1].hex()), 0))  # spent
+
+    # getblock in every verbosity bitcoind accepts
+    assert proxy.call("getblock", b2lx(mined), 0) == node.get_block(b2lx(mined)).hex()
+    v1 = proxy.call("getblock", b2lx(mined), True)
+    assert v1["tx"][1] == tx.txid_hex() and v1["height"] == 102 and v1["size"] == len(node.get_block(b2lx(mined)))
+    v2 = proxy.call("getblock", b2lx(mined), 2)
+    decoded = v2["tx"][1]
+    assert decoded["txid"] == tx.txid_hex() and decoded["vin"][0]["txinwitness"] == [tx.inputs[0].witness[0].hex()]
+    assert decoded["vout"][0]["scriptPubKey"]["type"] == "witness_v1_taproot"
+    assert decoded["vout"][0]["scriptPubKey"]["address"] == taproot_address(key.spk)
+    assert str(decoded["vout"][0]["value"]) == "1.00000000"
+    chain = proxy.call("getblockchaininfo")
+    assert chain["chain"] == "regtest" and chain["blocks"] == 102 and chain["bestblockhash"] == b2lx(mined)
+
+
+def test_rejections_use_bitcoind_codes(served):
+    node, _, proxy = served
+    key = new_key()
+    proxy.generatetoaddress(101, taproot_address(key.spk))
+    coin = coinbase_coin(node, 1)
+    tx = spend_key_path(key, [coin])
+    bad = tx.copy()
+    bad.inputs[0].witness = [bytes(64)]
+    with pytest.raises(bitcoin.rpc.VerifyRejectedError) as info:  # -26
+        proxy.sendrawtransaction(CTransaction.deserialize(bad.serialize()))
+    assert info.value.error["message"].startswith("mandatory-script-verify-flag-failed")
+    with pytest.raises(bitcoin.rpc.JSONRPCError) as info:
+        proxy.call("sendrawtransaction", "00ff")
+    assert info.value.error["code"] == -22
+    proxy.sendrawtransaction(CTransaction.deserialize(tx.serialize()))
+    double = spend_key_path(key, [coin], fee=5_000)
+    with pytest.raises(bitcoin.rpc.VerifyRejectedError) as info:
+        proxy.sendrawtransaction(CTransaction.deserialize(double.serialize()))
+    assert info.value.error["message"] == "txn-mempool-conflict"
+    proxy.generatetoaddress(1, taproot_address(key.spk))
+    with pytest.raises(bitcoin.rpc.VerifyError) as info:  # -25
+        proxy.sendrawtransaction(CTransaction.deserialize(double.serialize()))
+    assert info.value.error["message"] == "bad-txns-inputs-missingorspent"
+    with pytest.raises(bitcoin.rpc.VerifyAlreadyInChainError):  # -27
+        proxy.sendrawtransaction(CTransaction.deserialize(tx.serialize()))
+    # bitcoind's default maxfeerate (0.10 BTC/kvB) refuses absurd fees unless lifted
+    greedy = spend_key_path(key, [coinbase_coin(node, 2)], fee=10**8)
+    with pytest.raises(bitcoin.rpc.VerifyError, match="Fee exceeds maximum"):
+        proxy.sendrawtransaction(CTransaction.deserialize(greedy.serialize()))
+    assert proxy.call("sendrawtransaction", greedy.serialize().hex(), 0) == greedy.txid_hex()
+    accept = proxy.call("testmempoolaccept", [double.serialize().hex()])
+    assert accept[0]["allowed"] is False and accept[0]["reject-reason"] == "bad-txns-inputs-missingorspent"
+    with pytest.raises(bitcoin.rpc.JSONRPCError) as info:
+        proxy.call("generatetoaddress", 1, "not-an-address")
+    assert info.value.error["code"] == -5
+    with pytest.raises(bitcoin.rpc.JSONRPCError) as info:
+        proxy.call("getblock", "00" * 32)
+    assert info.value.error["code"] == -5
+    with pytest.raises(bitcoin.rpc.JSONRPCError) as info:
+        proxy.call("nosuchmethod")
+    assert info.value.error["code"] == -32601
+
+
+def test_invalidate_reconsider_and_generateblock(served):
+    node, _, proxy = served
+    key = new_key()
+    addr = taproot_address(key.spk)
+    proxy.generatetoaddress(101, addr)
+    tx = spend_key_path(key, [coinbase_coin(node, 1)])
+    proxy.sendrawtransaction(CTransaction.deserialize(tx.serialize()))
+    block = proxy.call("generateblock", addr, [tx.txid_hex()])["hash"]
+    assert node.get_tx_height(tx.txid_hex()) == 102 and proxy.getrawmempool() == []
+    proxy.call("invalidateblock", block)
+    assert proxy.getblockcount() == 101 and [b2lx(t) for t in proxy.getrawmempool()] == [tx.txid_hex()]
+    assert proxy.call("getblockheader", block)["confirmations"] == -1
+    proxy.call("reconsiderblock", block)
+    assert proxy.getblockcount() == 102 and b2lx(proxy.getbestblockhash()) == block
+    assert proxy.getrawmempool() == []
+
+
+def test_http_dialect_details(served):
+    node, server, _ = served
+    status, reply = post(server, {"jsonrpc": "2.0", "id": 7, "method": "getblockcount", "params": []})
+    assert (status, reply) == (200, {"jsonrpc": "2.0", "id": 7, "result": 0})
+    status, reply = post(server, {"jsonrpc": "2.0", "id": 8, "method": "getblockhash", "params": {"height": 9}})
+    assert status == 200 and reply["error"]["code"] == -8 and "result" not in reply
+    status, reply = post(server, {"id": 1, "method": "nosuch", "params": []})
+    assert status == 404 and reply["error"]["code"] == -32601 and reply["result"] is None
+    status, reply = post(server, [{"id": 1, "method": "getblockcount"}, {"id": 2, "method": "getbestblockhash"}])
+    assert status == 200 and [r["result"] for r in reply] == [0, node.get_best_block_hash()]
+    status, _ = post(server, {"id": 1, "method": "getblockcount"}, auth="alice:wrong")
+    assert status == 401
+    with pytest.raises(ValueError):
+        RpcServer(node, host="0.0.0.0")
+    status, reply = post(server, {"id": 1, "method": "stop", "params": []})
+    assert reply["result"] == "Bitcoin Core stopping"
+    assert server.stopped.wait(10)
