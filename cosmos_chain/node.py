@@ -300,6 +300,11 @@ class EmbeddedChain:
             if th.is_alive():
                 raise RuntimeError("block producer did not stop")
 
+    def close(self) -> None:
+        """Stop the producer and close the app's database."""
+        self.stop()
+        self.app.close()
+
     def __enter__(self) -> "EmbeddedChain":
         return self
 

@@ -65,6 +65,7 @@ __all__ = [
     "ChainBackend",
     "EmbeddedBackend",
     "RestServer",
+    "LocalChain",
     "RestError",
     "grpc_code_for",
     "block_proto_dict",
@@ -603,3 +604,59 @@ class RestServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class LocalChain:
+    """A ready-to-use local chain: :class:`ChainApp` + :class:`EmbeddedChain` + :class:`RestServer`.
+
+    Example::
+
+        with LocalChain("bbn-local-1", build_genesis({addr: 10**9})) as chain:
+            client = chain.ledger_client()
+            client.send_tokens(...).wait_to_complete()
+    """
+
+    def __init__(self, chain_id: str, genesis: dict[str, Any] | None, *, home: str | None = None,
+                 block_interval: float = 0.2, app_kwargs: dict[str, Any] | None = None) -> None:
+        from .app import ChainApp
+
+        self.app = ChainApp(chain_id, home, **(app_kwargs or {}))
+        try:
+            self.node = EmbeddedChain(self.app, block_interval, genesis=genesis)
+            self.rest = RestServer(self.node).start()
+        except BaseException:
+            self.app.close()
+            raise
+
+    @property
+    def url(self) -> str:
+        """``rest+http://127.0.0.1:PORT`` (cosmpy ``NetworkConfig.url``)."""
+        return self.rest.cosmpy_url
+
+    def network_config(self, fee_minimum_gas_price: float | None = None) -> Any:
+        """cosmpy ``NetworkConfig`` for this chain (fee denom and price from the chain's own params)."""
+        from cosmpy.aerial.config import NetworkConfig
+
+        denom, price = self.app.fee_params()
+        return NetworkConfig(chain_id=self.app.chain_id, url=self.url, fee_denomination=denom,
+                             staking_denomination=denom,
+                             fee_minimum_gas_price=float(price) if fee_minimum_gas_price is None
+                             else fee_minimum_gas_price)
+
+    def ledger_client(self, query_interval_secs: float = 0.1, query_timeout_secs: float = 30) -> Any:
+        """An (unmodified) cosmpy ``LedgerClient`` talking to :attr:`rest`."""
+        from cosmpy.aerial.client import LedgerClient
+
+        return LedgerClient(self.network_config(), query_interval_secs=query_interval_secs,  # type: ignore[arg-type]
+                            query_timeout_secs=query_timeout_secs)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        """Stop the server and the node, close the database."""
+        self.rest.stop()
+        self.node.close()
+
+    def __enter__(self) -> "LocalChain":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

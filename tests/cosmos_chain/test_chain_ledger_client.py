@@ -374,3 +374,16 @@ def test_stop_closes_keepalive_connections() -> None:
     server.stop()
     with pytest.raises(requests.ConnectionError):
         session.get(url, timeout=5)
+
+
+def test_local_chain_convenience(tmp_path) -> None:
+    from cosmos_chain.rest import LocalChain
+
+    with LocalChain(CHAIN_ID, genesis_for([ALICE]), home=str(tmp_path), block_interval=0.1) as chain:
+        client = chain.ledger_client(query_interval_secs=0.05)
+        assert client.network_config.fee_denomination == DENOM
+        assert client.network_config.fee_minimum_gas_price == float(MIN_GAS_PRICE)
+        client.send_tokens(BOB.address(), 5, DENOM, ALICE).wait_to_complete(timeout=TIMEOUT, poll_period=0.05)
+        assert client.query_bank_balance(BOB.address()) == 5
+    with LocalChain(CHAIN_ID, None, home=str(tmp_path)) as again:  # reopened from disk
+        assert again.ledger_client().query_bank_balance(BOB.address()) == 5
