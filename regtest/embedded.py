@@ -22,6 +22,7 @@ deterministic (regtest genesis time + 600 s per height, kept above the median ti
 
 from __future__ import annotations
 
+import fcntl
 import re
 import struct
 import tempfile
@@ -240,11 +241,21 @@ class EmbeddedNode:
         self._mempool_spends: dict[OutPoint, bytes] = {}
         self._closed = False
         self._log_file = None
+        self._lock_file = None
         self.datadir = Path(datadir) if datadir is not None else None
         if self.datadir is not None:
-            self.datadir.mkdir(parents=True, exist_ok=True)
-            self._replay(self.datadir / "blocks.log")
-            self._log_file = open(self.datadir / "blocks.log", "ab")
+            try:
+                self.datadir.mkdir(parents=True, exist_ok=True)
+                self._lock_file = open(self.datadir / ".lock", "a+")
+                try:
+                    fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except OSError:
+                    raise BackendError(f"datadir {self.datadir} is in use by another node") from None
+                self._replay(self.datadir / "blocks.log")
+                self._log_file = open(self.datadir / "blocks.log", "ab")
+            except BaseException:
+                self.close()
+                raise
 
     # ------------------------------------------------------------------ BitcoinBackend
 
@@ -359,6 +370,9 @@ class EmbeddedNode:
                 self._log_file.close()
                 self._log_file = None
             self._kernel.close()
+            if self._lock_file is not None:
+                self._lock_file.close()  # releases the flock
+                self._lock_file = None
 
     def __enter__(self) -> "EmbeddedNode":
         return self

@@ -332,3 +332,48 @@ def test_closed_node_refuses_work():
     node.close()
     with pytest.raises(BackendError):
         node.mine_blocks(1, b"\x51")
+
+
+def test_time_based_relative_lock_agrees_with_kernel(funded):
+    node, key = funded
+    tx0 = spend_key_path(key, [coinbase_coin(node, 1)])
+    node.send_raw_transaction(tx0.serialize())
+    node.mine_blocks(1, key.spk)
+    h = node.get_tx_height(tx0.txid_hex())
+    # 4 × 512 s after the coin's block's parent MTP; blocks are 600 s apart -> tip must reach h + 3
+    seq = (1 << 22) | 4
+    tx1 = spend_key_path(key, [(OutPoint(tx0.txid(), 0), tx0.outputs[0])], sequence=seq)
+    while node.get_block_count() < h + 2:
+        node.mine_blocks(1, key.spk)
+    assert rejection(node, tx1) == "non-BIP68-final"
+    with pytest.raises(BlockRejected) as info:
+        node.mine_fork(node.get_best_block_hash(), 1, key.spk, txs=[tx1])
+    assert "nonfinal" in info.value.reason or "BIP68" in info.value.reason, info.value.reason
+    node.mine_blocks(1, key.spk)
+    assert node.send_raw_transaction(tx1.serialize()) == tx1.txid_hex()
+    node.mine_blocks(1, key.spk)
+    assert node.get_tx_height(tx1.txid_hex()) == h + 4
+
+
+def test_reorg_restores_mempool_chain_and_reconsider(funded):
+    node, key = funded
+    parent = spend_key_path(key, [coinbase_coin(node, 1)])
+    child = spend_key_path(key, [(OutPoint(parent.txid(), 0), parent.outputs[0])])
+    node.send_raw_transaction(parent.serialize())
+    node.send_raw_transaction(child.serialize())
+    (blk,) = node.mine_blocks(1, key.spk)
+    tip = node.mine_blocks(1, key.spk)[0]
+    node.invalidate_block(blk)
+    assert node.get_mempool() == [parent.txid_hex(), child.txid_hex()]
+    other = node.mine_blocks(1, new_key().spk)[0]  # same height as blk, mempool included
+    assert node.get_tx_height(child.txid_hex()) == 102
+    node.reconsider_block(blk)  # blk's branch (2 blocks) outweighs the new one
+    assert node.get_best_block_hash() == tip and not node.is_in_active_chain(other)
+    assert node.get_tx_block(parent.txid_hex()) == (blk, 1) and node.get_mempool() == []
+
+
+def test_datadir_is_exclusive(tmp_path):
+    with EmbeddedNode(tmp_path):
+        with pytest.raises(BackendError, match="in use"):
+            EmbeddedNode(tmp_path)
+    EmbeddedNode(tmp_path).close()  # released on close
