@@ -328,7 +328,9 @@ class RpcServer:
         port: int = 0,
         user: str = "btcmesh",
         password: str | None = None,
+        on_stop: Callable[[], None] | None = None,
     ) -> None:
+        """`on_stop` runs after the ``stop`` RPC (or stop()) has shut the server down."""
         if host != "127.0.0.1":
             raise ValueError(f"RpcServer binds 127.0.0.1 only, not {host!r}")
         if not isinstance(port, int) or not 0 <= port <= 65535:
@@ -345,6 +347,8 @@ class RpcServer:
         self._port = port
         self._started_at = time.time()
         self.stopped = threading.Event()
+        self._on_stop = on_stop
+        self._state_lock = threading.Lock()
         self._methods: dict[str, Callable[..., Any]] = {
             name[4:]: getattr(self, name) for name in dir(self) if name.startswith("rpc_")
         }
@@ -384,15 +388,19 @@ class RpcServer:
 
     def stop(self) -> None:
         """Stop serving and close the socket (idempotent). The node stays open."""
-        httpd, self._httpd = self._httpd, None
-        if httpd is not None:
-            self._port = httpd.server_address[1]
-            httpd.shutdown()
-            httpd.server_close()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
-        self._thread = None
+        with self._state_lock:
+            httpd, self._httpd = self._httpd, None
+            thread, self._thread = self._thread, None
+        if httpd is None:
+            return
+        self._port = httpd.server_address[1]
+        httpd.shutdown()
+        httpd.server_close()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=10)
         self.stopped.set()
+        if self._on_stop is not None:
+            self._on_stop()
 
     def __enter__(self) -> "RpcServer":
         return self.start() if self._httpd is None else self
@@ -907,3 +915,34 @@ class _Handler(BaseHTTPRequestHandler):
             return
         status, reply = self.rpc.handle(request)
         self._send(status, _dumps(reply))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m regtest.rpc_server``: serve an EmbeddedNode until the ``stop`` RPC or SIGINT/SIGTERM."""
+    import argparse
+    import signal
+
+    ap = argparse.ArgumentParser(description="Embedded regtest node (libbitcoinkernel) with bitcoind-dialect RPC")
+    ap.add_argument("--datadir", help="persist blocks here (default: in memory)")
+    ap.add_argument("--port", type=int, default=18443)
+    ap.add_argument("--user", default="btcmesh")
+    ap.add_argument("--password", help="default: random, printed on the ready line")
+    ap.add_argument("--wall-clock", action="store_true", help="block times from the wall clock (default: deterministic)")
+    args = ap.parse_args(argv)
+    node = EmbeddedNode(args.datadir, clock=time.time if args.wall_clock else None)
+    server = RpcServer(node, port=args.port, user=args.user, password=args.password)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: threading.Thread(target=server.stop, daemon=True).start())
+    server.start()
+    print(f"ready {server.url} height={node.get_block_count()}", flush=True)
+    try:
+        while not server.stopped.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        node.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -196,3 +196,43 @@ def test_http_dialect_details(served):
     status, reply = post(server, {"id": 1, "method": "stop", "params": []})
     assert reply["result"] == "Bitcoin Core stopping"
     assert server.stopped.wait(10)
+
+
+def test_standalone_process_persists_across_restart(tmp_path):
+    """``python -m regtest.rpc_server`` serves a datadir-backed node; the chain survives a restart."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    key = new_key()
+
+    def run_once(mine: int) -> tuple[int, str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "regtest.rpc_server", "--datadir", str(tmp_path), "--port", "0",
+             "--password", "pw"],
+            stdout=subprocess.PIPE, text=True, cwd=root, env=env,
+        )
+        try:
+            line = proc.stdout.readline()  # bounded by the test timeout
+            assert line.startswith("ready "), line
+            url = line.split()[1]
+            bitcoin.SelectParams("regtest")
+            proxy = bitcoin.rpc.Proxy(url, timeout=20)
+            if mine:
+                proxy.generatetoaddress(mine, taproot_address(key.spk))
+            result = (proxy.getblockcount(), b2lx(proxy.getbestblockhash()))
+            assert proxy.call("stop") == "Bitcoin Core stopping"
+            proxy.close()
+            assert proc.wait(timeout=20) == 0
+            return result
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+
+    first = run_once(5)
+    assert first[0] == 5
+    assert run_once(0) == first
