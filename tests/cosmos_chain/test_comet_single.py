@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import select
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -465,3 +470,46 @@ def test_ledger_client_over_rest_on_comet_chain(net: CometNetwork) -> None:
     finally:
         server.stop()
         backend.close()
+
+
+SERVE_SCRIPT = """
+import json, sys
+from pathlib import Path
+from cosmos_chain.comet import run_comet_chain
+net = run_comet_chain(Path(sys.argv[1]), 1, json.loads(sys.argv[2]), binary=sys.argv[3], block_time=0.15, serve=True,
+                      on_started=lambda n: print(json.dumps({"rpc": n.rpc_urls, "pids": [x.process.pid for x in n.nodes]}),
+                                                 flush=True))
+print("stopped", flush=True)
+"""
+
+
+def test_run_comet_chain_serve_stops_everything_on_sigterm(tool_path, tmp_path: Path) -> None:
+    """``serve=True`` (the CLI's mode) runs until SIGTERM, then stops cometbft and exits cleanly."""
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVE_SCRIPT, str(tmp_path / "served"), json.dumps(make_genesis([ALICE])),
+         str(tool_path("cometbft"))],
+        cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        ready, _, _ = select.select([proc.stdout], [], [], 60)
+        assert ready, "run_comet_chain did not report readiness within 60s"
+        line = proc.stdout.readline()  # type: ignore[union-attr]
+        started = json.loads(line)
+        client = CometBackend(started["rpc"][0])
+        try:
+            client.wait_for_height(2, timeout=20)
+            assert client.balance(ALICE.address, DENOM) == GENESIS_AMOUNT
+        finally:
+            client.close()
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=30)
+        assert proc.returncode == 0, out
+        assert "stopped" in out
+        for pid in started["pids"]:  # the cometbft child is gone too
+            with pytest.raises(ProcessLookupError):
+                os.kill(pid, 0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
