@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Iterator
 
 import pytest
-from cmt_helpers import Key, make_genesis, query_balance, signed_send
+from cmt_helpers import Key, make_genesis, msg_send, query_account, query_balance, sign_tx, signed_send
 
 from cosmos_chain.app import ChainApp
 from cosmos_chain.comet import CometNetwork, CometRPCError, wait_until
@@ -90,6 +90,30 @@ def test_tx_to_one_node_commits_everywhere(net4: CometNetwork) -> None:
     # the replica's mempool saw the tx by gossip: a replay to another node is refused too
     with pytest.raises(CometRPCError, match="already exists in cache"):
         net4.broadcaster(3).broadcast_tx_sync(raw)
+
+
+def test_txs_entering_at_different_nodes(net4: CometNetwork) -> None:
+    """Two accounts each send 3 in-flight txs through different nodes; all commit identically everywhere."""
+    dest = Key.from_seed(14).address
+    before = query_balance(net4.client, dest)
+    hashes: list[str] = []
+    for key, node in ((ALICE, 0), (BOB, 2)):
+        client = net4.broadcaster(node)
+        acct = query_account(client, key.address)
+        for i in range(3):
+            raw = sign_tx(key, [msg_send(key, dest, 1_000 + i)], sequence=acct.sequence + i,
+                          account_number=acct.account_number, chain_id=net4.chain_id)
+            res = client.broadcast_tx_sync(raw)
+            assert res.code == 0, res.log
+            hashes.append(res.hash)
+    for node in net4.nodes:
+        found = [node.client.wait_for_tx(h, timeout=30) for h in hashes]
+        assert all(int(f["tx_result"].get("code", 0)) == 0 for f in found)
+    last = max(int(f["height"]) for f in found)
+    net4.wait_for_height(last + 1, timeout=30)
+    for node in net4.nodes:
+        assert query_balance(node.client, dest) == before + 2 * (1_000 + 1_001 + 1_002)
+    assert last in _common_hashes(net4, list(range(N_VALIDATORS)))
 
 
 def test_chain_survives_one_validator_down_and_it_catches_up(net4: CometNetwork) -> None:

@@ -202,6 +202,28 @@ def test_replayed_tx_rejected(net: CometNetwork) -> None:
     assert query_balance(client, CAROL.address) == carol
 
 
+def test_in_flight_sequences_from_one_account(net: CometNetwork) -> None:
+    """Five txs with consecutive sequences, broadcast without waiting, all pass CheckTx and commit in order."""
+    client, chain_id = net.client, _chain_id(net)
+    acct = query_account(client, BOB.address)
+    dest = Key.from_seed(77).address
+    before_bob, before_dest = query_balance(client, BOB.address), query_balance(client, dest)
+    raws = [
+        sign_tx(BOB, [msg_send(BOB, dest, 10 + i)], sequence=acct.sequence + i,
+                account_number=acct.account_number, chain_id=chain_id)
+        for i in range(5)
+    ]  # fmt: skip
+    results = [client.broadcast_tx_sync(raw) for raw in raws]
+    assert [r.code for r in results] == [0] * 5, [r.log for r in results]
+    committed = [client.wait_for_tx(r.hash, timeout=30) for r in results]
+    assert all(int(c["tx_result"].get("code", 0)) == 0 for c in committed)
+    order = [(int(c["height"]), int(c["index"])) for c in committed]
+    assert order == sorted(order)  # the mempool keeps them in sequence order
+    assert query_balance(client, dest) == before_dest + sum(10 + i for i in range(5))
+    assert query_balance(client, BOB.address) == before_bob - sum(10 + i for i in range(5)) - 5 * fee_amount()
+    assert query_account(client, BOB.address).sequence == acct.sequence + 5
+
+
 # --------------------------------------------------------------------------------------------
 # persistence
 
