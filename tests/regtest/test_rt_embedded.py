@@ -61,6 +61,17 @@ def test_genesis_and_protocol(node):
         node.get_block("00" * 32)
     with pytest.raises(BackendError):
         node.get_raw_transaction("zz")
+    with pytest.raises(BackendError):
+        node.get_block_hash(True)
+    with pytest.raises(ValueError):
+        node.mine_blocks(-1, b"\x51")
+    with pytest.raises(ValueError):
+        node.mine_blocks(1, b"")
+    with pytest.raises(TxRejected, match="TX decode failed"):
+        node.send_raw_transaction("00")  # type: ignore[arg-type]
+    with pytest.raises(BackendError):
+        node.invalidate_block(REGTEST_GENESIS)
+    assert node.get_block_count() == 0 and node.get_mempool() == []
 
 
 def test_mined_blocks_are_well_formed(node):

@@ -236,3 +236,38 @@ def test_standalone_process_persists_across_restart(tmp_path):
     first = run_once(5)
     assert first[0] == 5
     assert run_once(0) == first
+
+
+def test_concurrent_clients(served):
+    """Readers on several connections while another client mines and sends: no errors, one story."""
+    import threading
+
+    node, server, proxy = served
+    key = new_key()
+    proxy.generatetoaddress(101, taproot_address(key.spk))
+    errors: list[BaseException] = []
+    seen: list[int] = []
+
+    def reader() -> None:
+        p = bitcoin.rpc.Proxy(server.url, timeout=20)
+        try:
+            for _ in range(30):
+                h = p.getblockcount()
+                assert p.getblockhash(h) is not None
+                seen.append(h)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            p.close()
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for i in range(1, 6):
+        tx = spend_key_path(key, [coinbase_coin(node, i)])
+        proxy.sendrawtransaction(CTransaction.deserialize(tx.serialize()))
+        proxy.generatetoaddress(1, taproot_address(key.spk))
+    for t in threads:
+        t.join(timeout=30)
+    assert not errors and not any(t.is_alive() for t in threads)
+    assert proxy.getblockcount() == 106 and all(101 <= h <= 106 for h in seen)
