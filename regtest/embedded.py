@@ -355,6 +355,43 @@ class EmbeddedNode:
             self._reselect()
             self._append_record(_REC_RECONSIDER, block.hash)
 
+    def verify_against_kernel(self) -> int:
+        """Cross-check the node's state with libbitcoinkernel's: the same active chain, and for every
+        block the same spent coins (value, script, height, coinbase flag) as the kernel's undo data.
+        Returns the number of coins compared; raises RuntimeError on the first difference."""
+        with self._lock:
+            self._check_open()
+            cm = self._kernel.chainman
+            assert cm is not None
+            chain = cm.get_active_chain()
+            if chain.height != len(self._chain) - 1:
+                raise RuntimeError(f"kernel height {chain.height} != node height {len(self._chain) - 1}")
+            compared = 0
+            for height, block_hash in enumerate(self._chain):
+                entry = chain.block_tree_entries[height]
+                if bytes(entry.block_hash) != block_hash:
+                    raise RuntimeError(f"kernel and node differ at height {height}")
+                if height == 0:
+                    continue
+                block = self._blocks[block_hash]
+                undo = iter(self._undo[block_hash])
+                per_tx = cm.block_spent_outputs[entry].transactions
+                if len(per_tx) != len(block.txs) - 1:
+                    raise RuntimeError(f"undo data of block {block.hash_hex} covers {len(per_tx)} txs")
+                for tx, spent in zip(block.txs[1:], per_tx):
+                    coins = spent.coins
+                    if len(coins) != len(tx.inputs):
+                        raise RuntimeError(f"undo data of {tx.txid_hex()} has {len(coins)} coins")
+                    for txin, kcoin in zip(tx.inputs, coins):
+                        outpoint, coin = next(undo)
+                        kout = kcoin.output
+                        theirs = (kout.amount, bytes(kout.script_pubkey), kcoin.confirmation_height, kcoin.is_coinbase)
+                        ours = (coin.output.value, coin.output.script_pubkey, coin.height, coin.coinbase)
+                        if outpoint != txin.prevout or ours != theirs:
+                            raise RuntimeError(f"spent coin of {tx.txid_hex()} differs: node {ours} kernel {theirs}")
+                        compared += 1
+            return compared
+
     @property
     def lock(self) -> threading.RLock:
         """The node's re-entrant lock (hold it to read several values consistently)."""

@@ -30,6 +30,8 @@ REGTEST_GENESIS = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2
 def node():
     n = EmbeddedNode()
     yield n
+    if not n._closed:
+        n.verify_against_kernel()  # every test ends with node state == libbitcoinkernel's
     n.close()
 
 
@@ -329,6 +331,7 @@ def test_persistence_across_restart(tmp_path):
         assert (node.get_block_count(), node.get_best_block_hash(), node.get_tx_height(tx.txid_hex())) == state
         assert sorted(node.scan_utxos([key.spk]), key=lambda x: (x[0].txid, x[0].vout)) == utxos
         assert node.get_raw_transaction(tx.txid_hex()) == tx.serialize()
+        assert node.verify_against_kernel() == 1  # the rebuilt state matches the re-validating kernel
         with pytest.raises(BlockRejected):
             node.mine_fork(b102, 1, key.spk)  # the invalidation was persisted too
         node.mine_blocks(1, key.spk)
@@ -388,3 +391,19 @@ def test_datadir_is_exclusive(tmp_path):
         with pytest.raises(BackendError, match="in use"):
             EmbeddedNode(tmp_path)
     EmbeddedNode(tmp_path).close()  # released on close
+
+
+def test_verify_against_kernel_counts_and_detects(funded):
+    node, key = funded
+    txs = [spend_key_path(key, [coinbase_coin(node, h)]) for h in (1, 2)]
+    for tx in txs:
+        node.send_raw_transaction(tx.serialize())
+    node.mine_blocks(1, key.spk)
+    assert node.verify_against_kernel() == 2
+    block_hash = node.get_best_block_hash()
+    tampered = node._undo[bytes.fromhex(block_hash)[::-1]]
+    op, coin = tampered[0]
+    tampered[0] = (op, type(coin)(coin.output, coin.height + 1, coin.coinbase))
+    with pytest.raises(RuntimeError, match="differs"):
+        node.verify_against_kernel()
+    tampered[0] = (op, coin)
