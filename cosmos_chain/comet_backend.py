@@ -55,7 +55,10 @@ def parse_rfc3339(text: str) -> float:
 def _tx_result(raw: dict[str, Any]) -> TxResult:
     """CometBFT ``ExecTxResult`` JSON → :class:`TxResult`."""
     events = [
-        {"type": e.get("type", ""), "attributes": [{"key": a.get("key", ""), "value": a.get("value", "")} for a in e.get("attributes") or []]}
+        {
+            "type": e.get("type", ""),
+            "attributes": [{"key": a.get("key", ""), "value": a.get("value", "")} for a in e.get("attributes") or []],
+        }
         for e in raw.get("events") or []
     ]
     return TxResult(
@@ -96,7 +99,9 @@ class CometBackend(CometClient):
 
     # ---- txs -------------------------------------------------------------------------------
 
-    def broadcast_tx(self, tx_bytes: bytes, mode: str = "sync", timeout: float = 30.0) -> BroadcastResult:  # type: ignore[override]
+    def broadcast_tx(  # type: ignore[override]
+        self, tx_bytes: bytes, mode: str = "sync", timeout: float = 30.0
+    ) -> BroadcastResult:
         """Submit ``tx_bytes``; rejected txs come back with code/log (never raise for a bad tx).
 
         ``sync``/``async``: the CheckTx result (``async`` still waits for CheckTx, like the
@@ -186,7 +191,8 @@ class CometBackend(CometClient):
     # ---- blocks ----------------------------------------------------------------------------
 
     def get_block(self, height: int) -> dict[str, Any] | None:
-        """Committed block ``{chain_id, height, time, hash, last_block_hash, app_hash, data_hash, txs, tx_hashes}`` or None.
+        """Committed block record (``chain_id, height, time, hash, last_block_hash, app_hash, data_hash,
+        txs, tx_hashes``) or None.
 
         ``app_hash`` is the header's (the state after the previous block), as in CometBFT.
         """

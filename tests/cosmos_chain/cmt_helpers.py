@@ -48,7 +48,9 @@ def make_genesis(keys: list[Key], amount: int = GENESIS_AMOUNT) -> dict[str, Any
     """ChainApp genesis funding ``keys`` with ``amount`` ubbn each, min gas price 0.01ubbn."""
     return {
         "fees": {"denom": DENOM, "min_gas_price": MIN_GAS_PRICE},
-        "bank": {"balances": [{"address": k.address, "coins": [{"denom": DENOM, "amount": str(amount)}]} for k in keys]},
+        "bank": {
+            "balances": [{"address": k.address, "coins": [{"denom": DENOM, "amount": str(amount)}]} for k in keys]
+        },
     }
 
 

@@ -183,8 +183,8 @@ def app_server(tmp_path):
 
 
 def _init(client: ABCIClient, genesis: dict, chain_id: str = CHAIN_ID) -> abci.Response:
-    return client.request(init_chain=abci.RequestInitChain(chain_id=chain_id, app_state_bytes=json.dumps(genesis).encode(),
-                                                           initial_height=1))
+    request = abci.RequestInitChain(chain_id=chain_id, app_state_bytes=json.dumps(genesis).encode(), initial_height=1)
+    return client.request(init_chain=request)
 
 
 def test_block_lifecycle_over_socket(app_server: ABCIServer) -> None:

@@ -175,7 +175,8 @@ def test_wrong_sequence_rejected_in_checktx(net: CometNetwork) -> None:
                     account_number=acct.account_number, chain_id=chain_id)
     res = client.broadcast_tx_sync(ahead)
     assert res.code == 32, res.log
-    assert f"account sequence mismatch for {ALICE.address}, expected {acct.sequence}, got {acct.sequence + 5}" in res.log
+    expected = f"account sequence mismatch for {ALICE.address}, expected {acct.sequence}, got {acct.sequence + 5}"
+    assert expected in res.log
     if acct.sequence > 0:
         behind = sign_tx(ALICE, [msg_send(ALICE, CAROL.address, 9)], sequence=acct.sequence - 1,
                          account_number=acct.account_number, chain_id=chain_id)
@@ -338,7 +339,9 @@ def test_node_that_dies_fails_fast(tool_path, tmp_path: Path) -> None:
     """If ``cometbft node`` exits, start() raises CometError with the exit status (no long wait) and cleans up."""
     real = tool_path("cometbft")
     wrapper = tmp_path / "cometbft"
-    wrapper.write_text(f'#!/bin/sh\nif [ "$1" = node ]; then echo "boom: refusing to start"; exit 3; fi\nexec "{real}" "$@"\n')
+    wrapper.write_text(
+        f'#!/bin/sh\nif [ "$1" = node ]; then echo "boom: refusing to start"; exit 3; fi\nexec "{real}" "$@"\n'
+    )
     wrapper.chmod(0o755)
     network = CometNetwork(wrapper, 1, ChainApp, tmp_path / "x", app_genesis=make_genesis([ALICE]))
     with pytest.raises(CometError, match="exited with 3"):
@@ -498,9 +501,10 @@ SERVE_SCRIPT = """
 import json, sys
 from pathlib import Path
 from cosmos_chain.comet import run_comet_chain
-net = run_comet_chain(Path(sys.argv[1]), 1, json.loads(sys.argv[2]), binary=sys.argv[3], block_time=0.15, serve=True,
-                      on_started=lambda n: print(json.dumps({"rpc": n.rpc_urls, "pids": [x.process.pid for x in n.nodes]}),
-                                                 flush=True))
+def report(n):
+    print(json.dumps({"rpc": n.rpc_urls, "pids": [x.process.pid for x in n.nodes]}), flush=True)
+net = run_comet_chain(Path(sys.argv[1]), 1, json.loads(sys.argv[2]), binary=sys.argv[3], block_time=0.15,
+                      serve=True, on_started=report)
 print("stopped", flush=True)
 """
 
