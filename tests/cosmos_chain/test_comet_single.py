@@ -21,9 +21,11 @@ from typing import Iterator
 
 import pytest
 from cosmpy.aerial.client import LedgerClient, NetworkConfig
+from cosmpy.aerial.client.utils import prepare_and_broadcast_basic_transaction
 from cosmpy.aerial.tx import SigningCfg, Transaction, TxFee
 from cosmpy.crypto.address import Address
 from cosmpy.protos.cosmos.tx.v1beta1.tx_pb2 import TxRaw
+from cosmpy.protos.cosmwasm.wasm.v1.query_pb2 import QuerySmartContractStateRequest
 
 from cosmos_chain.app import ChainApp, TxResult
 from cosmos_chain.comet import CometError, CometNetwork, CometRPCError, run_comet_chain, tx_hash
@@ -492,6 +494,19 @@ def test_ledger_client_over_rest_on_comet_chain(net: CometNetwork) -> None:
         assert fee > 0 and result.gas_used > 0
         assert ledger.query_account(ALICE.wallet.address()).sequence == seq + 1
         assert ledger.query_height() >= result.height
+
+        # a MsgExecuteContract through cosmpy's own helper, and a wasm smart query over REST
+        tx = Transaction()
+        tx.add_message(msg_bank_execute(ALICE, dest, 655))
+        executed = prepare_and_broadcast_basic_transaction(ledger, tx, ALICE.wallet).wait_to_complete().response
+        assert executed is not None and executed.code == 0, executed
+        assert net.client.tx(executed.hash) is not None
+        query = {"balance": {"address": dest, "denom": DENOM}}
+        reply = ledger.wasm.SmartContractState(
+            QuerySmartContractStateRequest(address=BANK_CONTRACT, query_data=json.dumps(query).encode())
+        )
+        assert json.loads(reply.data) == {"denom": DENOM, "amount": str(12_345 + 655)}
+        assert query_balance(net.client, dest) == 12_345 + 655
     finally:
         server.stop()
         backend.close()
