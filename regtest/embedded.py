@@ -12,10 +12,14 @@ Mempool policy follows Bitcoin Core's ``MemPoolAccept`` order and reject reasons
 package relay): decoding and context-free checks, standardness (version, size, dust), finality,
 conflicts, missing inputs, BIP68 sequence locks, coinbase maturity, value in ≥ value out, the
 1 sat/vB minimum relay fee, then every input's script through ``pbk.ScriptPubkey.verify`` with all
-consensus flags (taproot included, so all spent outputs are passed).
+consensus flags (taproot included, so all spent outputs are passed). libbitcoinkernel exposes only
+consensus flags, so policy-only script rules (CLEANSTACK, MINIMALIF, discouraged upgradable NOPs /
+witness versions) are not enforced; a failing script is reported with the interpreter's own error,
+obtained by showing the kernel a throwaway block (see ``_kernel_script_error``).
 
-With a ``datadir`` every accepted block and every invalidation is appended to ``blocks.log``;
-on restart the log is replayed and each block re-validated by a fresh kernel. Block times are
+With a ``datadir`` every accepted block, invalidation and reconsideration is appended to
+``blocks.log``; on restart the log is replayed and each block re-validated by a fresh kernel. The
+mempool is saved to ``mempool.dat`` on close and re-accepted (re-validated) on start. Block times are
 deterministic (regtest genesis time + 600 s per height, kept above the median time past) unless a
 ``clock`` is given.
 """
@@ -23,6 +27,7 @@ deterministic (regtest genesis time + 600 s per height, kept above the median ti
 from __future__ import annotations
 
 import fcntl
+import os
 import re
 import struct
 import tempfile
@@ -253,6 +258,7 @@ class EmbeddedNode:
                     raise BackendError(f"datadir {self.datadir} is in use by another node") from None
                 self._replay(self.datadir / "blocks.log")
                 self._log_file = open(self.datadir / "blocks.log", "ab")
+                self._load_mempool(self.datadir / "mempool.dat")
             except BaseException:
                 self.close()
                 raise
@@ -406,6 +412,7 @@ class EmbeddedNode:
             if self._log_file is not None:
                 self._log_file.close()
                 self._log_file = None
+                self._save_mempool(self.datadir / "mempool.dat")  # type: ignore[operator]
             self._kernel.close()
             if self._lock_file is not None:
                 self._lock_file.close()  # releases the flock
@@ -922,6 +929,33 @@ class EmbeddedNode:
             return
         self._log_file.write(kind + struct.pack("<I", len(payload)) + payload)
         self._log_file.flush()
+
+    def _save_mempool(self, path: Path) -> None:
+        """Write the mempool (dependency order) atomically, like bitcoind's mempool.dat."""
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "wb") as f:
+            for entry in self._mempool.values():
+                raw = entry.tx.serialize()
+                f.write(struct.pack("<I", len(raw)) + raw)
+        os.replace(tmp, path)
+
+    def _load_mempool(self, path: Path) -> None:
+        """Re-accept the saved mempool; transactions no longer valid are dropped, as in bitcoind."""
+        if not path.exists():
+            return
+        data, pos = path.read_bytes(), 0
+        while pos + 4 <= len(data):
+            size = struct.unpack("<I", data[pos : pos + 4])[0]
+            raw = data[pos + 4 : pos + 4 + size]
+            pos += 4 + size
+            if len(raw) != size:
+                break
+            try:
+                tx = Tx.parse(raw)
+                if tx.txid() not in self._mempool:
+                    self._accept_to_mempool(tx)
+            except (TxRejected, StakingError, ValueError):
+                pass
 
     def _replay(self, path: Path) -> None:
         """Re-validate every logged block and invalidation; a torn last record is cut off."""

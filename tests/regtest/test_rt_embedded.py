@@ -336,8 +336,11 @@ def test_persistence_across_restart(tmp_path):
             node.mine_fork(b102, 1, key.spk)  # the invalidation was persisted too
         node.mine_blocks(1, key.spk)
         best = node.get_best_block_hash()
+        pending = spend_key_path(key, [coinbase_coin(node, 2)])
+        node.send_raw_transaction(pending.serialize())
     with EmbeddedNode(tmp_path) as node:
         assert node.get_best_block_hash() == best
+        assert node.get_mempool() == [pending.txid_hex()]  # mempool.dat re-accepted
 
 
 def test_closed_node_refuses_work():
