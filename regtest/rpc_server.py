@@ -776,10 +776,10 @@ class RpcServer:
             if known:
                 return "duplicate"
             try:
-                self.node.submit_block(raw)
+                block_hash = self.node.submit_block(raw)
             except BlockRejected as exc:
                 return exc.reason.split(",")[0]
-            return None
+            return None if self.node.is_in_active_chain(block_hash) else "inconclusive"
 
     def rpc_invalidateblock(self, blockhash: Any) -> None:
         try:

@@ -18,9 +18,11 @@ from bitcoinutils.keys import P2trAddress
 from bitcoinutils.setup import setup as bu_setup
 from rt_helpers import FEE, coinbase_coin, new_key, spend_key_path
 
+from btc_staking.headers import BlockHeader
 from btc_staking.keys import pubkey_from_secret
 from btc_staking.tx import TxOut, p2wpkh_script
 from regtest.embedded import EmbeddedNode
+from regtest.mining import build_block
 from regtest.rpc_server import RpcServer, address_to_script, script_to_address
 
 pytestmark = pytest.mark.timeout(60)
@@ -35,6 +37,7 @@ def served():
     yield node, server, proxy
     proxy.close()
     server.stop()
+    node.verify_against_kernel()
     node.close()
 
 
@@ -177,6 +180,19 @@ def test_invalidate_reconsider_and_generateblock(served):
     proxy.call("reconsiderblock", block)
     assert proxy.getblockcount() == 102 and b2lx(proxy.getbestblockhash()) == block
     assert proxy.getrawmempool() == []
+    # submitblock: bitcoind's BIP22 answers
+    ph = BlockHeader.parse(node.get_block_header(node.get_block_hash(101)))
+    _, _, side = build_block(ph.hash(), 102, ph.timestamp + 1, key.spk, [], fees=0, extra_nonce=99)
+    assert proxy.call("submitblock", side.hex()) == "inconclusive"  # valid side-chain block, same work
+    assert proxy.call("submitblock", side.hex()) == "duplicate"
+    _, _, greedy = build_block(ph.hash(), 102, ph.timestamp + 1, key.spk, [], fees=1, extra_nonce=98)
+    # an over-paying coinbase on a side branch is only stored (ConnectBlock never runs), as in Core
+    assert proxy.call("submitblock", greedy.hex()) == "inconclusive"
+    th = BlockHeader.parse(node.get_block_header(node.get_best_block_hash()))
+    _, _, bad = build_block(th.hash(), 103, th.timestamp + 1, key.spk, [], fees=1, extra_nonce=97)
+    assert proxy.call("submitblock", bad.hex()) == "bad-cb-amount"
+    _, _, good = build_block(th.hash(), 103, th.timestamp + 1, key.spk, [], fees=0, extra_nonce=96)
+    assert proxy.call("submitblock", good.hex()) is None and proxy.getblockcount() == 103
 
 
 def test_http_dialect_details(served):
