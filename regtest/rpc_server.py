@@ -20,6 +20,7 @@ import inspect
 import json
 import re
 import secrets
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -382,7 +383,9 @@ class RpcServer:
         self._httpd = ThreadingHTTPServer((self.host, self._port), Handler)
         self._httpd.daemon_threads = True
         self.stopped.clear()
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="rpc-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="rpc-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -878,6 +881,21 @@ class _Handler(BaseHTTPRequestHandler):
     timeout = 30  # idle keep-alive connections end on their own
     server_version = "btcmesh-embedded-rpc"
 
+    def setup(self) -> None:
+        super().setup()
+        # one segment per answer and no Nagle wait: keeps a request/answer at ~1 ms instead of ~40 ms
+        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if hasattr(socket, "TCP_QUICKACK"):
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+    def handle_one_request(self) -> None:
+        if hasattr(socket, "TCP_QUICKACK"):  # the kernel clears quick-ack mode; re-arm per request
+            try:
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+            except OSError:
+                pass
+        super().handle_one_request()
+
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         pass
 
@@ -887,8 +905,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         for k, v in (extra or {}).items():
             self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
+        self._headers_buffer.append(b"\r\n")  # end_headers() without the flush: one write below
+        head = b"".join(self._headers_buffer)
+        self._headers_buffer = []
+        self.wfile.write(head + body)
 
     def do_GET(self) -> None:  # noqa: N802 - stdlib naming
         self._send(405, b"JSONRPC server handles only POST requests")
