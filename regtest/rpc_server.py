@@ -650,13 +650,17 @@ class RpcServer:
         except (ValueError, TypeError):
             raise RpcError(RPC_DESERIALIZATION_ERROR, "TX decode failed") from None
 
-    def rpc_sendrawtransaction(self, hexstring: Any, maxfeerate: Any = DEFAULT_MAX_FEE_RATE) -> str:
+    def rpc_sendrawtransaction(self, hexstring: Any, maxfeerate: Any = DEFAULT_MAX_FEE_RATE, maxburnamount: Any = 0) -> str:
         try:
             raw = bytes.fromhex(hexstring) if isinstance(hexstring, str) else None
+            tx = Tx.parse(raw) if raw is not None else None
         except ValueError:
-            raw = None
-        if raw is None:
+            tx = None
+        if raw is None or tx is None:
             raise RpcError(RPC_DESERIALIZATION_ERROR, "TX decode failed. Make sure the tx has at least one input.")
+        burn = round(_parse_amount_btc(maxburnamount) * _COIN)
+        if any(o.script_pubkey[:1] == b"\x6a" and o.value > burn for o in tx.outputs):
+            raise RpcError(RPC_VERIFY_ERROR, "Unspendable output exceeds maximum configured by user (maxburnamount)")
         rate = _parse_amount_btc(maxfeerate)
         return self.node.send_raw_transaction(raw, max_fee_rate=rate * _COIN / 1000 if rate else None)
 

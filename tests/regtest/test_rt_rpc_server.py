@@ -152,6 +152,11 @@ def test_rejections_use_bitcoind_codes(served):
     with pytest.raises(bitcoin.rpc.VerifyError, match="Fee exceeds maximum"):
         proxy.sendrawtransaction(CTransaction.deserialize(greedy.serialize()))
     assert proxy.call("sendrawtransaction", greedy.serialize().hex(), 0) == greedy.txid_hex()
+    c3 = coinbase_coin(node, 3)  # burning 1000 sat in an OP_RETURN needs maxburnamount, as in bitcoind
+    burn = spend_key_path(key, [c3], [TxOut(1_000, b"\x6a\x01\x01"), TxOut(c3[1].value - 1_000 - FEE, key.spk)])
+    with pytest.raises(bitcoin.rpc.VerifyError, match="maxburnamount"):
+        proxy.sendrawtransaction(CTransaction.deserialize(burn.serialize()))
+    assert proxy.call("sendrawtransaction", burn.serialize().hex(), 0.1, 0.00001) == burn.txid_hex()
     accept = proxy.call("testmempoolaccept", [double.serialize().hex()])
     assert accept[0]["allowed"] is False and accept[0]["reject-reason"] == "bad-txns-inputs-missingorspent"
     with pytest.raises(bitcoin.rpc.JSONRPCError) as info:
