@@ -302,7 +302,7 @@ class RpcBackend:
 
         bitcoind: ``generatetoaddress``. btcd: ``generate`` when the script is the node's
         ``--miningaddr``, otherwise blocks are built from ``getblocktemplate`` and ``submitblock``-ed
-        (also used on bitcoind for scripts that have no address form)."""
+        bitcoind takes scripts without an address form through ``generatetodescriptor raw(...)``."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         script = bytes(script_pubkey)
@@ -311,8 +311,8 @@ class RpcBackend:
         if self.dialect == "bitcoind":
             try:
                 address = script_to_address(script, self.network)
-            except ValueError:
-                return [self._mine_from_template(script) for _ in range(n)]
+            except ValueError:  # no address form: bitcoind takes a raw() descriptor
+                return [str(h) for h in self.call("generatetodescriptor", n, f"raw({script.hex()})")]
             return [str(h) for h in self.call("generatetoaddress", n, address)]
         if self.mining_script is not None and script == self.mining_script:
             return [str(h) for h in self.call("generate", n)]

@@ -3,7 +3,9 @@
 ``chain`` is the fixture the scenario tests use; it is parametrized over the two backends:
 
 * ``embedded`` — `regtest.embedded.EmbeddedNode` (in-process, libbitcoinkernel-validated);
-* ``btcd``     — a real btcd v0.26 process (`regtest.btcd.BtcdProcess`) found with ``tool_path``.
+* ``btcd``     — a real btcd v0.26 process (`regtest.btcd.BtcdProcess`) found with ``tool_path``;
+* ``embedded-rpc`` — the embedded node behind `regtest.rpc_server.RpcServer`, used through
+  `regtest.rpc.RpcBackend` in the bitcoind dialect (so the same tests cover that adapter).
 
 Every chain comes with a `Wallet` holding 101 blocks of coinbase (one mature coin, plus more as
 blocks are mined: every block is mined to the wallet, which is how btcd mines anyway). Spends
@@ -52,7 +54,7 @@ __all__ = [
     "btclib_verify",
 ]
 
-BACKENDS = ["embedded", "btcd"]
+BACKENDS = ["embedded", "btcd", "embedded-rpc"]
 FEE_RATE = 2  # sat/vB
 
 
@@ -71,6 +73,11 @@ class Chain:
         hashes = self.backend.mine_blocks(n, self.wallet.script_pubkey)
         self.wallet.scan()
         return hashes
+
+    @property
+    def flavor(self) -> str:
+        """Whose reject-reason wording the node uses: "core" (embedded, any transport) or "btcd"."""
+        return "btcd" if self.kind == "btcd" else "core"
 
     def height(self) -> int:
         return self.backend.get_block_count()
@@ -102,6 +109,19 @@ def make_chain(kind: str, tool_path, tmp_path: Path, mature_blocks: int = 101) -
         from regtest.embedded import EmbeddedNode
 
         backend = EmbeddedNode()
+        closers.append(backend.close)
+    elif kind == "embedded-rpc":  # the bitcoind dialect: EmbeddedNode behind its JSON-RPC server
+        from regtest.embedded import EmbeddedNode
+        from regtest.rpc import RpcBackend
+        from regtest.rpc_server import RpcServer
+
+        inner = EmbeddedNode()
+        closers.append(inner.close)
+        server = RpcServer(inner).start()
+        closers.append(server.stop)
+        node = server
+        backend = RpcBackend(server.plain_url, server.user, server.password, dialect="auto")
+        assert backend.dialect == "bitcoind"
         closers.append(backend.close)
     else:
         raise ValueError(kind)

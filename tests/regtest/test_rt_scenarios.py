@@ -39,10 +39,10 @@ from btc_staking.witness import timelock_witness, unbonding_witness
 from checkpoint.slasher import complete_slashing_tx
 
 # Substrings of each node's reject reason (Bitcoin Core wording for the embedded node).
-NON_FINAL = {"embedded": "non-BIP68-final", "btcd": "sequence locks on inputs not met"}
-BAD_SIG = {"embedded": "mandatory-script-verify-flag-failed", "btcd": "failed to validate input"}
-MISSING = {"embedded": "bad-txns-inputs-missingorspent", "btcd": "orphan transaction"}
-CONFLICT = {"embedded": "txn-mempool-conflict", "btcd": "output already spent in mempool"}
+NON_FINAL = {"core": "non-BIP68-final", "btcd": "sequence locks on inputs not met"}
+BAD_SIG = {"core": "mandatory-script-verify-flag-failed", "btcd": "failed to validate input"}
+MISSING = {"core": "bad-txns-inputs-missingorspent", "btcd": "orphan transaction"}
+CONFLICT = {"core": "txn-mempool-conflict", "btcd": "output already spent in mempool"}
 
 
 def timelock_spend(c: Chain, staker_sk: bytes, funding: OutPoint, out: TxOut, leaf: bytes, control: bytes,
@@ -58,7 +58,7 @@ def mine_until_spendable(c: Chain, tx: Tx, confirmed_at: int, blocks: int) -> No
     """Check the BIP68 boundary exactly: refused while tip+1 < confirmed_at + blocks, accepted at it."""
     while c.height() + 1 < confirmed_at + blocks:
         reason = rejected(c.backend, tx)
-        assert NON_FINAL[c.kind] in reason, reason
+        assert NON_FINAL[c.flavor] in reason, reason
         c.mine(1)
     assert c.backend.send_raw_transaction(tx.serialize()) == tx.txid_hex()
     (block,) = c.mine(1)
@@ -98,14 +98,14 @@ def test_spend_before_timelock_is_rejected_as_non_final(chain: Chain) -> None:
     leaf = s.info.timelock_script
     tx = timelock_spend(chain, p.staker_sk, s.outpoint, s.output, leaf, s.info.control_block(leaf), 5)
     reason = rejected(chain.backend, tx)
-    assert NON_FINAL[chain.kind] in reason, reason
+    assert NON_FINAL[chain.flavor] in reason, reason
     # a tx claiming a shorter relative lock than the script demands fails the script itself
     short = build_withdraw_tx(s.outpoint, s.output.value, 1, chain.wallet.script_pubkey, 1_000)
     short.inputs[0].witness = timelock_witness(
         sign_script_path(p.staker_sk, short, 0, [s.output], leaf), leaf, s.info.control_block(leaf))
     assert_oracles_reject(short, [s.output])
     reason = rejected(chain.backend, short)
-    assert BAD_SIG[chain.kind] in reason, reason
+    assert BAD_SIG[chain.flavor] in reason, reason
     assert tx.txid_hex() not in chain.backend.get_mempool()
 
 
@@ -136,7 +136,7 @@ def test_unbonding_needs_a_covenant_quorum(chain: Chain) -> None:
     ub.inputs[0].witness = unbonding_witness(p.params.covenant_pks, sigs, p.params.covenant_quorum,
                                              staker_sig(p, ub, s.output, leaf), leaf, s.info.control_block(leaf))
     assert_oracles_reject(ub, [s.output])
-    assert BAD_SIG[chain.kind] in rejected(chain.backend, ub)
+    assert BAD_SIG[chain.flavor] in rejected(chain.backend, ub)
 
 
 def _slash(chain: Chain, p, funding: OutPoint, funding_out: TxOut, leaf: bytes, control: bytes) -> Tx:
@@ -178,7 +178,7 @@ def test_slash_staking_output_with_decrypted_adaptor_sigs(chain: Chain) -> None:
     partial = tx.copy()
     partial.inputs[0].witness = [b""] * 3 + partial.inputs[0].witness[3:]
     assert_oracles_reject(partial, [s.output])
-    assert BAD_SIG[chain.kind] in rejected(chain.backend, partial)
+    assert BAD_SIG[chain.flavor] in rejected(chain.backend, partial)
     assert chain.backend.send_raw_transaction(tx.serialize()) == tx.txid_hex()
     (block,) = chain.mine(1)
     assert tx.txid_hex() in chain.block_txids(block)
@@ -247,7 +247,7 @@ def test_bad_transactions_get_the_nodes_reject_reason(chain: Chain) -> None:
     sig[10] ^= 1
     bad.inputs[0].witness = [bytes(sig)]
     assert_oracles_reject(bad, prevouts)
-    assert BAD_SIG[chain.kind] in rejected(chain.backend, bad)
+    assert BAD_SIG[chain.flavor] in rejected(chain.backend, bad)
     # the good one goes through; a different tx spending the same coin is a conflict
     assert_oracles_accept(tx, prevouts)
     chain.backend.send_raw_transaction(tx.serialize())
@@ -257,16 +257,16 @@ def test_bad_transactions_get_the_nodes_reject_reason(chain: Chain) -> None:
     _sign_keypath(w, double, prevouts)
     assert {i.prevout for i in double.inputs} & {i.prevout for i in tx.inputs}
     assert_oracles_accept(double, prevouts)
-    assert CONFLICT[chain.kind] in rejected(chain.backend, double)
+    assert CONFLICT[chain.flavor] in rejected(chain.backend, double)
     # after confirmation, the same double spend now spends a missing (spent) output
     chain.mine(1)
-    assert MISSING[chain.kind] in rejected(chain.backend, double)
+    assert MISSING[chain.flavor] in rejected(chain.backend, double)
     # an input that never existed: validly signed (oracles accept for the claimed prevout) yet refused
     fake_out = TxOut(100_000, w.script_pubkey)
     ghost = Tx(2, [TxIn(OutPoint(os.urandom(32), 0))], [TxOut(90_000, w.script_pubkey)], 0)
     _sign_keypath(w, ghost, [fake_out])
     assert_oracles_accept(ghost, [fake_out])
-    assert MISSING[chain.kind] in rejected(chain.backend, ghost)
+    assert MISSING[chain.flavor] in rejected(chain.backend, ghost)
 
 
 def _sign_keypath(w, tx: Tx, prevouts: list[TxOut]) -> None:
