@@ -246,3 +246,51 @@ def test_bitcoind_dialect_parameter_shapes() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_bitcoind_dialect_against_the_embedded_rpc_server() -> None:
+    """RpcBackend over RpcServer answers exactly what the EmbeddedNode answers directly."""
+    from regtest.embedded import EmbeddedNode
+    from regtest.rpc_server import RpcServer
+
+    node = EmbeddedNode()
+    server = RpcServer(node).start()
+    b = RpcBackend(server.plain_url, server.user, server.password, dialect="auto", timeout=10)
+    try:
+        assert b.dialect == "bitcoind" and isinstance(b, BitcoinBackend)
+        w = Wallet(b, generate_secret())
+        assert len(b.mine_blocks(101, w.script_pubkey)) == 101
+        w.scan()
+        txid = w.send([TxOut(25_000, bytes.fromhex("0014" + "33" * 20))], 2)
+        assert b.get_mempool() == node.get_mempool() == [txid]
+        assert b.get_raw_transaction(txid) == node.get_raw_transaction(txid)
+        (h,) = b.mine_blocks(1, w.script_pubkey)
+        assert b.get_block_count() == node.get_block_count() == 102
+        assert b.get_best_block_hash() == node.get_best_block_hash() == h
+        for height in (0, 1, 101, 102):
+            bh = b.get_block_hash(height)
+            assert bh == node.get_block_hash(height)
+            assert b.get_block(bh) == node.get_block(bh)
+            assert b.get_block_header(bh) == node.get_block_header(bh)
+        with pytest.raises(RpcError) as err:
+            b.get_block("00" * 32)
+        assert err.value.code == -5
+        with pytest.raises(TxRejected) as rej:
+            b.send_raw_transaction(b"\x02\x00\x00\x00\x00")
+        assert "decode" in rej.value.reason.lower()
+        sent = Tx.parse(b.get_raw_transaction(txid))
+        with pytest.raises(TxRejected) as rej:  # already confirmed
+            b.send_raw_transaction(sent.serialize())
+        assert rej.value.txid == txid
+        b.invalidate_block(h)
+        assert node.get_block_count() == 101 and txid in b.get_mempool()
+        b.reconsider_block(h)
+        assert b.get_best_block_hash() == h
+        wrong = RpcBackend(server.plain_url, server.user, "nope", dialect="bitcoind", timeout=5)
+        with pytest.raises(BackendError, match="401|auth"):
+            wrong.get_block_count()
+        wrong.close()
+    finally:
+        b.close()
+        server.stop()
+        node.close()
