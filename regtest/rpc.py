@@ -32,6 +32,7 @@ import http.client
 import itertools
 import json
 import os
+import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -163,6 +164,7 @@ class RpcBackend:
         self._timeout = timeout
         self._ids = itertools.count(1)
         self._conn: http.client.HTTPConnection | None = None
+        self._lock = threading.Lock()  # one request at a time on the keep-alive connection
         self.network = network
         self.mining_script = bytes(mining_script) if mining_script is not None else None
         self.dialect = self._detect() if dialect == "auto" else dialect
@@ -198,7 +200,8 @@ class RpcBackend:
     def call(self, method: str, *params: Any) -> Any:
         """One JSON-RPC call; returns ``result`` or raises `RpcError` / `BackendError`."""
         body = json.dumps({"jsonrpc": "1.0", "id": next(self._ids), "method": method, "params": list(params)})
-        status, data = self._post(body.encode())
+        with self._lock:
+            status, data = self._post(body.encode())
         if status == 401:
             raise BackendError(f"RPC authentication to {self.url} failed (HTTP 401)")
         try:
@@ -341,6 +344,20 @@ class RpcBackend:
         if result not in (None, ""):
             raise BackendError(f"submitblock refused the block: {result}")
         return header.hash()[::-1].hex()
+
+    def search_raw_transactions(self, script_pubkey: bytes, skip: int = 0, count: int = 100) -> list[bytes]:
+        """btcd only (``--addrindex``): raw txs paying to or spending from the script's address,
+        oldest first, mempool included. bitcoind has no address index: BackendError."""
+        if self.dialect != "btcd":
+            raise BackendError("searchrawtransactions needs btcd's address index (not available on bitcoind)")
+        address = script_to_address(bytes(script_pubkey), self.network)
+        try:
+            found = self.call("searchrawtransactions", address, 0, skip, count)
+        except RpcError as exc:
+            if exc.code == -5 and "No information available" in exc.message:
+                return []
+            raise
+        return [self._hex(t, "searchrawtransactions") for t in found or []]
 
     def invalidate_block(self, hash_hex: str) -> None:
         """Mark a block invalid (the tip moves to its parent, its txs return to the mempool)."""

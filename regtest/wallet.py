@@ -25,7 +25,7 @@ from btc_staking.params import is_dust
 from btc_staking.signing import bip86_output_key, sign_key_path
 from btc_staking.tx import OutPoint, Tx, TxIn, TxOut, hash256, p2tr_script, read_compact_size
 
-from .backend import BitcoinBackend
+from .backend import BackendError, BitcoinBackend
 
 __all__ = [
     "Wallet",
@@ -261,7 +261,7 @@ class Wallet:
         for txid in pool - set(self._mempool_seen):
             try:
                 self._mempool_seen[txid] = Tx.parse(self.backend.get_raw_transaction(txid))
-            except Exception:  # noqa: BLE001 - evicted between the two calls
+            except BackendError:  # evicted or mined between the two calls
                 continue
         self._mempool_spent = {i.prevout for tx in self._mempool_seen.values() for i in tx.inputs}
 

@@ -294,3 +294,15 @@ def test_bitcoind_dialect_against_the_embedded_rpc_server() -> None:
         b.close()
         server.stop()
         node.close()
+
+
+def test_btcd_search_raw_transactions_finds_a_staking_output(btcd_chain: Chain) -> None:
+    from rt_backends import make_parties, stake
+
+    b = btcd_chain.backend
+    s = stake(btcd_chain, make_parties(), staking_time=10, confirm=False)
+    assert [Tx.parse(t).txid_hex() for t in b.search_raw_transactions(s.info.pk_script)] == [s.tx.txid_hex()]
+    btcd_chain.mine(1)  # still found once confirmed (address index)
+    assert [Tx.parse(t) for t in b.search_raw_transactions(s.info.pk_script)] == [s.tx]
+    assert len(b.search_raw_transactions(btcd_chain.wallet.script_pubkey, count=5)) == 5
+    assert b.search_raw_transactions(bytes.fromhex("0014" + "55" * 20)) == []
