@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from io import BytesIO
-from typing import Sequence
+from typing import Callable, Sequence
 
 from btc_staking.keys import check_secret, xonly_from_secret
 from btc_staking.params import is_dust
@@ -171,7 +171,16 @@ _DUMMY_SIG = b"\x01" * 64
 class Wallet:
     """Key-based BIP-86 P2TR wallet tracking its coins by scanning the backend's blocks."""
 
-    def __init__(self, backend: BitcoinBackend, secret: bytes, network: str = "regtest", start_height: int = 0) -> None:
+    def __init__(
+        self,
+        backend: BitcoinBackend,
+        secret: bytes,
+        network: str = "regtest",
+        start_height: int = 0,
+        verify: Callable[[Tx, list[TxOut]], None] | None = None,
+    ) -> None:
+        """``verify(tx, prevouts)``, if given, checks every tx `fund` signs (e.g. a script
+        interpreter oracle) and raises to refuse it; nothing is reserved then."""
         check_secret(secret)
         if network not in _HRPS:
             raise WalletError(f"unknown network {network!r}")
@@ -182,6 +191,7 @@ class Wallet:
         self.output_key = bip86_output_key(self.internal_key)
         self.script_pubkey = p2tr_script(self.output_key)
         self._start = start_height
+        self._verify = verify
         self._blocks: list[_BlockUndo] = []  # index i = height start + i
         self._utxos: dict[OutPoint, Utxo] = {}
         self._reserved: set[OutPoint] = set()
@@ -353,6 +363,8 @@ class Wallet:
                 final = outs  # the remainder goes to the fee
             tx = Tx(version, [TxIn(u.outpoint, sequence=0xFFFFFFFE) for u in chosen], final, locktime)
             self._sign(tx, chosen)
+            if self._verify is not None:
+                self._verify(tx, [TxOut(u.value, self.script_pubkey) for u in chosen])
             self._reserved.update(u.outpoint for u in chosen)
             return tx
         have = sum(u.value for u in coins)

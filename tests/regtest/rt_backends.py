@@ -125,7 +125,7 @@ def make_chain(kind: str, tool_path, tmp_path: Path, mature_blocks: int = 101) -
         closers.append(backend.close)
     else:
         raise ValueError(kind)
-    wallet = Wallet(backend, secret)
+    wallet = Wallet(backend, secret, verify=assert_oracles_accept)  # every wallet spend is oracle-checked
     c = Chain(kind, backend, wallet, closers, node)
     try:
         c.mine(mature_blocks)

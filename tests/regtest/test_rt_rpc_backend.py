@@ -9,7 +9,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
-from rt_backends import Chain, btcd_chain  # noqa: F401  (fixture)
+from rt_backends import Chain, assert_oracles_accept, btcd_chain  # noqa: F401  (fixture)
 
 from btc_staking.headers import BlockHeader, verify_header_chain
 from btc_staking.keys import generate_secret
@@ -258,7 +258,7 @@ def test_bitcoind_dialect_against_the_embedded_rpc_server() -> None:
     b = RpcBackend(server.plain_url, server.user, server.password, dialect="auto", timeout=10)
     try:
         assert b.dialect == "bitcoind" and isinstance(b, BitcoinBackend)
-        w = Wallet(b, generate_secret())
+        w = Wallet(b, generate_secret(), verify=assert_oracles_accept)
         assert len(b.mine_blocks(101, w.script_pubkey)) == 101
         w.scan()
         txid = w.send([TxOut(25_000, bytes.fromhex("0014" + "33" * 20))], 2)

@@ -98,7 +98,7 @@ def test_reserved_coins_are_not_reused_until_released(chain: Chain) -> None:
 def test_mempool_spend_by_someone_else_is_excluded(chain: Chain) -> None:
     """A tx spending the wallet's coin that the wallet did not send itself (another copy of it)."""
     w = chain.wallet
-    twin = Wallet(chain.backend, w._secret)  # noqa: SLF001 - same key, separate state
+    twin = Wallet(chain.backend, w._secret, verify=assert_oracles_accept)  # noqa: SLF001 - same key, own state
     twin.scan()
     theirs = twin.fund([TxOut(10_000, OTHER)], 1)
     chain.backend.send_raw_transaction(theirs.serialize())
@@ -165,3 +165,20 @@ def test_fresh_wallet_with_unrelated_key_sees_nothing(chain: Chain) -> None:
     other = Wallet(chain.backend, generate_secret())
     assert other.scan() == 101
     assert other.balance(spendable_only=False) == 0 and other.utxos() == []
+
+
+def test_verify_hook_refusal_reserves_nothing(chain: Chain) -> None:
+    calls = []
+
+    def refuse(tx: Tx, prevouts: list[TxOut]) -> None:
+        calls.append((tx, prevouts))
+        raise ValueError("oracle says no")
+
+    w = Wallet(chain.backend, chain.wallet._secret, verify=refuse)  # noqa: SLF001
+    w.scan()
+    before = w.balance()
+    with pytest.raises(ValueError, match="oracle says no"):
+        w.fund([TxOut(10_000, OTHER)], 1)
+    assert w.balance() == before and len(calls) == 1
+    tx, prevouts = calls[0]
+    assert_oracles_accept(tx, prevouts)  # the refused tx was in fact valid and fully signed
