@@ -15,6 +15,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -26,6 +27,17 @@ __all__ = ["BtcdProcess", "BtcdError", "free_port", "address_to_script"]
 
 class BtcdError(BackendError):
     """btcd could not be started, did not answer in time, or misbehaved."""
+
+
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    """Linux: have the kernel SIGTERM btcd if the Python process that started it dies."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def free_port() -> int:
@@ -101,7 +113,13 @@ class BtcdProcess:
             raise BtcdError("btcd already started")
         self.datadir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.datadir / "stdout.log", "ab")
-        self.proc = subprocess.Popen(self.args(), stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            self.args(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+        )
         deadline = time.monotonic() + self.start_timeout
         last: Exception | None = None
         probe = RpcBackend(

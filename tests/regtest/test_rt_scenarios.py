@@ -196,6 +196,11 @@ def test_slash_unbonding_output(chain: Chain) -> None:
     ub, info = unbond(chain, p, s)
     chain.backend.send_raw_transaction(ub.serialize())
     chain.mine(1)
+    # the staking output is gone: its (script-valid) slashing tx can no longer be used ...
+    stale = _slash(chain, p, s.outpoint, s.output, s.info.slashing_script,
+                   s.info.control_block(s.info.slashing_script))
+    assert MISSING[chain.flavor] in rejected(chain.backend, stale)
+    # ... the unbonding output's slashing tx is the one that slashes now
     out = ub.outputs[0]
     leaf = info.slashing_script
     tx = _slash(chain, p, OutPoint(ub.txid(), 0), out, leaf, info.control_block(leaf))
