@@ -155,10 +155,10 @@ class RpcBackend:
             raise ValueError(f"only loopback RPC endpoints are allowed, got {parts.hostname!r}")
         if timeout <= 0:
             raise ValueError("timeout must be positive")
-        self.url = url
         self._host = "127.0.0.1"
         self._port = parts.port
         self._path = parts.path or "/"
+        self.url = f"http://127.0.0.1:{self._port}{parts.path}"  # credentials never kept in the URL
         token = base64.b64encode(f"{user or parts.username or ''}:{password or parts.password or ''}".encode())
         self._auth = "Basic " + token.decode()
         self._timeout = timeout
@@ -303,9 +303,9 @@ class RpcBackend:
     def mine_blocks(self, n: int, script_pubkey: bytes) -> list[str]:
         """Mine ``n`` blocks whose coinbase pays ``script_pubkey``.
 
-        bitcoind: ``generatetoaddress``. btcd: ``generate`` when the script is the node's
-        ``--miningaddr``, otherwise blocks are built from ``getblocktemplate`` and ``submitblock``-ed
-        bitcoind takes scripts without an address form through ``generatetodescriptor raw(...)``."""
+        bitcoind: ``generatetoaddress`` (``generatetodescriptor raw(...)`` for scripts without an
+        address form). btcd: ``generate`` when the script is the node's ``--miningaddr``, otherwise
+        each block is built from ``getblocktemplate`` and handed to ``submitblock``."""
         if not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive int, got {n!r}")
         script = bytes(script_pubkey)
