@@ -174,7 +174,7 @@ def test_slash_staking_output_with_decrypted_adaptor_sigs(chain: Chain) -> None:
     s = stake(chain, p, staking_time=60)
     leaf = s.info.slashing_script
     tx = _slash(chain, p, s.outpoint, s.output, leaf, s.info.control_block(leaf))
-    # staker-only witness material (no covenant quorum, no FP) must not pass
+    # the same witness without the covenant signatures must not pass
     partial = tx.copy()
     partial.inputs[0].witness = [b""] * 3 + partial.inputs[0].witness[3:]
     assert_oracles_reject(partial, [s.output])
