@@ -363,7 +363,8 @@ class EmbeddedNode:
 
     def verify_against_kernel(self) -> int:
         """Cross-check the node's state with libbitcoinkernel's: the same active chain, and for every
-        block the same spent coins (value, script, height, coinbase flag) as the kernel's undo data.
+        block the same spent coins (value, script, height, coinbase flag) as the kernel's undo data;
+        then check the UTXO set against a from-scratch replay of the active chain.
         Returns the number of coins compared; raises RuntimeError on the first difference."""
         with self._lock:
             self._check_open()
@@ -396,6 +397,20 @@ class EmbeddedNode:
                         if outpoint != txin.prevout or ours != theirs:
                             raise RuntimeError(f"spent coin of {tx.txid_hex()} differs: node {ours} kernel {theirs}")
                         compared += 1
+            # the UTXO set must equal a from-scratch replay of the active chain
+            replayed: dict[OutPoint, Coin] = {}
+            for height, block_hash in enumerate(self._chain[1:], start=1):
+                for pos, tx in enumerate(self._blocks[block_hash].txs):
+                    if pos:
+                        for txin in tx.inputs:
+                            del replayed[txin.prevout]
+                    for vout, out in enumerate(tx.outputs):
+                        if not is_op_return(out.script_pubkey):
+                            replayed[OutPoint(tx.txid(), vout)] = Coin(out, height, pos == 0)
+            if replayed != self._utxo:
+                extra = set(self._utxo) - set(replayed)
+                missing = set(replayed) - set(self._utxo)
+                raise RuntimeError(f"UTXO set differs from a replay: {len(extra)} extra, {len(missing)} missing coins")
             return compared
 
     @property
@@ -695,11 +710,12 @@ class EmbeddedNode:
         connect = self._ancestors(target, on_active)
         fork_height = (connect[0].height - 1) if connect else self._blocks[target].height
         disconnected: list[Tx] = []
+        reorged = len(self._chain) - 1 > fork_height
         while len(self._chain) - 1 > fork_height:
             disconnected[:0] = self._disconnect_tip()
         for b in connect:
             self._connect(b)
-        self._refresh_mempool(disconnected)
+        self._refresh_mempool(disconnected, reorged)
 
     def _connect(self, block: _Block) -> None:
         undo: list[tuple[OutPoint, Coin]] = []
@@ -719,15 +735,23 @@ class EmbeddedNode:
         self._chain.append(block.hash)
 
     def _disconnect_tip(self) -> list[Tx]:
+        """Undo the tip block like Core's DisconnectBlock: transactions in reverse order, each one's
+        outputs removed before its spent coins come back (so intra-block spends unwind correctly)."""
         block = self._blocks[self._chain.pop()]
-        for tx in reversed(block.txs):
+        undo = self._undo.pop(block.hash)
+        for pos in range(len(block.txs) - 1, -1, -1):
+            tx = block.txs[pos]
             txid = tx.txid()
             for vout in range(len(tx.outputs)):
                 self._utxo.pop(OutPoint(txid, vout), None)
             if self._txindex.get(txid, (None,))[0] == block.hash:
                 del self._txindex[txid]
-        for outpoint, coin in self._undo.pop(block.hash):
-            self._utxo[outpoint] = coin
+            if pos:
+                for _ in tx.inputs:
+                    outpoint, coin = undo.pop()
+                    self._utxo[outpoint] = coin
+        if undo:  # pragma: no cover - connect recorded exactly one coin per input
+            raise RuntimeError(f"undo data of {block.hash_hex} does not match its inputs")
         return block.txs[1:]
 
     def _invalidate(self, block_hash: bytes) -> None:
@@ -779,10 +803,10 @@ class EmbeddedNode:
 
     # ------------------------------------------------------------------ internals: mempool
 
-    def _refresh_mempool(self, disconnected: list[Tx]) -> None:
+    def _refresh_mempool(self, disconnected: list[Tx], reorged: bool) -> None:
         """Drop confirmed and conflicting txs; re-validate the rest after a reorg (like Core's
         MaybeUpdateMempoolForReorg), disconnected txs first so parents precede children."""
-        if not disconnected:
+        if not reorged:
             for txid in [t for t in self._mempool if t in self._txindex]:
                 self._remove_from_mempool(txid)
             if all(op in self._utxo or op.txid in self._mempool for op in self._mempool_spends):

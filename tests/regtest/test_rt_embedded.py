@@ -382,6 +382,10 @@ def test_reorg_restores_mempool_chain_and_reconsider(funded):
     tip = node.mine_blocks(1, key.spk)[0]
     node.invalidate_block(blk)
     assert node.get_mempool() == [parent.txid_hex(), child.txid_hex()]
+    # the intra-block spend unwound: the parent's output is no confirmed coin any more
+    assert node.get_utxo(OutPoint(parent.txid(), 0)) is None
+    assert node.get_utxo(coinbase_coin(node, 1)[0]) is not None
+    node.verify_against_kernel()
     other = node.mine_blocks(1, new_key().spk)[0]  # same height as blk, mempool included
     assert node.get_tx_height(child.txid_hex()) == 102
     node.reconsider_block(blk)  # blk's branch (2 blocks) outweighs the new one
@@ -410,3 +414,60 @@ def test_verify_against_kernel_counts_and_detects(funded):
     with pytest.raises(RuntimeError, match="differs"):
         node.verify_against_kernel()
     tampered[0] = (op, coin)
+
+
+def test_random_walk_stays_in_step_with_kernel(tmp_path):
+    """Seeded random mix of sends (incl. unconfirmed chains), mining, side forks, invalidations and
+    reconsiderations; after every step the node must match libbitcoinkernel and keep a coherent
+    mempool, and a restart from the datadir must rebuild the same state."""
+    import random
+
+    rng = random.Random(4)  # a seed that unwinds intra-block spends in reorgs (caught a real bug)
+    key = new_key()
+    node = EmbeddedNode(tmp_path)
+    try:
+        node.mine_blocks(105, key.spk)
+        invalidated: list[str] = []
+        for step in range(60):
+            op = rng.choice(["send", "send", "mine", "fork", "invalidate", "reconsider"])
+            tip = node.get_block_count()
+            if op == "send":
+                spendable = [
+                    (o, c) for o, c in node.scan_utxos([key.spk])
+                    if not c.coinbase or tip + 1 - c.height >= 100
+                ]
+                spendable += [
+                    (OutPoint(e.txid, v), None) for e in map(node.get_mempool_entry, node.get_mempool())
+                    for v, out in enumerate(e.tx.outputs) if out.script_pubkey == key.spk
+                ]
+                rng.shuffle(spendable)
+                for outpoint, _ in spendable:
+                    coin = node.get_utxo(outpoint, include_mempool=True)
+                    if coin is not None and coin.output.value > 10_000:
+                        tx = spend_key_path(key, [(outpoint, coin.output)], fee=rng.choice([500, 1_000, 3_000]))
+                        assert node.send_raw_transaction(tx.serialize()) == tx.txid_hex()
+                        break
+            elif op == "mine":
+                node.mine_blocks(rng.randint(1, 3), key.spk)
+            elif op == "fork":
+                base = node.get_block_hash(max(0, tip - rng.randint(0, 3)))
+                node.mine_fork(base, rng.randint(1, 4), new_key().spk)
+            elif op == "invalidate" and tip > 105:
+                victim = node.get_block_hash(rng.randint(106, tip))
+                node.invalidate_block(victim)
+                invalidated.append(victim)
+            elif op == "reconsider" and invalidated:
+                node.reconsider_block(invalidated.pop(rng.randrange(len(invalidated))))
+            node.verify_against_kernel()
+            spent = [i.prevout for t in node.get_mempool() for i in node.get_mempool_entry(t).tx.inputs]
+            assert len(spent) == len(set(spent)), f"step {step}: double spend inside the mempool"
+            for outpoint in spent:
+                assert node.get_utxo(outpoint) is not None or outpoint.txid[::-1].hex() in node.get_mempool()
+        state = (node.get_block_count(), node.get_best_block_hash(), node.get_mempool(),
+                 sorted((o.txid, o.vout) for o, _ in node.scan_utxos([key.spk])))
+    finally:
+        node.close()
+    with EmbeddedNode(tmp_path) as again:
+        assert (again.get_block_count(), again.get_best_block_hash(), again.get_mempool(),
+                sorted((o.txid, o.vout) for o, _ in again.scan_utxos([key.spk]))) == state
+        again.verify_against_kernel()
