@@ -1,6 +1,6 @@
 """`Wallet`: a tiny key-based funding wallet over any `BitcoinBackend` (btcd has no wallet).
 
-One secret, one BIP-86 P2TR (key-path) output script. The wallet learns its coins by scanning
+One secret, one output script: BIP-86 P2TR key path (default) or P2WPKH. The wallet learns its coins by scanning
 blocks from the backend, incrementally and reorg-aware: each scanned block keeps an undo record,
 so when the backend's chain no longer contains a block we scanned, the wallet rolls back to the
 fork point and rescans. Coinbase outputs become spendable at 100 confirmations (regtest
@@ -20,10 +20,23 @@ from dataclasses import dataclass
 from io import BytesIO
 from typing import Callable, Sequence
 
-from btc_staking.keys import check_secret, xonly_from_secret
+from coincurve import PrivateKey
+
+from btc_staking.keys import check_secret, pubkey_from_secret, xonly_from_secret
 from btc_staking.params import is_dust
 from btc_staking.signing import bip86_output_key, sign_key_path
-from btc_staking.tx import OutPoint, Tx, TxIn, TxOut, hash256, p2tr_script, read_compact_size
+from btc_staking.tx import (
+    OutPoint,
+    Tx,
+    TxIn,
+    TxOut,
+    hash256,
+    p2pkh_script,
+    p2tr_script,
+    p2wpkh_script,
+    read_compact_size,
+    ser_string,
+)
 
 from .backend import BackendError, BitcoinBackend
 
@@ -37,6 +50,7 @@ __all__ = [
     "parse_block",
     "block_hash",
     "decode_segwit_address",
+    "bip143_sighash",
 ]
 
 COINBASE_MATURITY = 100
@@ -166,6 +180,31 @@ class _BlockUndo:
 
 
 _DUMMY_SIG = b"\x01" * 64
+_DUMMY_DER = b"\x01" * 72  # the largest low-S DER signature + sighash byte (fees never fall short)
+SIGHASH_ALL = 1
+
+
+def bip143_sighash(tx: Tx, index: int, script_code: bytes, amount: int, hash_type: int = SIGHASH_ALL) -> bytes:
+    """BIP-143 (segwit v0) signature hash, SIGHASH_ALL only."""
+    if hash_type != SIGHASH_ALL:
+        raise WalletError("only SIGHASH_ALL is supported")
+    txin = tx.inputs[index]
+    prevouts = hash256(b"".join(i.prevout.serialize() for i in tx.inputs))
+    sequences = hash256(b"".join(i.sequence.to_bytes(4, "little") for i in tx.inputs))
+    outputs = hash256(b"".join(o.serialize() for o in tx.outputs))
+    preimage = (
+        tx.version.to_bytes(4, "little", signed=True)
+        + prevouts
+        + sequences
+        + txin.prevout.serialize()
+        + ser_string(script_code)
+        + amount.to_bytes(8, "little")
+        + txin.sequence.to_bytes(4, "little")
+        + outputs
+        + tx.locktime.to_bytes(4, "little")
+        + hash_type.to_bytes(4, "little")
+    )
+    return hash256(preimage)
 
 
 class Wallet:
@@ -178,18 +217,27 @@ class Wallet:
         network: str = "regtest",
         start_height: int = 0,
         verify: Callable[[Tx, list[TxOut]], None] | None = None,
+        address_type: str = "p2tr",
     ) -> None:
-        """``verify(tx, prevouts)``, if given, checks every tx `fund` signs (e.g. a script
+        """``address_type``: "p2tr" (BIP-86 key path, default) or "p2wpkh" (BIP-143, ECDSA).
+        ``verify(tx, prevouts)``, if given, checks every tx `fund` signs (e.g. a script
         interpreter oracle) and raises to refuse it; nothing is reserved then."""
         check_secret(secret)
+        if address_type not in ("p2tr", "p2wpkh"):
+            raise WalletError(f"address_type must be 'p2tr' or 'p2wpkh', got {address_type!r}")
         if network not in _HRPS:
             raise WalletError(f"unknown network {network!r}")
         self.backend = backend
         self.network = network
         self._secret = bytes(secret)
+        self.address_type = address_type
         self.internal_key = xonly_from_secret(self._secret)
         self.output_key = bip86_output_key(self.internal_key)
-        self.script_pubkey = p2tr_script(self.output_key)
+        self.pubkey = pubkey_from_secret(self._secret).format(compressed=True)
+        if address_type == "p2tr":
+            self.script_pubkey = p2tr_script(self.output_key)
+        else:
+            self.script_pubkey = p2wpkh_script(self.pubkey)
         self._start = start_height
         self._verify = verify
         self._blocks: list[_BlockUndo] = []  # index i = height start + i
@@ -374,13 +422,19 @@ class Wallet:
         )
 
     def _fee(self, coins: list[Utxo], outs: list[TxOut], fee_rate: float) -> int:
-        dummy = Tx(2, [TxIn(u.outpoint, witness=[_DUMMY_SIG]) for u in coins], outs, 0)
+        witness = [_DUMMY_SIG] if self.address_type == "p2tr" else [_DUMMY_DER, self.pubkey]
+        dummy = Tx(2, [TxIn(u.outpoint, witness=list(witness)) for u in coins], outs, 0)
         return math.ceil(dummy.vsize() * fee_rate)
 
     def _sign(self, tx: Tx, coins: list[Utxo]) -> None:
         prevouts = [TxOut(u.value, self.script_pubkey) for u in coins]
         for i in range(len(tx.inputs)):
-            tx.inputs[i].witness = [sign_key_path(self._secret, tx, i, prevouts)]
+            if self.address_type == "p2tr":
+                tx.inputs[i].witness = [sign_key_path(self._secret, tx, i, prevouts)]
+            else:
+                digest = bip143_sighash(tx, i, p2pkh_script(self.pubkey), prevouts[i].value)
+                der = PrivateKey(self._secret).sign(digest, hasher=None)  # low-S DER (libsecp256k1)
+                tx.inputs[i].witness = [der + bytes([SIGHASH_ALL]), self.pubkey]
 
     def prevouts(self, tx: Tx) -> list[TxOut]:
         """The spent outputs of a tx this wallet funded (for oracle checks)."""

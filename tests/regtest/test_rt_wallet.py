@@ -17,6 +17,7 @@ from regtest.wallet import (
     InsufficientFundsError,
     Wallet,
     WalletError,
+    bip143_sighash,
     block_hash,
     parse_block,
 )
@@ -182,3 +183,35 @@ def test_verify_hook_refusal_reserves_nothing(chain: Chain) -> None:
     assert w.balance() == before and len(calls) == 1
     tx, prevouts = calls[0]
     assert_oracles_accept(tx, prevouts)  # the refused tx was in fact valid and fully signed
+
+
+def test_bip143_sighash_vector() -> None:
+    """BIP-143 'Native P2WPKH' example, second input."""
+    unsigned = Tx.parse(bytes.fromhex(
+        "0100000002fff7f7881a8099afa6940d42d1e7f6362bec38171ea3edf433541db4e4ad969f0000000000eeffffff"
+        "ef51e1b804cc89d182d279655c3aa89e815b1b309fe287d9b2b55d57b90ec68a0100000000ffffffff02202cb206"
+        "000000001976a9148280b37df378db99f66f85c95a783a76ac7a6d5988ac9093510d000000001976a9143bde42db"
+        "ee7e4dbe6a21b2d50ce2f0167faa815988ac11000000"))
+    code = bytes.fromhex("76a9141d0f172a0ecb48aee1be1f2687d2963ae33f71a188ac")
+    assert bip143_sighash(unsigned, 1, code, 600_000_000).hex() == (
+        "c37af31116d1b27caf68aae9e3ac82f1477929014d5b917657d0eb49478cb670")
+
+
+def test_p2wpkh_wallet_receives_and_spends(chain: Chain) -> None:
+    wpkh = Wallet(chain.backend, generate_secret(), verify=assert_oracles_accept, address_type="p2wpkh")
+    assert wpkh.script_pubkey[:2] == b"\x00\x14" and wpkh.address.startswith("bcrt1q")
+    chain.wallet.send([TxOut(300_000, wpkh.script_pubkey), TxOut(200_000, wpkh.script_pubkey)], 2)
+    chain.mine(1)
+    wpkh.scan()
+    assert wpkh.balance() == 500_000 and len(wpkh.utxos()) == 2
+    tx = wpkh.fund([TxOut(450_000, OTHER)], 2)  # needs both coins: two BIP-143 ECDSA inputs
+    assert len(tx.inputs) == 2 and all(len(i.witness) == 2 for i in tx.inputs)
+    fee = 500_000 - sum(o.value for o in tx.outputs)
+    assert math.ceil(tx.vsize() * 2) <= fee <= math.ceil((tx.vsize() + 2) * 2)  # dummy sigs are max-size
+    txid = chain.backend.send_raw_transaction(tx.serialize())
+    (block,) = chain.mine(1)
+    assert txid in chain.block_txids(block)
+    wpkh.scan()
+    assert wpkh.balance() == sum(o.value for o in tx.outputs if o.script_pubkey == wpkh.script_pubkey)
+    with pytest.raises(WalletError, match="address_type"):
+        Wallet(chain.backend, generate_secret(), address_type="p2pkh")
