@@ -177,6 +177,11 @@ class _BlockUndo:
     created: list[OutPoint]
     spent: list[Utxo]
     watched: list[str]
+    txids: frozenset[str] = frozenset()
+
+
+class _ChainMoved(Exception):
+    """The backend's chain changed under a scan (a fetched block does not extend the last one)."""
 
 
 _DUMMY_SIG = b"\x01" * 64
@@ -261,8 +266,20 @@ class Wallet:
         return self._start + len(self._blocks) - 1
 
     # -- scanning ------------------------------------------------------------------------------
-    def scan(self) -> int:
-        """Catch up with the backend (rolling back over reorgs); returns the scanned height."""
+    def scan(self, max_attempts: int = 5) -> int:
+        """Catch up with the backend (rolling back over reorgs); returns the scanned height.
+        A reorg racing the scan is noticed (each block must extend the previous one) and the scan
+        restarts from the new fork point, at most ``max_attempts`` times."""
+        for _ in range(max_attempts):
+            try:
+                self._scan_once()
+            except _ChainMoved:
+                continue
+            self._scan_mempool()
+            return self.height
+        raise WalletError(f"the backend's chain kept changing during {max_attempts} scan attempts")
+
+    def _scan_once(self) -> None:
         tip = self.backend.get_block_count()
         # find the fork point: the highest scanned block still on the backend's chain
         rolled_back = False
@@ -273,19 +290,17 @@ class Wallet:
             self._undo_last()
             rolled_back = True
         self.reorgs += rolled_back
-        for h in range(self.height + 1, tip + 1):
-            if h < self._start:
-                continue
+        for h in range(max(self.height + 1, self._start), tip + 1):
             hash_hex = self.backend.get_block_hash(h)
             self._apply(h, hash_hex, self.backend.get_block(hash_hex))
-        self._scan_mempool()
-        return self.height
 
     def _apply(self, height: int, hash_hex: str, raw: bytes) -> None:
         header, txs = parse_block(raw)
         if block_hash(header) != hash_hex:
             raise WalletError(f"backend returned block {block_hash(header)} for {hash_hex}")
-        undo = _BlockUndo(hash_hex, [], [], [])
+        if self._blocks and header[4:36][::-1].hex() != self._blocks[-1].hash:
+            raise _ChainMoved(hash_hex)
+        undo = _BlockUndo(hash_hex, [], [], [], frozenset(t.txid_hex() for t in txs))
         for i, tx in enumerate(txs):
             txid = tx.txid_hex()
             if i > 0:
@@ -325,9 +340,15 @@ class Wallet:
 
     # -- watching ------------------------------------------------------------------------------
     def watch(self, txid_hex: str) -> None:
-        """Track the confirmation height of any txid (see `tx_height`); takes effect on rescans
-        of later blocks, so call it before the tx is mined (or use a fresh wallet)."""
-        self._watch_heights.setdefault(txid_hex, None)
+        """Track the confirmation height of any txid (see `tx_height`), mined already or not."""
+        if txid_hex in self._watch_heights:
+            return
+        self._watch_heights[txid_hex] = None
+        for i, undo in enumerate(self._blocks):
+            if txid_hex in undo.txids:
+                self._watch_heights[txid_hex] = self._start + i
+                undo.watched.append(txid_hex)
+                break
 
     def tx_height(self, txid_hex: str) -> int | None:
         """Height of the block that confirmed a watched tx on the current chain, None if unconfirmed."""

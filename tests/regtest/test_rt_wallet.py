@@ -215,3 +215,43 @@ def test_p2wpkh_wallet_receives_and_spends(chain: Chain) -> None:
     assert wpkh.balance() == sum(o.value for o in tx.outputs if o.script_pubkey == wpkh.script_pubkey)
     with pytest.raises(WalletError, match="address_type"):
         Wallet(chain.backend, generate_secret(), address_type="p2pkh")
+
+
+class _RacingBackend:
+    """Passes everything through; while the block at ``height`` is being fetched, the chain is
+    reorganised under the scan (that block invalidated, a longer branch mined)."""
+
+    def __init__(self, inner, height: int, script: bytes) -> None:
+        self.inner, self.height, self.script, self.fired = inner, height, script, False
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def get_block(self, hash_hex: str) -> bytes:
+        raw = self.inner.get_block(hash_hex)
+        if not self.fired and hash_hex == self.inner.get_block_hash(self.height):
+            self.fired = True
+            self.inner.invalidate_block(hash_hex)
+            self.inner.mine_blocks(3, self.script)
+        return raw
+
+
+def test_scan_survives_a_reorg_racing_it(chain: Chain) -> None:
+    chain.backend.mine_blocks(3, chain.wallet.script_pubkey)  # 102..104, not scanned by anyone yet
+    racer = _RacingBackend(chain.backend, 103, chain.wallet.script_pubkey)
+    w = Wallet(racer, chain.wallet._secret)  # noqa: SLF001
+    assert w.scan() == 105 and racer.fired and w.reorgs == 1
+    fresh = Wallet(chain.backend, chain.wallet._secret)  # noqa: SLF001
+    fresh.scan()
+    assert w.utxos() == fresh.utxos() and len(w.utxos()) == 105
+    assert [b.hash for b in w._blocks] == [chain.backend.get_block_hash(h) for h in range(106)]  # noqa: SLF001
+
+
+def test_watch_finds_already_mined_txs(chain: Chain) -> None:
+    txid = chain.wallet.send([TxOut(40_000, OTHER)], 1)
+    chain.mine(2)
+    chain.wallet.watch(txid)
+    assert chain.wallet.tx_height(txid) == 102 and chain.wallet.confirmations(txid) == 2
+    chain.backend.invalidate_block(chain.backend.get_block_hash(102))
+    chain.wallet.scan()
+    assert chain.wallet.tx_height(txid) is None and chain.wallet.in_mempool(txid)
