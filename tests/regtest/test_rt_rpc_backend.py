@@ -203,7 +203,7 @@ class _FakeBitcoind(BaseHTTPRequestHandler):
         result, error = None, None
         if req["method"] == "getnetworkinfo":
             result = {"version": 270000, "subversion": "/Satoshi:27.0.0/"}
-        elif req["method"] == "generatetoaddress":
+        elif req["method"] in ("generatetoaddress", "generatetodescriptor"):
             result = ["00" * 32] * req["params"][0]
         elif req["method"] == "getrawtransaction":
             result = "00"
@@ -233,6 +233,7 @@ def test_bitcoind_dialect_parameter_shapes() -> None:
         assert b.dialect == "bitcoind"
         spk = bytes.fromhex("5120" + hashlib.sha256(b"k").hexdigest())
         assert len(b.mine_blocks(2, spk)) == 2
+        assert len(b.mine_blocks(1, b"\x51")) == 1  # OP_TRUE has no address: raw() descriptor
         b.get_raw_transaction("ab" * 32)
         with pytest.raises(TxRejected) as rej:
             b.send_raw_transaction(Tx(2, [], [TxOut(1, b"\x51")], 0).serialize())
@@ -242,6 +243,7 @@ def test_bitcoind_dialect_parameter_shapes() -> None:
         assert err.value.code == -32601
         b.close()
         assert ("generatetoaddress", [2, script_to_address(spk)]) in _FakeBitcoind.calls
+        assert ("generatetodescriptor", [1, "raw(51)"]) in _FakeBitcoind.calls
         assert ("getrawtransaction", ["ab" * 32, False]) in _FakeBitcoind.calls
     finally:
         server.shutdown()
