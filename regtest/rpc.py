@@ -177,7 +177,8 @@ class RpcBackend:
 
     def _post(self, body: bytes) -> tuple[int, bytes]:
         headers = {"Content-Type": "application/json", "Authorization": self._auth}
-        for attempt in (0, 1):  # one retry on a stale keep-alive connection
+        for attempt in (0, 1):  # one retry, only when a kept-alive connection had gone stale
+            reused = self._conn is not None
             conn = self._connection()
             try:
                 conn.request("POST", self._path, body, headers)
@@ -185,7 +186,7 @@ class RpcBackend:
                 return resp.status, resp.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
                 self._drop()
-                if attempt:
+                if attempt or not reused:
                     raise BackendError(f"RPC connection to {self.url} lost: {exc}") from exc
             except (OSError, http.client.HTTPException) as exc:
                 self._drop()
