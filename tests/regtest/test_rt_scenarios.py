@@ -1,4 +1,5 @@
-"""Babylon staking life cycles on real nodes: the SAME tests run on the embedded node and on btcd.
+"""Babylon staking life cycles on real nodes: the SAME tests run on the embedded node, on btcd,
+and on the embedded node through its bitcoind-dialect RPC server (``RpcBackend``).
 
 Every spend is built with btc_staking, checked by two independent interpreters (libbitcoinkernel
 and btclib) before broadcasting, and then has to be accepted — or refused for the right reason —
@@ -22,12 +23,15 @@ from rt_backends import (  # noqa: F401  (chain is a fixture)
     staker_sig,
 )
 
-from btc_staking.keys import xonly_from_secret
+from btc_staking.adaptor import encrypt_sign
+from btc_staking.keys import generate_secret, xonly_from_secret
 from btc_staking.params import mul_f64
+from btc_staking.sighash import taproot_sighash
 from btc_staking.signing import sign_script_path
 from btc_staking.staking import (
     build_slashing_change_info,
     build_slashing_tx,
+    build_staking_info,
     build_unbonding_info,
     build_unbonding_tx,
     build_withdraw_tx,
@@ -36,7 +40,7 @@ from btc_staking.staking import (
 )
 from btc_staking.tx import OutPoint, Tx, TxIn, TxOut
 from btc_staking.witness import timelock_witness, unbonding_witness
-from checkpoint.slasher import complete_slashing_tx
+from checkpoint.slasher import CovenantAdaptorSigs, complete_slashing_tx
 
 # Substrings of each node's reject reason (Bitcoin Core wording for the embedded node).
 NON_FINAL = {"core": "non-BIP68-final", "btcd": "sequence locks on inputs not met"}
@@ -279,3 +283,29 @@ def _sign_keypath(w, tx: Tx, prevouts: list[TxOut]) -> None:
 
     for i in range(len(tx.inputs)):
         tx.inputs[i].witness = [sign_key_path(w._secret, tx, i, prevouts)]  # noqa: SLF001
+
+
+def test_slash_multi_fp_delegation_with_the_second_fp_key(chain: Chain) -> None:
+    """Two FPs: covenants adaptor-sign once per FP; the second FP's key alone completes the tx."""
+    p = make_parties(unbonding_time=3)
+    fp2_sk = generate_secret()
+    fps = [p.fp_pk, xonly_from_secret(fp2_sk)]
+    info = build_staking_info(p.staker_pk, fps, p.params.covenant_pks, p.params.covenant_quorum, 30, 80_000)
+    funding = chain.wallet.fund([info.output], 2)
+    chain.backend.send_raw_transaction(funding.serialize())
+    chain.mine(1)
+    vout = funding.outputs.index(info.output)
+    outpoint, out = OutPoint(funding.txid(), vout), info.output
+    slashing = build_slashing_tx(outpoint, out.value, p.staker_pk, p.params)
+    leaf = info.slashing_script
+    msg = taproot_sighash(slashing, 0, [out], 0, leaf_script=leaf)
+    adaptor = [CovenantAdaptorSigs(xonly_from_secret(sk), tuple(encrypt_sign(sk, fp, msg) for fp in fps))
+               for sk in p.cov_sks]
+    done = complete_slashing_tx(slashing, out, leaf, info.control_block(leaf), p.params.covenant_pks,
+                                p.params.covenant_quorum, adaptor, fps, fp2_sk, p.staker_pk,
+                                staker_sig(p, slashing, out, leaf))
+    assert_oracles_accept(done, [out])
+    assert chain.backend.send_raw_transaction(done.serialize()) == done.txid_hex()
+    (block,) = chain.mine(1)
+    assert done.txid_hex() in chain.block_txids(block)
+    _check_slashing_outputs(chain, p, done, out.value)
