@@ -429,7 +429,7 @@ def test_random_walk_stays_in_step_with_kernel(tmp_path):
         node.mine_blocks(105, key.spk)
         invalidated: list[str] = []
         for step in range(60):
-            op = rng.choice(["send", "send", "mine", "fork", "invalidate", "reconsider"])
+            op = rng.choice(["send", "send", "mine", "fork", "forktx", "badfork", "extend", "invalidate", "reconsider"])
             tip = node.get_block_count()
             if op == "send":
                 spendable = [
@@ -452,6 +452,26 @@ def test_random_walk_stays_in_step_with_kernel(tmp_path):
             elif op == "fork":
                 base = node.get_block_hash(max(0, tip - rng.randint(0, 3)))
                 node.mine_fork(base, rng.randint(1, 4), new_key().spk)
+            elif op in ("forktx", "badfork"):  # a side branch carrying a (maybe conflicting / bad) spend
+                coins = [(o, c) for o, c in node.scan_utxos([key.spk]) if not c.coinbase or tip + 1 - c.height >= 100]
+                if coins:
+                    o, c = rng.choice(coins)
+                    tx = spend_key_path(key, [(o, c.output)], fee=rng.choice([700, 2_000]), dest=new_key().spk)
+                    if op == "badfork":
+                        sig = bytearray(tx.inputs[0].witness[0])
+                        sig[3] ^= 1
+                        tx.inputs[0].witness = [bytes(sig)]
+                    base = node.get_block_hash(max(0, tip - rng.randint(0, 2)))
+                    try:
+                        node.mine_fork(base, rng.randint(1, 4), new_key().spk, txs=[tx])
+                    except (BlockRejected, TxRejected):
+                        pass  # refused when the branch had to be connected; state checked below
+            elif op == "extend":  # grow any known leaf, stale or invalid ones included
+                leaves = sorted(set(node._blocks) - {b.header.prev_hash for b in node._blocks.values()})
+                try:
+                    node.mine_fork(rng.choice(leaves)[::-1].hex(), rng.randint(1, 3), new_key().spk)
+                except BlockRejected:
+                    pass
             elif op == "invalidate" and tip > 105:
                 victim = node.get_block_hash(rng.randint(106, tip))
                 node.invalidate_block(victim)
