@@ -350,6 +350,7 @@ class RpcServer:
         self.stopped = threading.Event()
         self._on_stop = on_stop
         self._state_lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
         self._methods: dict[str, Callable[..., Any]] = {
             name[4:]: getattr(self, name) for name in dir(self) if name.startswith("rpc_")
         }
@@ -399,6 +400,13 @@ class RpcServer:
         self._port = httpd.server_address[1]
         httpd.shutdown()
         httpd.server_close()
+        with self._state_lock:  # end keep-alive connections too: a stopped server answers nothing
+            conns, self._connections = list(self._connections), set()
+        for conn in conns:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=10)
         self.stopped.set()
@@ -887,10 +895,17 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
+        with self.rpc._state_lock:
+            self.rpc._connections.add(self.connection)
         # one segment per answer and no Nagle wait: keeps a request/answer at ~1 ms instead of ~40 ms
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if hasattr(socket, "TCP_QUICKACK"):
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+
+    def finish(self) -> None:
+        with self.rpc._state_lock:
+            self.rpc._connections.discard(self.connection)
+        super().finish()
 
     def handle_one_request(self) -> None:
         if hasattr(socket, "TCP_QUICKACK"):  # the kernel clears quick-ack mode; re-arm per request

@@ -214,9 +214,14 @@ def test_http_dialect_details(served):
     assert status == 401
     with pytest.raises(ValueError):
         RpcServer(node, host="0.0.0.0")
+    keep_alive = bitcoin.rpc.Proxy(server.url, timeout=5)
+    assert keep_alive.getblockcount() == 0  # an open keep-alive connection
     status, reply = post(server, {"id": 1, "method": "stop", "params": []})
     assert reply["result"] == "Bitcoin Core stopping"
     assert server.stopped.wait(10)
+    with pytest.raises((OSError, bitcoin.rpc.JSONRPCError)):  # closed by the server, refused on reconnect
+        keep_alive.getblockcount()
+    keep_alive.close()
 
 
 def test_standalone_process_persists_across_restart(tmp_path):
