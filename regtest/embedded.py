@@ -522,6 +522,20 @@ class EmbeddedNode:
         for b in snapshot:
             yield b.height, b.hash_hex, [t.copy() for t in b.txs]
 
+    def get_block_fees(self, hash_hex: str) -> list[int] | None:
+        """Fee of each non-coinbase tx of an active-chain block (from undo data), else None."""
+        with self._lock:
+            block = self._block(hash_hex)
+            undo = self._undo.get(block.hash)
+            if undo is None:
+                return None
+            fees, pos = [], 0
+            for tx in block.txs[1:]:
+                value_in = sum(coin.output.value for _, coin in undo[pos : pos + len(tx.inputs)])
+                pos += len(tx.inputs)
+                fees.append(value_in - sum(o.value for o in tx.outputs))
+            return fees
+
     def get_mempool_entry(self, txid_hex: str) -> MempoolEntry:
         """Mempool entry for a txid; BackendError if not in the mempool."""
         with self._lock:

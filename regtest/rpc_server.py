@@ -493,6 +493,10 @@ class RpcServer:
                 info["tx"] = [t.txid_hex() for t in txs]
             else:
                 info["tx"] = [self._tx_json(t) for t in txs]
+                fees = node.get_block_fees(block_hash)  # undo data: active-chain blocks only, as in bitcoind
+                if fees is not None:
+                    for item, fee in zip(info["tx"][1:], fees):
+                        item["fee"] = _Amount(fee)
             return info
 
     def _header_json(self, block_hash: str) -> dict:
@@ -856,6 +860,25 @@ class RpcServer:
             "localaddresses": [],
             "warnings": [],
         }
+
+    def rpc_estimatesmartfee(self, conf_target: Any, estimate_mode: Any = "conservative") -> dict:
+        _int_param(conf_target, "conf_target")
+        return {"errors": ["Insufficient data or no feerate found"], "blocks": 0}  # as a fresh regtest bitcoind
+
+    def rpc_getdifficulty(self) -> float:
+        header = BlockHeader.parse(self.node.get_block_header(self.node.get_best_block_hash()))
+        return _DIFF1_TARGET / bits_to_target(header.bits)
+
+    def rpc_getmininginfo(self) -> dict:
+        with self.node.lock:
+            return {
+                "blocks": self.node.get_block_count(),
+                "difficulty": self.rpc_getdifficulty(),
+                "networkhashps": 0,
+                "pooledtx": len(self.node.get_mempool()),
+                "chain": "regtest",
+                "warnings": [],
+            }
 
     def rpc_getconnectioncount(self) -> int:
         return 0

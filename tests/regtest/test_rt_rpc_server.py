@@ -118,6 +118,9 @@ def test_mine_send_and_read_with_proxy(served):
     assert decoded["vout"][0]["scriptPubKey"]["type"] == "witness_v1_taproot"
     assert decoded["vout"][0]["scriptPubKey"]["address"] == taproot_address(key.spk)
     assert str(decoded["vout"][0]["value"]) == "1.00000000"
+    assert decoded["fee"] * 10**8 == FEE and "fee" not in v2["tx"][0]
+    assert proxy.call("estimatesmartfee", 6)["errors"]  # no estimate on a fresh regtest chain
+    assert proxy.call("getmininginfo")["blocks"] == 102
     chain = proxy.call("getblockchaininfo")
     assert chain["chain"] == "regtest" and chain["blocks"] == 102 and chain["bestblockhash"] == b2lx(mined)
 
