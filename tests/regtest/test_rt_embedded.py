@@ -15,7 +15,7 @@ from btc_staking.merkle import merkle_root
 from btc_staking.params import regtest_default_params
 from btc_staking.signing import sign_script_path
 from btc_staking.staking import build_staking_info, build_withdraw_tx
-from btc_staking.tx import OutPoint, Tx, TxIn, TxOut, hash256
+from btc_staking.tx import OutPoint, Tx, TxOut, hash256
 from btc_staking.witness import timelock_witness
 from regtest.backend import BackendError, BitcoinBackend, TxRejected
 from regtest.embedded import GENESIS_TIME, BlockRejected, EmbeddedNode
