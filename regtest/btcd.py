@@ -7,6 +7,9 @@
 btcd runs with ``--regtest --notls --txindex --addrindex --nolisten`` and its RPC server on a free
 loopback port. On btcd regtest CSV, segwit and taproot are active from genesis
 (``getblockchaininfo`` reports them ``active`` since 0; `BtcdProcess.check_softforks` checks it).
+
+btcd deletes its regtest block database whenever it starts ("Removing regression test
+database"), so stopping and starting a `BtcdProcess` again gives a fresh chain at height 0.
 """
 
 from __future__ import annotations

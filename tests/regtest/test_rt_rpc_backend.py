@@ -308,3 +308,16 @@ def test_btcd_search_raw_transactions_finds_a_staking_output(btcd_chain: Chain) 
     assert [Tx.parse(t) for t in b.search_raw_transactions(s.info.pk_script)] == [s.tx]
     assert len(b.search_raw_transactions(btcd_chain.wallet.script_pubkey, count=5)) == 5
     assert b.search_raw_transactions(bytes.fromhex("0014" + "55" * 20)) == []
+
+
+def test_btcd_restart_starts_a_fresh_regtest_chain(tool_path, tmp_path) -> None:
+    """btcd deletes its regtest block database at every start ("Removing regression test
+    database"): a restarted BtcdProcess is a new chain, unlike the embedded node with a datadir."""
+    w = Wallet(None, generate_secret())  # type: ignore[arg-type]
+    node = BtcdProcess(tool_path("btcd"), tmp_path / "n", w.address)
+    with node:
+        node.backend().mine_blocks(5, w.script_pubkey)
+    with node:  # same datadir, same port and credentials
+        b = node.backend()
+        assert b.get_block_count() == 0
+        assert "Removing regression test database" in (tmp_path / "n" / "stdout.log").read_text()
