@@ -233,6 +233,7 @@ class EmbeddedNode:
         self._kernel = _Kernel()
         self._blocks: dict[bytes, _Block] = {}
         self._invalid: set[bytes] = set()
+        self._rejected: dict[bytes, str] = {}  # blocks refused on arrival (never stored): hash -> reason
         self._seq = 0
         genesis_raw = self._kernel.genesis_raw()
         header, txs = parse_block(genesis_raw)
@@ -683,6 +684,8 @@ class EmbeddedNode:
         except (ValueError, StakingError) as exc:
             raise BlockRejected(f"block decode failed: {exc}") from None
         block_hash = header.hash()
+        if block_hash in self._rejected:  # the kernel keeps failed blocks too and would call it a duplicate
+            raise BlockRejected(f"duplicate-invalid ({self._rejected[block_hash]})", block_hash[::-1].hex())
         if block_hash in self._blocks:
             if block_hash in self._invalid:
                 raise BlockRejected("duplicate-invalid", block_hash[::-1].hex())
@@ -697,6 +700,7 @@ class EmbeddedNode:
             self._kernel.submit(anc.raw, anc.hash)
         invalid, reason = self._kernel.submit(raw, block_hash)
         if block_hash in invalid:
+            self._rejected[block_hash] = reason or "invalid"
             self._invalid.update(h for h in invalid if h in self._blocks)
             self._sync_to_kernel()
             raise BlockRejected(reason or "invalid", block_hash[::-1].hex())

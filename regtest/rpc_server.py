@@ -797,7 +797,7 @@ class RpcServer:
             try:
                 block_hash = self.node.submit_block(raw)
             except BlockRejected as exc:
-                return exc.reason.split(",")[0]
+                return exc.reason.split(",")[0].split(" (")[0]  # BIP22 answers are bare reject codes
             return None if self.node.is_in_active_chain(block_hash) else "inconclusive"
 
     def rpc_invalidateblock(self, blockhash: Any) -> None:

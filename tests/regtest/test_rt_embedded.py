@@ -298,6 +298,9 @@ def test_kernel_rejects_bad_blocks(funded):
     with pytest.raises(BlockRejected) as info:
         node.submit_block(greedy)
     assert info.value.reason.startswith("bad-cb-amount")
+    with pytest.raises(BlockRejected) as info:  # a resubmission is still refused, with the first reason
+        node.submit_block(greedy)
+    assert info.value.reason.startswith("duplicate-invalid (bad-cb-amount")
     _, _, wrong_height = build_block(parent.hash(), 7, parent.timestamp + 600, key.spk, [], fees=0)
     with pytest.raises(BlockRejected) as info:
         node.submit_block(wrong_height)

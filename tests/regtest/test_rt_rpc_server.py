@@ -199,6 +199,7 @@ def test_invalidate_reconsider_and_generateblock(served):
     th = BlockHeader.parse(node.get_block_header(node.get_best_block_hash()))
     _, _, bad = build_block(th.hash(), 103, th.timestamp + 1, key.spk, [], fees=1, extra_nonce=97)
     assert proxy.call("submitblock", bad.hex()) == "bad-cb-amount"
+    assert proxy.call("submitblock", bad.hex()) == "duplicate-invalid"
     _, _, good = build_block(th.hash(), 103, th.timestamp + 1, key.spk, [], fees=0, extra_nonce=96)
     assert proxy.call("submitblock", good.hex()) is None and proxy.getblockcount() == 103
 
