@@ -496,3 +496,21 @@ def test_random_walk_stays_in_step_with_kernel(tmp_path):
         assert (again.get_block_count(), again.get_best_block_hash(), again.get_mempool(),
                 sorted((o.txid, o.vout) for o, _ in again.scan_utxos([key.spk]))) == state
         again.verify_against_kernel()
+
+
+def test_clock_option_and_future_blocks():
+    import time
+
+    now = int(time.time())
+    with EmbeddedNode(clock=lambda: now) as node:
+        hashes = node.mine_blocks(15, b"\x51")
+        times = [BlockHeader.parse(node.get_block_header(h)).timestamp for h in hashes]
+        parents = [REGTEST_GENESIS] + hashes[:-1]
+        assert times[0] == now and all(t > node.median_time_past(p) for t, p in zip(times, parents))
+        assert times[-1] > now  # the MTP rule pushes a frozen clock forward, as bitcoind does
+        node.verify_against_kernel()
+    with EmbeddedNode(clock=lambda: now + 3 * 3600) as node:  # more than 2 h ahead of the kernel's clock
+        with pytest.raises(BlockRejected) as info:
+            node.mine_blocks(1, b"\x51")
+        assert "time-too-new" in info.value.reason
+        assert node.get_block_count() == 0
