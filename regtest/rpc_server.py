@@ -623,8 +623,10 @@ class RpcServer:
                 raise RpcError(RPC_INVALID_ADDRESS_OR_KEY, "Block not found") from None
             return self._header_json(block_hash) if _verbosity(verbose, 1) else raw.hex()
 
-    def rpc_getrawtransaction(self, txid: Any, verbose: Any = 0, blockhash: Any = None) -> Any:
+    def rpc_getrawtransaction(self, txid: Any, verbose: Any = 0, blockhash: Any = None, *, verbosity: Any = None) -> Any:
         txid = _hash_param(txid, "parameter 1")
+        if verbosity is not None:  # bitcoind ≥ 25 names the second parameter "verbosity"
+            verbose = verbosity
         node = self.node
         with node.lock:
             try:

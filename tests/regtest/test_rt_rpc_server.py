@@ -27,6 +27,9 @@ from regtest.rpc_server import RpcServer, address_to_script, script_to_address
 
 pytestmark = pytest.mark.timeout(60)
 
+REGTEST_GENESIS = "0f9188f13cb7b2c71f2a335e3a4fc328bf5beb436012afca590b1a11466e2206"
+GENESIS_TXID = "4a5e1e4baab89f3a32518a88c31bc87f618f76673e2cc77ab2127b7afdeda33b"
+
 
 @pytest.fixture
 def served():
@@ -210,6 +213,10 @@ def test_http_dialect_details(served):
     assert (status, reply) == (200, {"jsonrpc": "2.0", "id": 7, "result": 0})
     status, reply = post(server, {"jsonrpc": "2.0", "id": 8, "method": "getblockhash", "params": {"height": 9}})
     assert status == 200 and reply["error"]["code"] == -8 and "result" not in reply
+    status, reply = post(server, {"id": 3, "method": "getblock", "params": {"blockhash": REGTEST_GENESIS, "verbosity": 0}})
+    assert status == 200 and reply["result"] == node.get_block(REGTEST_GENESIS).hex()
+    status, reply = post(server, {"id": 4, "method": "getrawtransaction", "params": {"txid": GENESIS_TXID, "verbosity": 1}})
+    assert status == 200 and reply["result"]["txid"] == GENESIS_TXID
     status, reply = post(server, {"id": 1, "method": "nosuch", "params": []})
     assert status == 404 and reply["error"]["code"] == -32601 and reply["result"] is None
     status, reply = post(server, [{"id": 1, "method": "getblockcount"}, {"id": 2, "method": "getbestblockhash"}])
