@@ -1,0 +1,388 @@
+"""A real btcmesh chain for the API tests: Bitcoin side built with ``btc_staking``, chain side
+driven by cosmpy-signed ``MsgExecuteContract`` txs against ``LocalChain``.
+
+* ``MiniBtc`` mines real blocks (coinbase + our txs, real merkle roots, PoW at regtest ``bits``)
+  and serves headers and merkle inclusion proofs to relay to the chain's BTC light client.
+* ``Delegation`` builds everything ``create_btc_delegation`` needs (staking tx, slashing txs,
+  unbonding tx, the staker's signatures) and the covenant signatures, the witnessed unbonding and
+  withdrawal spends (checked against libbitcoinkernel before they are "mined").
+* ``StakingChain`` wraps ``LocalChain`` + a funded cosmpy wallet and sends the registry and light
+  client messages of ``docs/CHAIN_MESSAGES.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import pbk
+from cosmpy.aerial.client.utils import prepare_and_broadcast_basic_transaction
+from cosmpy.aerial.tx import Transaction
+from cosmpy.aerial.wallet import LocalWallet
+from cosmpy.protos.cosmwasm.wasm.v1.tx_pb2 import MsgExecuteContract
+
+from btc_staking.adaptor import encrypt_sign
+from btc_staking.headers import BlockHeader, check_proof_of_work
+from btc_staking.keys import schnorr_sign, xonly_from_secret
+from btc_staking.merkle import build_merkle_proof, merkle_root
+from btc_staking.params import StakingParams, covenant_secret, regtest_default_params
+from btc_staking.sighash import taproot_sighash
+from btc_staking.signing import sign_script_path
+from btc_staking.staking import (
+    build_slashing_tx,
+    build_staking_info,
+    build_unbonding_info,
+    build_unbonding_tx,
+    build_withdraw_tx,
+)
+from btc_staking.tx import OutPoint, Tx, TxIn, TxOut, p2tr_script
+from btc_staking.witness import timelock_witness, unbonding_witness
+from cosmos_chain.genesis import build_genesis, deterministic_wallet
+from cosmos_chain.modules.base import module_address
+from cosmos_chain.rest import LocalChain
+
+CHAIN_ID = "btcmesh-api-test"
+DENOM = "ubbn"
+GAS_LIMIT = 3_000_000
+REGTEST_BITS = 0x207FFFFF
+K = 2
+UNBONDING_TIME = 5
+NUM_COVENANTS = 3
+QUORUM = 2
+TX_TIMEOUT = 20.0
+
+
+def secret(label: str) -> bytes:
+    """Deterministic secp256k1 secret for a label."""
+    return hashlib.sha256(b"btcmesh-api-test/" + label.encode()).digest()
+
+
+def small_params(**overrides: Any) -> StakingParams:
+    """Regtest params with small timelocks so every state is reachable in a few blocks."""
+    fields: dict[str, Any] = dict(min_staking_time_blocks=10, max_staking_time_blocks=1000,
+                                  unbonding_time_blocks=UNBONDING_TIME, confirmation_depth=K)
+    fields.update(overrides)
+    return regtest_default_params(NUM_COVENANTS, QUORUM, **fields)
+
+
+def kernel_verify(tx: Tx, prevouts: list[TxOut], index: int = 0) -> bool:
+    """Bitcoin Core's consensus check (libbitcoinkernel, all flags) of one input."""
+    ptx = pbk.Transaction(tx.serialize())
+    spent = [pbk.TransactionOutput(pbk.ScriptPubkey(o.script_pubkey), o.value) for o in prevouts]
+    pre = pbk.script.PrecomputedTransactionData(ptx, spent)
+    spk = pbk.ScriptPubkey(prevouts[index].script_pubkey)
+    try:
+        return bool(spk.verify(prevouts[index].value, ptx, pre, index, pbk.ScriptVerificationFlags.ALL))
+    except pbk.ScriptVerifyException:
+        return False
+
+
+# ---------------------------------------------------------------------------- Bitcoin side
+
+
+@dataclass
+class MinedBlock:
+    """A mined block: header, height and its txids (internal order, coinbase first)."""
+
+    header: BlockHeader
+    height: int
+    txids: list[bytes]
+
+
+class MiniBtc:
+    """A linear regtest block chain: real headers with PoW, real merkle roots and proofs."""
+
+    def __init__(self, start_time: int = 1_700_000_000) -> None:
+        self.blocks: list[MinedBlock] = []
+        self._time = start_time
+        self.mine()  # the light client's trusted base at height 0
+
+    @property
+    def tip_height(self) -> int:
+        """Height of the last block."""
+        return len(self.blocks) - 1
+
+    def base(self) -> dict[str, Any]:
+        """``btc_light_client`` genesis section."""
+        return {"base": {"height": 0, "header": self.blocks[0].header.serialize().hex()}}
+
+    def mine(self, txs: list[Tx] = (), n: int = 1) -> list[MinedBlock]:  # type: ignore[assignment]
+        """Mine ``n`` blocks; ``txs`` go into the first."""
+        out = []
+        for i in range(n):
+            height = len(self.blocks)
+            coinbase = Tx(2, [TxIn(OutPoint(b"\0" * 32, 0xFFFFFFFF), script_sig=bytes([3]) + height.to_bytes(3, "little"),
+                                   sequence=0xFFFFFFFF)], [TxOut(50_0000_0000, p2tr_script(xonly_from_secret(secret("miner"))))], 0)
+            block_txs = [coinbase] + (list(txs) if i == 0 else [])
+            txids = [t.txid() for t in block_txs]
+            prev = self.blocks[-1].header.hash() if self.blocks else b"\0" * 32
+            self._time += 600
+            nonce = 0
+            while True:
+                header = BlockHeader(0x20000000, prev, merkle_root(txids), self._time, REGTEST_BITS, nonce)
+                if check_proof_of_work(header):
+                    break
+                nonce += 1
+            block = MinedBlock(header, height, txids)
+            self.blocks.append(block)
+            out.append(block)
+        return out
+
+    def headers_after(self, height: int) -> list[str]:
+        """Hex headers above ``height`` (parent first)."""
+        return [b.header.serialize().hex() for b in self.blocks[height + 1:]]
+
+    def find(self, tx: Tx) -> tuple[MinedBlock, int]:
+        """The block containing ``tx`` and its index."""
+        txid = tx.txid()
+        for b in self.blocks:
+            if txid in b.txids:
+                return b, b.txids.index(txid)
+        raise KeyError(f"tx {tx.txid_hex()} not mined")
+
+    def inclusion_proof(self, tx: Tx) -> dict[str, Any]:
+        """``{block_hash, index, proof}`` for a mined tx."""
+        block, index = self.find(tx)
+        return {"block_hash": block.header.hash_hex(), "index": index,
+                "proof": build_merkle_proof(block.txids, index).hex()}
+
+
+# ---------------------------------------------------------------------------- delegations
+
+
+@dataclass
+class FinalityProviderKey:
+    """A finality provider's BTC key."""
+
+    label: str
+
+    @property
+    def sk(self) -> bytes:
+        return secret("fp/" + self.label)
+
+    @property
+    def pk(self) -> bytes:
+        return xonly_from_secret(self.sk)
+
+
+@dataclass
+class Delegation:
+    """One staker's BTC delegation with every tx and signature the registry needs."""
+
+    staker_label: str
+    fps: list[bytes]
+    value: int
+    staking_time: int
+    params: StakingParams
+    funding_label: str = ""
+    staking_tx: Tx = field(init=False)
+    unbonding_tx: Tx = field(init=False)
+
+    def __post_init__(self) -> None:
+        p = self.params
+        self.staker_sk = secret("staker/" + self.staker_label)
+        self.staker_pk = xonly_from_secret(self.staker_sk)
+        self.info = build_staking_info(self.staker_pk, self.fps, p.covenant_pks, p.covenant_quorum,
+                                       self.staking_time, self.value)
+        funding = OutPoint(hashlib.sha256(f"funding/{self.staker_label}/{self.funding_label}".encode()).digest(), 0)
+        change = TxOut(50_000, p2tr_script(self.staker_pk))
+        self.staking_tx = Tx(2, [TxIn(funding)], [self.info.output, change], 0)
+        self.staking_outpoint = OutPoint(self.staking_tx.txid(), 0)
+        self.slashing_tx = build_slashing_tx(self.staking_outpoint, self.value, self.staker_pk, p)
+        self.unbonding_tx = build_unbonding_tx(self.staking_outpoint, self.value, self.staker_pk, self.fps, p)
+        self.unbonding_value = self.value - p.unbonding_fee_sat
+        self.unbonding_info = build_unbonding_info(self.staker_pk, self.fps, p.covenant_pks, p.covenant_quorum,
+                                                   p.unbonding_time_blocks, self.unbonding_value)
+        self.unbonding_outpoint = OutPoint(self.unbonding_tx.txid(), 0)
+        self.unbonding_slashing_tx = build_slashing_tx(self.unbonding_outpoint, self.unbonding_value,
+                                                       self.staker_pk, p)
+
+    @property
+    def staking_tx_hash(self) -> str:
+        """Display-order staking txid."""
+        return self.staking_tx.txid_hex()
+
+    def _sighash(self, tx: Tx, prevout: TxOut, leaf: bytes) -> bytes:
+        return taproot_sighash(tx, 0, [prevout], 0, leaf_script=leaf)
+
+    def create_msg(self, sender: str, inclusion_proof: dict[str, Any] | None = None) -> dict[str, Any]:
+        """``create_btc_delegation`` body (signed by the staker)."""
+        pop = schnorr_sign(self.staker_sk, hashlib.sha256(sender.encode()).digest())
+        body: dict[str, Any] = {
+            "staker_btc_pk": self.staker_pk.hex(),
+            "pop": pop.hex(),
+            "fp_btc_pk_list": [k.hex() for k in self.fps],
+            "staking_time": self.staking_time,
+            "staking_value": self.value,
+            "staking_tx": self.staking_tx.serialize().hex(),
+            "staking_output_index": 0,
+            "slashing_tx": self.slashing_tx.serialize().hex(),
+            "delegator_slashing_sig": sign_script_path(self.staker_sk, self.slashing_tx, 0, [self.info.output],
+                                                       self.info.slashing_script).hex(),
+            "unbonding_time": self.params.unbonding_time_blocks,
+            "unbonding_tx": self.unbonding_tx.serialize().hex(),
+            "unbonding_value": self.unbonding_value,
+            "unbonding_slashing_tx": self.unbonding_slashing_tx.serialize().hex(),
+            "delegator_unbonding_slashing_sig": sign_script_path(
+                self.staker_sk, self.unbonding_slashing_tx, 0, [self.unbonding_info.output],
+                self.unbonding_info.slashing_script).hex(),
+        }
+        if inclusion_proof is not None:
+            body["inclusion_proof"] = inclusion_proof
+        return body
+
+    def covenant_sigs_msg(self, i: int) -> dict[str, Any]:
+        """``add_covenant_sigs`` body of covenant member ``i``."""
+        sk = covenant_secret(i)
+        slash_msg = self._sighash(self.slashing_tx, self.info.output, self.info.slashing_script)
+        unb_slash_msg = self._sighash(self.unbonding_slashing_tx, self.unbonding_info.output,
+                                      self.unbonding_info.slashing_script)
+        return {
+            "pk": xonly_from_secret(sk).hex(),
+            "staking_tx_hash": self.staking_tx_hash,
+            "slashing_tx_sigs": [encrypt_sign(sk, fp, slash_msg).serialize().hex() for fp in self.fps],
+            "unbonding_tx_sig": sign_script_path(sk, self.unbonding_tx, 0, [self.info.output],
+                                                 self.info.unbonding_script).hex(),
+            "slashing_unbonding_tx_sigs": [encrypt_sign(sk, fp, unb_slash_msg).serialize().hex() for fp in self.fps],
+        }
+
+    def signed_unbonding_tx(self) -> Tx:
+        """The unbonding tx with staker + covenant-quorum witness (kernel-verified)."""
+        p = self.params
+        cov = {xonly_from_secret(covenant_secret(i)): sign_script_path(
+            covenant_secret(i), self.unbonding_tx, 0, [self.info.output], self.info.unbonding_script)
+            for i in range(p.covenant_quorum)}
+        staker_sig = sign_script_path(self.staker_sk, self.unbonding_tx, 0, [self.info.output], self.info.unbonding_script)
+        wit = unbonding_witness(p.covenant_pks, cov, p.covenant_quorum, staker_sig, self.info.unbonding_script,
+                                self.info.control_block(self.info.unbonding_script))
+        tx = Tx(2, [TxIn(self.staking_outpoint, witness=wit)], self.unbonding_tx.outputs, 0)
+        assert tx.txid() == self.unbonding_tx.txid()
+        assert kernel_verify(tx, [self.info.output]), "unbonding spend rejected by libbitcoinkernel"
+        return tx
+
+    def signed_withdraw_tx(self, *, after_unbonding: bool) -> Tx:
+        """Timelock-path withdrawal of the staking (or unbonding) output, kernel-verified."""
+        if after_unbonding:
+            info, outpoint, value, lock = (self.unbonding_info, self.unbonding_outpoint, self.unbonding_value,
+                                           self.params.unbonding_time_blocks)
+        else:
+            info, outpoint, value, lock = self.info, self.staking_outpoint, self.value, self.staking_time
+        tx = build_withdraw_tx(outpoint, value, lock, p2tr_script(self.staker_pk), 500)
+        sig = sign_script_path(self.staker_sk, tx, 0, [info.output], info.timelock_script)
+        tx.inputs[0].witness = timelock_witness(sig, info.timelock_script, info.control_block(info.timelock_script))
+        assert kernel_verify(tx, [info.output]), "withdrawal spend rejected by libbitcoinkernel"
+        return tx
+
+
+# ---------------------------------------------------------------------------- chain side
+
+
+class TxFailed(RuntimeError):
+    """A chain tx was rejected (carries the raw log)."""
+
+
+class StakingChain:
+    """``LocalChain`` with the BTC light client + staking registry, and a funded cosmpy wallet."""
+
+    def __init__(self, btc: MiniBtc, params: list[StakingParams], *, block_interval: float = 0.05,
+                 extra_genesis: dict[str, Any] | None = None) -> None:
+        self.btc = btc
+        self.wallet: LocalWallet = deterministic_wallet("api-test-sender")
+        self.sender = str(self.wallet.address())
+        sections: dict[str, Any] = {
+            "btc_light_client": btc.base(),
+            "btc_staking": {"params": [p.to_dict() for p in params]},
+        }
+        sections.update(extra_genesis or {})
+        genesis = build_genesis({self.sender: 10**13}, denom=DENOM, **sections)
+        self.chain = LocalChain(CHAIN_ID, genesis, block_interval=block_interval)
+        self.client = self.chain.ledger_client(query_interval_secs=0.05, query_timeout_secs=TX_TIMEOUT)
+        self.registry = module_address("btc_staking")
+        self.light_client = module_address("btc_light_client")
+        self.relayed = 0
+
+    def execute(self, contract: str, msg: dict[str, Any]) -> Any:
+        """Sign (cosmpy, SIGN_MODE_DIRECT), broadcast and wait for one execute msg; raise TxFailed on failure."""
+        tx = Transaction()
+        tx.add_message(MsgExecuteContract(sender=self.sender, contract=contract, msg=json.dumps(msg).encode()))
+        submitted = prepare_and_broadcast_basic_transaction(self.client, tx, self.wallet, gas_limit=GAS_LIMIT)
+        submitted.wait_to_complete(timeout=TX_TIMEOUT, poll_period=0.05)
+        resp = submitted.response
+        if resp is None or resp.code != 0:
+            raise TxFailed(resp.raw_log if resp is not None else "no response")
+        return resp
+
+    def query(self, contract: str, msg: dict[str, Any]) -> Any:
+        """Smart query through the LedgerClient."""
+        from api.chain_source import ledger_query_fn
+
+        return ledger_query_fn(self.client)(contract, msg)
+
+    def relay_headers(self) -> None:
+        """Send every header the light client has not seen yet."""
+        headers = self.btc.headers_after(self.relayed)
+        if headers:
+            self.execute(self.light_client, {"insert_headers": {"headers": headers}})
+            self.relayed = self.btc.tip_height
+
+    def mine(self, txs: list[Tx] = (), n: int = 1) -> None:  # type: ignore[assignment]
+        """Mine on BTC and relay the headers to the chain."""
+        self.btc.mine(list(txs), n)
+        self.relay_headers()
+
+    def register_fp(self, fp: FinalityProviderKey, moniker: str, commission: str = "0.05",
+                    validator: str = "") -> None:
+        """``create_finality_provider`` signed by our wallet."""
+        pop = schnorr_sign(fp.sk, hashlib.sha256(self.sender.encode()).digest())
+        self.execute(self.registry, {"create_finality_provider": {
+            "btc_pk": fp.pk.hex(), "pop": pop.hex(),
+            "description": {"moniker": moniker, "identity": "", "website": f"https://{moniker}.example",
+                            "security_contact": f"sec@{moniker}.example", "details": ""},
+            "commission": commission, "validator": validator or self.sender}})
+
+    def create(self, d: Delegation, *, proof: bool) -> None:
+        """Register a delegation, with the inclusion proof (tx mined k deep first) or without."""
+        inclusion = None
+        if proof:
+            self.mine([d.staking_tx])
+            self.mine(n=K)
+            inclusion = self.btc.inclusion_proof(d.staking_tx)
+        self.execute(self.registry, {"create_btc_delegation": d.create_msg(self.sender, inclusion)})
+
+    def add_proof(self, d: Delegation) -> None:
+        """Mine the staking tx k deep and send ``add_btc_delegation_inclusion_proof``."""
+        self.mine([d.staking_tx])
+        self.mine(n=K)
+        self.execute(self.registry, {"add_btc_delegation_inclusion_proof": {
+            "staking_tx_hash": d.staking_tx_hash, "inclusion_proof": self.btc.inclusion_proof(d.staking_tx)}})
+
+    def covenant_quorum(self, d: Delegation, members: int = QUORUM) -> None:
+        """``add_covenant_sigs`` from the first ``members`` covenant members."""
+        for i in range(members):
+            self.execute(self.registry, {"add_covenant_sigs": d.covenant_sigs_msg(i)})
+
+    def unbond(self, d: Delegation) -> Tx:
+        """Mine the witnessed unbonding tx k deep and send ``btc_undelegate``."""
+        tx = d.signed_unbonding_tx()
+        self.mine([tx])
+        self.mine(n=K)
+        self.execute(self.registry, {"btc_undelegate": {
+            "staking_tx_hash": d.staking_tx_hash, "unbonding_tx": tx.serialize().hex(),
+            "inclusion_proof": self.btc.inclusion_proof(tx)}})
+        return tx
+
+    def withdraw(self, d: Delegation, *, after_unbonding: bool) -> Tx:
+        """Mine the witnessed withdrawal k deep and send ``report_withdrawal``."""
+        tx = d.signed_withdraw_tx(after_unbonding=after_unbonding)
+        self.mine([tx])
+        self.mine(n=K)
+        self.execute(self.registry, {"report_withdrawal": {
+            "staking_tx_hash": d.staking_tx_hash, "spend_tx": tx.serialize().hex(),
+            "inclusion_proof": self.btc.inclusion_proof(tx)}})
+        return tx
+
+    def close(self) -> None:
+        """Stop the chain."""
+        self.chain.close()
