@@ -1,21 +1,28 @@
-"""Regtest Bitcoin backends: the BitcoinBackend protocol, the embedded libbitcoinkernel node, RPC.
+"""Regtest Bitcoin backends behind one interface (``BitcoinBackend``).
 
-``EmbeddedNode`` and friends load lazily so importing ``regtest.backend`` does not load libbitcoinkernel."""
+* ``EmbeddedNode``: in-process regtest chain validated by libbitcoinkernel (default);
+  ``RpcServer`` serves it over bitcoind-dialect JSON-RPC.
+* ``RpcBackend``: btcd or bitcoind over JSON-RPC; ``BtcdProcess`` runs btcd on loopback.
+* ``Wallet``: our own key-based funding wallet.
+
+Everything but the protocol loads lazily, so importing ``regtest.backend`` does not load libbitcoinkernel."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from .backend import BackendError, BitcoinBackend, TxRejected
 
-__all__ = ["BackendError", "BitcoinBackend", "TxRejected", "BlockRejected", "Coin", "EmbeddedNode", "MempoolEntry"]
+_LAZY = {
+    "BlockRejected": "embedded", "Coin": "embedded", "EmbeddedNode": "embedded", "MempoolEntry": "embedded",
+    "RpcServer": "rpc_server", "RpcBackend": "rpc", "RpcError": "rpc", "BtcdProcess": "btcd", "Wallet": "wallet",
+}
 
-_LAZY = {"BlockRejected", "Coin", "EmbeddedNode", "MempoolEntry"}
+__all__ = ["BackendError", "BitcoinBackend", "TxRejected", *sorted(_LAZY)]
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from . import embedded
-
-        return getattr(embedded, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'regtest' has no attribute {name!r}")
