@@ -75,10 +75,11 @@ def serve(source: StakingDataSource, port: int = 8090, log_level: str = "info") 
 
 
 class BackgroundServer:
-    """The API served on 127.0.0.1 from a daemon thread (demo and tests)."""
+    """The API (over a data source, or an app already built) served on 127.0.0.1 from a daemon thread."""
 
-    def __init__(self, source: StakingDataSource, port: int = 0, log_level: str = "warning") -> None:
-        config = uvicorn.Config(create_app(source), host=HOST, port=port, log_level=log_level)
+    def __init__(self, source: StakingDataSource | FastAPI, port: int = 0, log_level: str = "warning") -> None:
+        app = source if isinstance(source, FastAPI) else create_app(source)
+        config = uvicorn.Config(app, host=HOST, port=port, log_level=log_level)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="btcmesh-api", daemon=True)
 

@@ -302,6 +302,7 @@ class StakingChain:
         self.registry = module_address("btc_staking")
         self.light_client = module_address("btc_light_client")
         self.relayed = 0
+        self.closed = False
 
     def execute(self, contract: str, msg: dict[str, Any]) -> Any:
         """Sign (cosmpy, SIGN_MODE_DIRECT), broadcast and wait for one execute msg; raise TxFailed on failure."""
@@ -384,5 +385,7 @@ class StakingChain:
         return tx
 
     def close(self) -> None:
-        """Stop the chain."""
-        self.chain.close()
+        """Stop the chain (idempotent)."""
+        if not self.closed:
+            self.closed = True
+            self.chain.close()
