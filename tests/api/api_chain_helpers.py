@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -341,7 +342,7 @@ class StakingChain:
             "btc_pk": fp.pk.hex(), "pop": pop.hex(),
             "description": {"moniker": moniker, "identity": "", "website": f"https://{moniker}.example",
                             "security_contact": f"sec@{moniker}.example", "details": ""},
-            "commission": commission, "validator": validator or self.sender}})
+            "commission": commission, "validator": validator or f"val-{moniker}"}})
 
     def create(self, d: Delegation, *, proof: bool) -> None:
         """Register a delegation, with the inclusion proof (tx mined k deep first) or without."""
@@ -383,6 +384,32 @@ class StakingChain:
             "staking_tx_hash": d.staking_tx_hash, "spend_tx": tx.serialize().hex(),
             "inclusion_proof": self.btc.inclusion_proof(tx)}})
         return tx
+
+    def height(self) -> int:
+        """The chain's latest block height (through the LedgerClient)."""
+        return int(self.client.query_height())
+
+    def wait_for_height(self, height: int, timeout: float = TX_TIMEOUT) -> None:
+        """Bounded wait until the chain has produced block ``height``."""
+        deadline = time.monotonic() + timeout
+        while self.height() < height:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"chain did not reach height {height} in {timeout}s")
+            time.sleep(0.05)
+
+    def slash_fp(self, fp: FinalityProviderKey) -> dict[str, Any]:
+        """Make ``fp`` equivocate through the finality module (EOTS double sign); returns the is_slashed reply."""
+        from btcmesh.finality_provider import CallableChannel, FinalityProvider
+
+        finality = module_address("finality")
+        channel = CallableChannel(lambda msg: self.execute(finality, msg), lambda msg: self.query(finality, msg))
+        provider = FinalityProvider(fp.sk, channel, context=CHAIN_ID.encode())
+        start = self.height() + 1
+        provider.commit_pub_rand(start, 16)
+        self.wait_for_height(start + 1)  # the app hash of block `start` is recorded in block start+1
+        provider.vote_block(start)
+        provider.double_sign(start, hashlib.sha256(b"fork").digest())
+        return self.query(finality, {"is_slashed": {"fp_btc_pk": fp.pk.hex()}})
 
     def close(self) -> None:
         """Stop the chain (idempotent)."""

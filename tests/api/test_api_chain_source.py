@@ -36,7 +36,7 @@ pytestmark = pytest.mark.timeout(180)
 
 P0 = small_params()
 P1 = small_params(unbonding_fee_sat=2_000)  # the last version applies to new delegations
-ALPHA, BETA, GAMMA = FinalityProviderKey("alpha"), FinalityProviderKey("beta"), FinalityProviderKey("gamma")
+ALPHA, BETA, GAMMA, DELTA = (FinalityProviderKey(n) for n in ("alpha", "beta", "gamma", "delta"))
 LONG = 500
 
 
@@ -63,6 +63,7 @@ def world() -> Iterator[World]:
         chain.register_fp(ALPHA, "fp-alpha", "0.05")
         chain.register_fp(BETA, "fp-beta", "0.10")
         chain.register_fp(GAMMA, "fp-gamma", "0.02")
+        chain.register_fp(DELTA, "fp-delta", "0.03")
         d = {
             "active_a1": _deleg("a1", "A", ALPHA, 300_000),
             "active_a2": _deleg("a2", "A", BETA, 200_000),
@@ -73,6 +74,7 @@ def world() -> Iterator[World]:
             "unbonded_old": _deleg("uo", "A", ALPHA, 90_000),
             "withdrawn": _deleg("w", "C", ALPHA, 110_000),
             "unbonding": _deleg("un", "B", BETA, 120_000),
+            "slashed": _deleg("s", "C", DELTA, 130_000),
         }
         # pending: k-deep proof, no covenant quorum (only one member signed)
         chain.create(d["pending"], proof=True)
@@ -81,7 +83,8 @@ def world() -> Iterator[World]:
         chain.create(d["verified"], proof=False)
         chain.covenant_quorum(d["verified"])
         # active: quorum first, then the proof
-        for name in ("active_a1", "active_a2", "active_b1", "expired", "unbonded_old", "withdrawn", "unbonding"):
+        for name in ("active_a1", "active_a2", "active_b1", "expired", "unbonded_old", "withdrawn", "unbonding",
+                     "slashed"):
             chain.create(d[name], proof=False)
             chain.covenant_quorum(d[name])
             chain.add_proof(d[name])
@@ -92,6 +95,9 @@ def world() -> Iterator[World]:
         chain.withdraw(d["withdrawn"], after_unbonding=True)
         # the short delegation's staking timelock passes
         chain.mine(n=P1.min_staking_time_blocks)
+        # DELTA double-signs: the finality module extracts its key and slashes it in the registry
+        world_slash = chain.slash_fp(DELTA)
+        assert world_slash["slashed"] is True
         # the last unbonding: its timelock has not passed at the final tip
         chain.unbond(d["unbonding"])
         client = TestClient(app_for_chain(chain.client))
@@ -121,6 +127,7 @@ EXPECTED = {
     "unbonded_old": ("WITHDRAWABLE", "EARLY_UNBONDING"),
     "withdrawn": ("WITHDRAWN", "EARLY_UNBONDING"),
     "unbonding": ("UNBONDING", "EARLY_UNBONDING"),
+    "slashed": ("SLASHED", None),
 }
 
 
@@ -223,7 +230,8 @@ def test_bad_delegations_params_are_400(world, params, why):
 def test_finality_providers_with_active_tvl(world):
     for client in (world.client, world.rest_client):
         fps = {f["btc_pk"]: f for f in _get(client, "/v2/finality-providers")["data"]}
-        assert set(fps) == {ALPHA.pk.hex(), BETA.pk.hex(), GAMMA.pk.hex()}
+        assert set(fps) == {ALPHA.pk.hex(), BETA.pk.hex(), GAMMA.pk.hex(), DELTA.pk.hex()}
+        assert fps[DELTA.pk.hex()]["state"] == "slashed" and fps[DELTA.pk.hex()]["active_tvl"] == 0
         d = world.d
         assert fps[ALPHA.pk.hex()]["active_tvl"] == d["active_a1"].value + d["active_b1"].value
         assert fps[ALPHA.pk.hex()]["active_delegations"] == 2
@@ -234,7 +242,7 @@ def test_finality_providers_with_active_tvl(world):
         assert fps[ALPHA.pk.hex()]["description"]["website"] == "https://fp-alpha.example"
         assert fps[BETA.pk.hex()]["commission"] == "0.10"
         order = [f["btc_pk"] for f in _get(client, "/v2/finality-providers")["data"]]
-        assert order[0] == ALPHA.pk.hex() and order[-1] == GAMMA.pk.hex()
+        assert order[0] == ALPHA.pk.hex() and order[1] == BETA.pk.hex()
 
 
 def test_overall_and_staker_stats(world):
@@ -244,7 +252,7 @@ def test_overall_and_staker_stats(world):
     assert stats["active_tvl"] == sum(x.value for x in active)
     assert stats["active_delegations"] == 3 and stats["active_stakers"] == 2
     assert stats["total_delegations"] == len(d) and stats["total_stakers"] == 3
-    assert stats["total_finality_providers"] == 3 and stats["active_finality_providers"] == 2
+    assert stats["total_finality_providers"] == 4 and stats["active_finality_providers"] == 2
     assert stats["btc_tip_height"] == world.chain.btc.tip_height
     assert _get(world.rest_client, "/v2/stats")["data"] == stats
     b = _get(world.client, "/v2/staker/stats", staker_pk_hex=d["unbonding"].staker_pk.hex())["data"]
@@ -252,6 +260,7 @@ def test_overall_and_staker_stats(world):
     assert b["unbonding_tvl"] == d["unbonding"].value and b["unbonding_delegations"] == 1
     c = _get(world.client, "/v2/staker/stats", staker_pk_hex=d["expired"].staker_pk.hex())["data"]
     assert c["withdrawable_tvl"] == d["expired"].value and c["active_tvl"] == 0
+    assert c["slashed_tvl"] == d["slashed"].value and c["slashed_delegations"] == 1
 
 
 def test_params_and_network_info(world):
