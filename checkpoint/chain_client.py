@@ -77,6 +77,10 @@ class ChainClient:
         """Send ``btc_undelegate`` with the given fields; returns the chain tx hash."""
         return self.execute(self.contracts.btc_staking, {"btc_undelegate": undelegation}, wallet)
 
+    def report_withdrawal(self, withdrawal: dict[str, Any], wallet: Wallet) -> str:
+        """Send ``report_withdrawal`` (a proven timelock spend); returns the chain tx hash."""
+        return self.execute(self.contracts.btc_staking, {"report_withdrawal": withdrawal}, wallet)
+
     def execute(self, contract: str, msg: dict[str, Any], wallet: Wallet) -> str:
         """Sign, broadcast and wait for one ``MsgExecuteContract``; raise ``ChainError`` on failure."""
         tx = Transaction()

@@ -6,8 +6,10 @@
   staking output rebuilds from the OP_RETURN fields;
 * unbonding: a tx spending a known staking outpoint through the unbonding leaf;
 * slashing: a spend through the slashing leaf (tracked; its change outputs are watched);
-* withdraw: a spend of a staking / unbonding output through the timelock leaf,
-  or any spend of a slashing-change output (its only path is the timelock).
+* withdraw: a spend of a staking / unbonding output through the timelock leaf
+  (reported with ``report_withdrawal``), or any spend of a slashing-change output
+  (its only path is the timelock; tracked, not reported: the registry has no
+  message for it).
 
 Spend paths are recognised from the Taproot script-path witness
 (``[... , leaf_script, control_block(, annex)]``) by comparing the revealed leaf
@@ -102,7 +104,7 @@ class Detector:
     """Classifies the txs of one block against intents and watched outputs."""
 
     def __init__(self, params: Any, store: CheckpointStore,
-                 submit_kinds: frozenset[str] = frozenset({"delegation", "undelegate"})) -> None:
+                 submit_kinds: frozenset[str] = frozenset({"delegation", "undelegate", "withdraw"})) -> None:
         """``submit_kinds``: which detected kinds become chain submissions."""
         self.params = params
         self.store = store
@@ -188,6 +190,8 @@ class Detector:
     def _det(self, index: int, tx: ParsedTx, kind: str, w: WatchedOutput, op: str,
              watch: tuple[WatchedOutput, ...] = ()) -> DetectedTx:
         sub = {"unbonding": "undelegate", "withdraw": "withdraw"}.get(kind)
+        if kind == "withdraw" and w.role == "slashing_change":
+            sub = None  # the registry only takes withdrawals of the staking / unbonding output
         return DetectedTx(txid=tx.txid, kind=kind, tx_index=index, raw_tx=tx.raw, staking_txid=w.staking_txid,
                           spent_outpoint=op, new_watched=watch,
                           submission_kind=sub if sub in self.submit_kinds else None)

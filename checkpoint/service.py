@@ -12,10 +12,17 @@ One :meth:`CheckpointService.run_once` round is deterministic:
 2. **Relay headers** the chain's BTC light client does not have, in batches:
    from the highest height where the light client and our best chain agree up
    to our tip — after a reorg that is the new, heavier branch.
-3. **Submit** attestations that are due: the tx is ≥ k deep. Right before each
-   submission the tx's block is re-checked to still be on the backend's best
-   chain at its height and k deep, so a lock that a reorg removed is never
-   attested. The chain is asked first whether it already has it (idempotence;
+3. **Submit** attestations that are due: the tx's block is at least k deep
+   (``depth = tip height - block height``, the tip has depth 0, exactly the
+   light client's ``depth`` and the registry's ``not k-deep: depth d < k`` rule).
+   Right before each submission the tx's block is re-checked to still be on the
+   backend's best chain at its height and k deep, so a lock that a reorg removed
+   is never attested. Messages (``docs/CHAIN_MESSAGES.md``):
+   ``create_btc_delegation`` (the registered intent's material + staking tx,
+   output index and inclusion proof), ``btc_undelegate`` (a proven unbonding tx)
+   and ``report_withdrawal`` (a proven timelock spend of the staking or unbonding
+   output; sent after the delegation and, for the unbonding output, after the
+   undelegation are on the chain). The chain is asked first whether it already has it (idempotence;
    e.g. after a crash between broadcast and bookkeeping). Transient failures
    are retried with bounded exponential backoff (``retry_base_s·2^n`` capped at
    ``retry_max_s``, at most ``max_attempts``); deterministic rejections go to
@@ -96,6 +103,42 @@ def params_fingerprint(params: Any, k: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+#: ``create_btc_delegation`` fields (docs/CHAIN_MESSAGES.md) a registered intent's material may hold;
+#: the service adds ``staking_tx``, ``staking_output_index`` and ``inclusion_proof`` itself.
+MATERIAL_FIELDS = frozenset({
+    "staker_btc_pk", "pop", "fp_btc_pk_list", "staking_time", "staking_value", "slashing_tx",
+    "delegator_slashing_sig", "unbonding_time", "unbonding_tx", "unbonding_value", "unbonding_slashing_tx",
+    "delegator_unbonding_slashing_sig",
+})
+_HEX_MATERIAL = ("pop", "slashing_tx", "delegator_slashing_sig", "unbonding_tx", "unbonding_slashing_tx",
+                 "delegator_unbonding_slashing_sig")
+
+
+def check_material(material: dict[str, Any], staker_pk: str, fp_pks: list[str], staking_time: int,
+                   staking_value: int) -> dict[str, Any]:
+    """Validate an intent's delegation material: known fields only, hex where hex is due, and the
+    staker / FPs / time / value (when present) equal to the intent's. Returns the material."""
+    unknown = sorted(set(material) - MATERIAL_FIELDS)
+    if unknown:
+        raise InvalidInputError(f"unknown create_btc_delegation material field(s): {', '.join(unknown)} "
+                                "(staking_tx, staking_output_index and inclusion_proof are added by the service)")
+    for name in _HEX_MATERIAL:
+        if name in material:
+            value = material[name]
+            try:
+                ok = isinstance(value, str) and (bytes.fromhex(value).hex() == value)
+            except ValueError:
+                ok = False
+            if not ok:
+                raise InvalidInputError(f"material field {name} must be lowercase hex")
+    expected = {"staker_btc_pk": staker_pk, "fp_btc_pk_list": list(fp_pks), "staking_time": staking_time,
+                "staking_value": staking_value}
+    for name, want in expected.items():
+        if name in material and material[name] != want:
+            raise InvalidInputError(f"material {name}={material[name]!r} does not match the intent ({want!r})")
+    return material
+
+
 class CheckpointService:
     """Follows a Bitcoin backend and attests k-deep staking locks to the Cosmos chain."""
 
@@ -104,7 +147,7 @@ class CheckpointService:
                  start_height: int = 0, header_batch: int = 50, max_blocks_per_run: int = 500,
                  max_reorg_depth: int = 2016, retry_base_s: float = 1.0, retry_max_s: float = 60.0,
                  max_attempts: int = 8, clock: Callable[[], float] = time.time,
-                 submit_kinds: frozenset[str] = frozenset({"delegation", "undelegate"})) -> None:
+                 submit_kinds: frozenset[str] = frozenset({"delegation", "undelegate", "withdraw"})) -> None:
         """Open (or resume from) the SQLite store at ``store_path``."""
         if not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
@@ -164,8 +207,10 @@ class CheckpointService:
                 except ValueError as exc:
                     raise InvalidInputError(f"intent outside the staking parameters: {exc}") from exc
         scripts = staking_scripts(self.params, staker, fps, staking_time, staking_value)
+        material = check_material(dict(material or {}), staker.hex(), [f.hex() for f in fps], staking_time,
+                                  staking_value)
         intent = self.store.add_intent(scripts.pk_script, staking_value, staker.hex(), [f.hex() for f in fps],
-                                       staking_time, dict(material or {}))
+                                       staking_time, material)
         # a V0 OP_RETURN lock already seen without material gets its attestation now
         for tx in self.store.btc_txs("staking"):
             if (tx.intent_id is None and tx.staker_pk == intent.staker_pk and tx.fp_pks == intent.fp_pks
@@ -315,13 +360,13 @@ class CheckpointService:
             self._submit_one(sub, report)
 
     def _still_k_deep(self, tx: BtcTx) -> bool:
-        """Re-verify against the backend that tx's block is on the best chain and k deep."""
+        """Re-verify against the backend that tx's block is on the best chain and k deep (depth ≥ k)."""
         if tx.block_hash is None or tx.block_height is None:
             return False
         tip_h = self.backend.get_block_count()
         if tx.block_height > tip_h or self.backend.get_block_hash(tx.block_height) != tx.block_hash:
             return False
-        return tip_h - tx.block_height + 1 >= self.k
+        return tip_h - tx.block_height >= self.k
 
     def _submit_one(self, sub: Submission, report: RunReport) -> None:
         tx = self.store.btc_tx(sub.btc_txid)
@@ -329,14 +374,14 @@ class CheckpointService:
             report.skipped_not_on_best_chain.append(sub.key)
             return
         assert tx.block_hash is not None
-        if sub.kind != "delegation":
-            parent = self.store.submission(submission_key("delegation", sub.staking_txid))
+        for parent_key in self._prerequisites(sub, tx):
+            parent = self.store.submission(parent_key)
             if parent is not None and parent.status == "dead":
-                self.store.dead_letter(sub.key, None, f"delegation {sub.staking_txid} was dead-lettered")
+                self.store.dead_letter(sub.key, None, f"{parent_key} was dead-lettered")
                 report.dead_lettered.append(sub.key)
                 return
             if parent is not None and parent.status != "done":
-                return  # wait for the delegation itself
+                return  # wait for the delegation (and the undelegation) first
         # crash-safe marker (counts the attempt); a restart re-checks the chain first
         self.store.mark_submitting(sub.key, tx.block_hash)
         try:
@@ -355,6 +400,17 @@ class CheckpointService:
             return
         self.store.mark_done(sub.key, chain_hash, tx.block_hash)
         report.submitted.append(sub.key)
+
+    def _prerequisites(self, sub: Submission, tx: BtcTx) -> list[str]:
+        """Submission keys that must be on the chain before ``sub`` (delegation, then undelegation)."""
+        if sub.kind == "delegation":
+            return []
+        keys = [submission_key("delegation", sub.staking_txid)]
+        if sub.kind == "withdraw" and tx.spent_outpoint is not None:
+            spent = self.store.watched_output(tx.spent_outpoint)
+            if spent is not None and spent.role == "unbonding":
+                keys.append(submission_key("undelegate", spent.created_by))
+        return keys
 
     def _failed(self, sub: Submission, exc: ChainError, report: RunReport) -> None:
         if not exc.transient:
@@ -377,9 +433,11 @@ class CheckpointService:
         record = self.chain.delegation(sub.staking_txid)
         if record is None:
             return False
+        status = str(record.get("status", "")).upper()
         if sub.kind == "undelegate":
-            status = str(record.get("status", "")).lower()
-            return status in ("unbonded", "unbonding", "withdrawn") or bool(record.get("unbonding_tx_hash"))
+            return status in ("UNBONDING", "WITHDRAWN") or bool(record.get("unbonding_height"))
+        if sub.kind == "withdraw":
+            return status == "WITHDRAWN" or bool(record.get("withdrawn_height"))
         return False
 
     def _proof(self, tx: BtcTx) -> dict[str, Any]:
@@ -406,6 +464,10 @@ class CheckpointService:
                 raise InvalidInputError(f"no registered intent for lock {tx.txid}")
             msg = dict(intent.material)
             msg.update({
+                "staker_btc_pk": intent.staker_pk,
+                "fp_btc_pk_list": list(intent.fp_pks),
+                "staking_time": intent.staking_time,
+                "staking_value": intent.value,
                 "staking_tx": tx.raw_tx.hex(),
                 "staking_output_index": tx.staking_vout,
                 "inclusion_proof": proof,
@@ -421,6 +483,8 @@ class CheckpointService:
             return self.chain.submit_delegation(msg, self.wallet)
         if sub.kind == "undelegate":
             return self.chain.submit_undelegate(msg, self.wallet)
+        if sub.kind == "withdraw":
+            return self.chain.report_withdrawal(msg, self.wallet)
         raise InvalidInputError(f"the chain has no message for {sub.kind}")
 
     # ------------------------------------------------------------------ views

@@ -526,12 +526,12 @@ class CheckpointStore:
         return [self._submission(r) for r in rows]
 
     def due_submissions(self, tip_height: int, k: int, now: float) -> list[Submission]:
-        """Waiting/in-flight submissions whose tx is confirmed ≥ k deep and whose backoff has elapsed."""
+        """Waiting/in-flight submissions whose tx's block is ≥ k deep (tip depth 0) and whose backoff elapsed."""
         with self._lock:
             rows = self._conn.execute(
                 "SELECT s.* FROM submissions s JOIN btc_txs t ON t.txid = s.btc_txid "
                 "WHERE s.status IN ('waiting','submitting') AND t.block_height IS NOT NULL "
-                "AND ? - t.block_height + 1 >= ? AND s.next_attempt_at <= ? "
+                "AND ? - t.block_height >= ? AND s.next_attempt_at <= ? "
                 "ORDER BY t.block_height, t.tx_index, s.key",
                 (tip_height, k, now),
             ).fetchall()

@@ -53,7 +53,7 @@ def test_staking_unbonding_withdraw_detected(tmp_path, keys):
     staker, fp = keys
     chain = MemChain()
     svc = _svc(chain, tmp_path)
-    svc.register_intent(staker, [fp], 150, 50_000, {"pop": "p"})
+    svc.register_intent(staker, [fp], 150, 50_000, {"pop": "ab" * 64})
     stx = _funded(build_staking_tx(staker, fp, PARAMS, 150, 50_000, with_op_return=False))
     unrelated = _funded(build_staking_tx(staker, fp, PARAMS, 151, 50_000, with_op_return=False), 1)
     chain.mine(1, [_ctx(stx), _ctx(unrelated)])
@@ -80,6 +80,11 @@ def test_staking_unbonding_withdraw_detected(tmp_path, keys):
     assert svc.store.btc_tx(ub.txid_hex()).staking_txid == txid
     assert svc.store.btc_tx(wd.txid_hex()).kind == "withdraw"
     assert svc.store.submission(submission_key("undelegate", ub.txid_hex())).status == "waiting"
+    # the unbonding-output withdrawal is reported (report_withdrawal) once the undelegation is done
+    assert svc.store.submission(submission_key("withdraw", wd.txid_hex())).status == "waiting"
+    assert svc._prerequisites(svc.store.submission(submission_key("withdraw", wd.txid_hex())),
+                              svc.store.btc_tx(wd.txid_hex())) == [submission_key("delegation", txid),
+                                                                  submission_key("undelegate", ub.txid_hex())]
 
 
 def test_v0_op_return_stake_and_slashing_change_withdraw(tmp_path, keys):
@@ -93,7 +98,7 @@ def test_v0_op_return_stake_and_slashing_change_withdraw(tmp_path, keys):
     assert row.kind == "staking" and row.intent_id is None and row.staking_time == 200
     key = submission_key("delegation", stx.txid_hex())
     assert svc.store.submission(key) is None                      # no material yet
-    svc.register_intent(staker, [fp], 200, 70_000, {"pop": "p"})  # material arrives later
+    svc.register_intent(staker, [fp], 200, 70_000, {"pop": "ab" * 64})  # material arrives later
     assert svc.store.submission(key).status == "waiting"
 
     info = build_staking_info(staker, [fp], PARAMS.covenant_pks, PARAMS.covenant_quorum, 200, 70_000)
@@ -112,6 +117,8 @@ def test_v0_op_return_stake_and_slashing_change_withdraw(tmp_path, keys):
     assert svc.store.btc_tx(sl.txid_hex()).kind == "slashing"
     assert svc.store.btc_tx(wd.txid_hex()).kind == "withdraw"
     assert svc.store.watched_output(f"{sl.txid_hex()}:0") is None    # the slashed part is not ours
+    # the registry has no message for a slashing-change withdrawal: tracked, not submitted
+    assert svc.store.submission(submission_key("withdraw", wd.txid_hex())) is None
 
 
 def test_timelock_withdraw_from_staking_output(tmp_path, keys):
@@ -142,3 +149,19 @@ def test_bad_intents_refused(tmp_path, keys):
         svc.register_intent(staker, [], 150, 50_000)
     with pytest.raises(InvalidInputError, match="cannot build staking script"):
         svc.register_intent(staker, [staker], 150, 50_000)     # duplicate keys
+
+
+def test_material_is_checked_against_the_message_schema(tmp_path, keys):
+    staker, fp = keys
+    svc = _svc(MemChain(), tmp_path)
+    with pytest.raises(InvalidInputError, match="unknown create_btc_delegation material field"):
+        svc.register_intent(staker, [fp], 150, 50_000, {"staking_tx": "00"})   # the service adds it
+    with pytest.raises(InvalidInputError, match="must be lowercase hex"):
+        svc.register_intent(staker, [fp], 150, 50_000, {"slashing_tx": "XYZ"})
+    with pytest.raises(InvalidInputError, match="does not match the intent"):
+        svc.register_intent(staker, [fp], 150, 50_000, {"staking_value": 60_000})
+    with pytest.raises(InvalidInputError, match="does not match the intent"):
+        svc.register_intent(staker, [fp], 150, 50_000, {"staker_btc_pk": fp.hex()})
+    assert svc.store.intents() == []                                       # nothing half-written
+    ok = svc.register_intent(staker, [fp], 150, 50_000, {"staker_btc_pk": staker.hex(), "staking_time": 150})
+    assert ok.material["staking_time"] == 150

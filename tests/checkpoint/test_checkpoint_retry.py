@@ -67,7 +67,9 @@ def test_backoff_then_dead_letter(tmp_path):
     key = submission_key("delegation", stx.txid_hex())
 
     rep = svc.run_once()
-    assert rep.relay_error and rep.retried == [] and svc.store.submission(key).attempts == 0  # 1 deep < k
+    assert rep.relay_error and rep.retried == [] and svc.store.submission(key).attempts == 0  # depth 0 < k
+    btc.mine(1)
+    assert svc.run_once().retried == [] and svc.store.submission(key).attempts == 0  # depth 1 < k
     btc.mine(1)
     delays = []
     for _ in range(3):

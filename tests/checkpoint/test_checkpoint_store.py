@@ -31,8 +31,8 @@ def test_connect_disconnect_and_restart(tmp_path):
     assert s.tip().hash == "a2"
     key = submission_key("delegation", "t1")
     assert s.submission(key).status == "waiting"
-    assert [x.key for x in s.due_submissions(tip_height=2, k=2, now=0)] == [key]
-    assert s.due_submissions(tip_height=1, k=2, now=0) == []          # only 1 deep
+    assert [x.key for x in s.due_submissions(tip_height=3, k=2, now=0)] == [key]   # depth 2 (tip = depth 0)
+    assert s.due_submissions(tip_height=2, k=2, now=0) == []          # depth 1 < k
     s.mark_submitting(key, "a1")
     s.mark_done(key, "CHAINTX", "a1")
     s.close()
