@@ -1,0 +1,494 @@
+"""The ``btcmesh`` command.
+
+::
+
+    btcmesh demo                                   # the whole story in-process (< 1 min)
+    btcmesh node [--backend embedded|btcd]         # regtest Bitcoin node with JSON-RPC on 127.0.0.1
+    btcmesh chain [--comet N]                      # the Cosmos chain + REST (LedgerClient) on 127.0.0.1
+    btcmesh checkpoint --btc-rpc URL --chain-rest URL
+    btcmesh api --chain-rest URL                   # staking API (uvicorn) on 127.0.0.1
+
+Everything binds and dials 127.0.0.1 only. Long-running commands stop on Ctrl-C / SIGTERM.
+Bad arguments exit with status 2 and a one-line reason (argparse); runtime failures exit with
+status 1 and ``btcmesh <command>: error: <reason>`` on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+from urllib.parse import urlsplit
+
+__all__ = ["main", "build_parser", "CliError", "DEVNET_SEED"]
+
+#: Seed of the devnet accounts ``btcmesh chain`` funds and ``btcmesh checkpoint`` signs with.
+DEVNET_SEED = "btcmesh-devnet"
+LOOPBACK = ("127.0.0.1", "localhost")
+
+
+class CliError(Exception):
+    """A runtime failure reported as ``btcmesh <cmd>: error: <message>`` (exit status 1)."""
+
+
+# ---------------------------------------------------------------------------------------- argument types
+def _port(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"port must be an integer, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be in 0..65535 (0 = pick a free one), got {port}")
+    return port
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {n}")
+    return n
+
+
+def _positive_float(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not 0 < x <= 3600:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds in (0, 3600], got {x}")
+    return x
+
+
+def _loopback_url(value: str) -> str:
+    """An http URL on 127.0.0.1 / localhost (``rest+http://`` accepted for cosmpy-style URLs)."""
+    parts = urlsplit(value.strip().removeprefix("rest+"))
+    if parts.scheme != "http" or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"expected a URL like http://127.0.0.1:PORT, got {value!r}")
+    if parts.hostname not in LOOPBACK:
+        raise argparse.ArgumentTypeError(f"only 127.0.0.1 is allowed, got host {parts.hostname!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is None:
+        raise argparse.ArgumentTypeError(f"the URL needs an explicit port: {value!r}")
+    return value.strip()
+
+
+# ---------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of every subcommand."""
+    p = argparse.ArgumentParser(
+        prog="btcmesh",
+        description="Babylon-style Bitcoin staking for Cosmos Mesh Security: regtest Bitcoin, a Cosmos "
+                    "chain with BTC light client / staking registry / finality / mesh modules, the "
+                    "checkpoint service and the staking API. Everything runs on 127.0.0.1.",
+        epilog="Start with `btcmesh demo`. `btcmesh <command> --help` describes each command.",
+    )
+    sub = p.add_subparsers(dest="command", metavar="<command>", required=True)
+
+    d = sub.add_parser("demo", help="run the end-to-end scenario in-process (lock, attest, slash, unbond)",
+                       description="Start an embedded regtest node, the chain with its REST server, the "
+                                   "checkpoint service and the API; register 2 finality providers; two stakers "
+                                   "lock BTC; one FP double-signs and is slashed on Bitcoin and in the mesh; the "
+                                   "honest staker unbonds and withdraws. Prints each step and a summary table.")
+    d.add_argument("-k", "--confirmations", type=_positive_int, default=3, dest="k",
+                   help="confirmation depth k the chain requires (default 3)")
+    d.add_argument("--unbonding-time", type=_positive_int, default=4, help="unbonding time in blocks (default 4)")
+    d.add_argument("--seed", default="btcmesh-demo", help="seed all demo keys derive from")
+    d.add_argument("--no-api", action="store_true", help="do not start the staking API")
+    d.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
+    d.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
+    d.set_defaults(func=cmd_demo)
+
+    n = sub.add_parser("node", help="run a regtest Bitcoin node with JSON-RPC on 127.0.0.1",
+                       description="`--backend embedded` (default): the in-process node validated by "
+                                   "libbitcoinkernel, served with bitcoind-dialect JSON-RPC. `--backend btcd`: "
+                                   "start btcd (v0.26) in regtest mode. Prints `ready <url> ...` once it answers; "
+                                   "stops on Ctrl-C, SIGTERM or the `stop` RPC.")
+    n.add_argument("--backend", choices=("embedded", "btcd"), default="embedded", help="node implementation")
+    n.add_argument("--port", type=_port, default=18443, help="RPC port (default 18443; 0 = any free port)")
+    n.add_argument("--user", default="btcmesh", help="RPC user (default btcmesh)")
+    n.add_argument("--password", help="RPC password (default: random, printed on the ready line)")
+    n.add_argument("--datadir", type=Path, help="persist the chain here (embedded: default in memory; "
+                                                  "btcd: default a temporary directory)")
+    n.add_argument("--mine", type=int, default=0, metavar="N", help="mine N blocks right after start")
+    n.add_argument("--wall-clock", action="store_true", help="embedded: block times from the wall clock")
+    n.add_argument("--btcd", type=Path, help="path of the btcd binary (default: found like the tests do)")
+    n.set_defaults(func=cmd_node)
+
+    c = sub.add_parser("chain", help="run the Cosmos chain with its REST server on 127.0.0.1",
+                       description="An embedded single-node chain (or `--comet N` validators under CometBFT) "
+                                   "with the REST subset cosmpy's LedgerClient uses. Genesis funds the devnet "
+                                   "accounts (checkpoint signer, covenant, FPs) derived from --seed and takes "
+                                   "the BTC light-client base header from --btc-rpc (its tip) or the regtest "
+                                   "genesis block.")
+    c.add_argument("--port", type=_port, default=1317, help="REST port (default 1317; 0 = any free port)")
+    c.add_argument("--chain-id", default="btcmesh-devnet-1", help="chain id")
+    c.add_argument("--home", type=Path, help="state directory (default: in memory / temporary)")
+    c.add_argument("--block-interval", type=_positive_float, default=1.0, help="seconds per block (default 1)")
+    c.add_argument("--comet", type=_positive_int, metavar="N", help="run N validators under CometBFT instead")
+    c.add_argument("--btc-rpc", type=_loopback_url, help="node to take the light-client base header from")
+    c.add_argument("--btc-dialect", choices=("btcd", "bitcoind"), default="bitcoind")
+    c.add_argument("-k", "--confirmations", type=_positive_int, default=6, dest="k", help="k (default 6)")
+    c.add_argument("--unbonding-time", type=_positive_int, default=10, help="unbonding time in blocks")
+    c.add_argument("--seed", default=DEVNET_SEED, help="seed of the funded devnet accounts")
+    c.set_defaults(func=cmd_chain)
+
+    k = sub.add_parser("checkpoint", help="follow Bitcoin and attest k-deep staking locks to the chain",
+                       description="Follows the Bitcoin node, relays headers to the chain's BTC light client "
+                                   "and attests k-deep staking/unbonding txs (cosmpy-signed). Parameters and k "
+                                   "come from the chain's staking registry.")
+    k.add_argument("--btc-rpc", type=_loopback_url, required=True,
+                   help="Bitcoin JSON-RPC URL, e.g. http://user:pass@127.0.0.1:18443")
+    k.add_argument("--btc-dialect", choices=("btcd", "bitcoind"), required=True, help="RPC dialect of the node")
+    k.add_argument("--btc-user", default="", help="RPC user (if not in the URL)")
+    k.add_argument("--btc-password", default="", help="RPC password (if not in the URL)")
+    k.add_argument("--chain-rest", type=_loopback_url, required=True, help="chain REST URL, e.g. http://127.0.0.1:1317")
+    k.add_argument("--store", type=Path, default=Path("checkpoint.sqlite"), help="SQLite state file")
+    k.add_argument("--seed", default=DEVNET_SEED, help="seed of the (funded) signer account")
+    k.add_argument("--poll", type=_positive_float, default=1.0, help="seconds between rounds (default 1)")
+    k.add_argument("--start-height", type=int, default=None,
+                   help="first Bitcoin height to scan (default: the light client's base)")
+    k.add_argument("--once", action="store_true", help="run one round and exit")
+    k.set_defaults(func=cmd_checkpoint)
+
+    a = sub.add_parser("api", help="serve the staking API (uvicorn) on 127.0.0.1",
+                       description="Babylon staking-api-service v2 style endpoints over the chain's REST server.")
+    a.add_argument("--chain-rest", type=_loopback_url, required=True, help="chain REST URL, e.g. http://127.0.0.1:1317")
+    a.add_argument("--port", type=_port, default=8000, help="API port (default 8000)")
+    a.add_argument("--timeout", type=_positive_float, default=5.0, help="chain query timeout in seconds")
+    a.set_defaults(func=cmd_api)
+    return p
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _wait_for_signal(stop: threading.Event, check: Callable[[], None] | None = None) -> None:
+    """Block until SIGINT/SIGTERM (or ``stop`` is set); ``check()`` runs every second."""
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while not stop.wait(0.5):
+            if check is not None:
+                check()
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# ---------------------------------------------------------------------------------------- demo
+def _jsonable(obj: Any) -> Any:
+    """JSON-friendly copy of dataclasses / dicts / lists (bytes as hex, the rest via str)."""
+    from dataclasses import fields, is_dataclass
+
+    if is_dataclass(obj) and not isinstance(obj, type):
+        if hasattr(obj, "to_dict"):
+            return obj.to_dict()
+        return {f.name: _jsonable(getattr(obj, f.name)) for f in fields(obj)}
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (bytes, bytearray)):
+        return bytes(obj).hex()
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from btcmesh.demo import DemoConfig, format_summary, run_demo
+
+    cfg = DemoConfig(k=args.k, unbonding_time=args.unbonding_time, seed=args.seed, with_api=not args.no_api)
+    quiet = args.quiet or args.json
+    if not quiet:
+        _say("btcmesh demo: Bitcoin regtest → checkpoint → Cosmos chain → mesh → slashing, all on 127.0.0.1\n")
+    result = run_demo(cfg, out=(lambda s: None) if quiet else _say)
+    if args.json:
+        print(json.dumps(_jsonable(result), indent=2, sort_keys=True))
+    else:
+        _say(format_summary(result))
+    return 0 if result.ok else 1
+
+
+# ---------------------------------------------------------------------------------------- node
+def cmd_node(args: argparse.Namespace) -> int:
+    from regtest.rpc import script_to_address
+
+    from btcmesh.demo import demo_secret
+    from btc_staking.signing import p2tr_key_path_script
+
+    mining_script = p2tr_key_path_script(demo_secret(DEVNET_SEED, "btc/miner"), is_secret=True)
+    if args.mine < 0:
+        raise CliError("--mine must be >= 0")
+    stop = threading.Event()
+    if args.backend == "btcd":
+        return _node_btcd(args, mining_script, script_to_address(mining_script), stop)
+    from regtest.embedded import EmbeddedNode
+    from regtest.rpc_server import RpcServer
+
+    node = EmbeddedNode(args.datadir, clock=time.time if args.wall_clock else None)
+    try:
+        server = RpcServer(node, port=args.port, user=args.user, password=args.password, on_stop=stop.set)
+        try:
+            server.start()
+        except OSError as exc:
+            raise CliError(f"cannot bind 127.0.0.1:{args.port}: {exc.strerror or exc}") from exc
+        try:
+            if args.mine:
+                node.mine_blocks(args.mine, mining_script)
+            _say(f"ready {server.url} height={node.get_block_count()} backend=embedded dialect=bitcoind")
+            _wait_for_signal(stop)
+        finally:
+            server.stop()
+    finally:
+        node.close()
+    _say("stopped")
+    return 0
+
+
+def _node_btcd(args: argparse.Namespace, mining_script: bytes, mining_address: str, stop: threading.Event) -> int:
+    import tempfile
+
+    from regtest.btcd import BtcdError, BtcdProcess
+
+    binary = args.btcd
+    if binary is None:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+        try:
+            from conftest import find_tool  # type: ignore[import-not-found]
+        except ImportError:
+            find_tool = None  # noqa: N806
+        binary = find_tool("btcd") if find_tool else None
+        if binary is None:
+            binary = Path.home() / "go" / "bin" / "btcd"
+    with tempfile.TemporaryDirectory(prefix="btcmesh-btcd-") as tmp:
+        datadir = args.datadir or Path(tmp)
+        try:
+            proc = BtcdProcess(binary, datadir, mining_address, rpc_port=args.port or None).start()
+        except BtcdError as exc:
+            raise CliError(str(exc)) from exc
+        try:
+            if args.mine:
+                proc.backend().mine_blocks(args.mine, mining_script)
+            _say(f"ready http://{proc.rpc_user}:{proc.rpc_password}@127.0.0.1:{proc.rpc_port} "
+                 f"height={proc.backend().get_block_count()} backend=btcd dialect=btcd")
+
+            def alive() -> None:
+                if proc.proc is None or proc.proc.poll() is not None:
+                    raise CliError(f"btcd exited:\n{proc.log_tail()}")
+
+            _wait_for_signal(stop, alive)
+        finally:
+            proc.stop()
+    _say("stopped")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- chain
+def devnet_accounts(seed: str) -> dict[str, Any]:
+    """The funded devnet accounts (cosmpy wallets) by role."""
+    from cosmos_chain.genesis import deterministic_wallet
+
+    roles = ("checkpoint", "covenant", "mesh-admin", "fp-1", "fp-2", "staker-1", "staker-2")
+    return {r: deterministic_wallet(f"{seed}/{r}") for r in roles}
+
+
+REGTEST_GENESIS_HEADER = bytes.fromhex(
+    "0100000000000000000000000000000000000000000000000000000000000000000000003ba3edfd7a7b12b27ac72c3e"
+    "67768f617fc81bc3888a51323a9fb8aa4b1e5e4adae5494dffff7f2002000000")
+
+
+def _base_header(args: argparse.Namespace) -> tuple[int, bytes]:
+    if not args.btc_rpc:
+        return 0, REGTEST_GENESIS_HEADER
+    from regtest.backend import BackendError
+    from regtest.rpc import RpcBackend
+
+    try:
+        with RpcBackend(args.btc_rpc.removeprefix("rest+"), dialect=args.btc_dialect, timeout=10) as b:
+            h = b.get_block_count()
+            return h, b.get_block_header(b.get_block_hash(h))
+    except (BackendError, OSError) as exc:
+        raise CliError(f"cannot read the tip of {urlsplit(args.btc_rpc).hostname}:{urlsplit(args.btc_rpc).port}: "
+                       f"{exc}") from exc
+
+
+def cmd_chain(args: argparse.Namespace) -> int:
+    from btcmesh.demo import chain_genesis
+    from btc_staking.params import regtest_default_params
+    from cosmos_chain.modules.base import module_address
+
+    params = regtest_default_params(confirmation_depth=args.k, unbonding_time_blocks=args.unbonding_time)
+    height, header = _base_header(args)
+    accounts = devnet_accounts(args.seed)
+    genesis = chain_genesis(params, height, header, [str(w.address()) for w in accounts.values()],
+                            str(accounts["mesh-admin"].address()))
+    genesis["chain_id"] = args.chain_id
+
+    def banner(rest_url: str, extra: str = "") -> None:
+        _say(f"ready {rest_url} chain_id={args.chain_id} light_client_base={height}{extra}")
+        for name in ("btc_light_client", "btc_staking", "finality", "mesh"):
+            _say(f"  contract {name:<17} {module_address(name)}")
+        for role, w in accounts.items():
+            _say(f"  account  {role:<17} {w.address()}")
+
+    stop = threading.Event()
+    if args.comet:
+        return _chain_comet(args, genesis, banner, stop)
+    from cosmos_chain.app import ChainApp
+    from cosmos_chain.node import EmbeddedChain
+    from cosmos_chain.rest import RestServer
+
+    app = ChainApp(args.chain_id, args.home)
+    try:
+        node = EmbeddedChain(app, args.block_interval, genesis=genesis)
+        try:
+            try:
+                rest = RestServer(node, port=args.port).start()
+            except OSError as exc:
+                raise CliError(f"cannot bind 127.0.0.1:{args.port}: {exc.strerror or exc}") from exc
+            try:
+                banner(rest.url)
+
+                def alive() -> None:
+                    if node.error is not None:
+                        raise CliError(f"block production failed: {node.error!r}")
+
+                _wait_for_signal(stop, alive)
+            finally:
+                rest.stop()
+        finally:
+            node.close()
+    finally:
+        app.close()
+    _say("stopped")
+    return 0
+
+
+def _chain_comet(args: argparse.Namespace, genesis: dict, banner: Callable[..., None],
+                 stop: threading.Event) -> int:
+    import tempfile
+
+    from cosmos_chain.comet import CometError, run_comet_chain
+    from cosmos_chain.comet_backend import CometBackend
+    from cosmos_chain.rest import RestServer
+
+    with tempfile.TemporaryDirectory(prefix="btcmesh-comet-") as tmp:
+        home = args.home or Path(tmp)
+        try:
+            net = run_comet_chain(home, args.comet, genesis, chain_id=args.chain_id,
+                                  block_time=args.block_interval)
+        except CometError as exc:
+            raise CliError(str(exc)) from exc
+        try:
+            rest = RestServer(CometBackend(net.rpc_urls[0], chain_id=args.chain_id), port=args.port).start()
+            try:
+                banner(rest.url, f" validators={args.comet} comet_rpc={','.join(net.rpc_urls)}")
+                _wait_for_signal(stop, net.check_alive)
+            finally:
+                rest.stop()
+        finally:
+            net.stop()
+    _say("stopped")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- checkpoint
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    import httpx
+    from cosmpy.aerial.client import LedgerClient
+    from cosmpy.aerial.config import NetworkConfig
+
+    from btc_staking.params import StakingParams
+    from checkpoint.chain_client import ChainClient, ChainContracts
+    from checkpoint.errors import ChainError
+    from checkpoint.service import CheckpointService
+    from cosmos_chain.modules.base import module_address
+    from regtest.backend import BackendError
+    from regtest.rpc import RpcBackend
+
+    rest = args.chain_rest.removeprefix("rest+").rstrip("/")
+    try:
+        info = httpx.get(f"{rest}/cosmos/base/tendermint/v1beta1/node_info", timeout=10, trust_env=False).json()
+        chain_id = info["default_node_info"]["network"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+        raise CliError(f"chain REST server at {rest} did not answer node_info: {exc}") from exc
+    ledger = LedgerClient(NetworkConfig(chain_id=chain_id, url=f"rest+{rest}", fee_minimum_gas_price=0.01,
+                                        fee_denomination="ubbn", staking_denomination="ubbn"))
+    client = ChainClient(ledger, ChainContracts(module_address("btc_light_client"), module_address("btc_staking")))
+    try:
+        reply = client.query(module_address("btc_staking"), {"params": {}})
+        latest = dict(reply["params_versions"][-1])
+        latest.pop("version", None)
+        params = StakingParams.from_dict(latest)
+        tip = client.light_client_tip()
+    except (ChainError, KeyError, IndexError, TypeError, ValueError) as exc:
+        raise CliError(f"cannot read the staking params / light client from the chain: {exc}") from exc
+    try:
+        backend = RpcBackend(args.btc_rpc, args.btc_user, args.btc_password, dialect=args.btc_dialect, timeout=30)
+        backend.get_block_count()
+    except (BackendError, OSError, ValueError) as exc:
+        raise CliError(f"Bitcoin RPC {urlsplit(args.btc_rpc).hostname}:{urlsplit(args.btc_rpc).port} "
+                       f"did not answer: {exc}") from exc
+    signer = devnet_accounts(args.seed)["checkpoint"]
+    start = args.start_height if args.start_height is not None else (tip[0] if tip else 0)
+    service = CheckpointService(backend, client, args.store, params, params.confirmation_depth, signer,
+                                poll_interval=args.poll, start_height=start)
+    try:
+        _say(f"checkpoint: chain {chain_id} at {rest}, Bitcoin {args.btc_dialect} at "
+             f"127.0.0.1:{urlsplit(args.btc_rpc).port}, k={params.confirmation_depth}, signer {signer.address()}")
+        if args.once:
+            rep = service.run_once()
+            _say(json.dumps(_jsonable(rep), sort_keys=True))
+            return 0
+        stop = threading.Event()
+        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            rounds = service.run_forever(stop)
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        _say(f"stopped after {rounds} rounds")
+        return 0
+    finally:
+        service.close()
+        backend.close()
+
+
+# ---------------------------------------------------------------------------------------- api
+def cmd_api(args: argparse.Namespace) -> int:
+    from api.server import serve
+
+    _say(f"staking API on http://127.0.0.1:{args.port} (docs at /docs) over {args.chain_rest}")
+    serve(args.chain_rest, "127.0.0.1", args.port, timeout=args.timeout)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- main
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``btcmesh`` script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except CliError as exc:
+        print(f"btcmesh {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

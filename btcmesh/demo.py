@@ -1,0 +1,659 @@
+"""``btcmesh demo``: the whole btcmesh story end to end, in one process, on embedded defaults.
+
+Scenario (every arrow is a real message or a real Bitcoin tx; nothing is simulated):
+
+1. Bitcoin: an :class:`~regtest.embedded.EmbeddedNode` (every block validated by libbitcoinkernel);
+   coinbases fund a miner and two stakers' key wallets.
+2. Cosmos: a :class:`~cosmos_chain.app.ChainApp` in an :class:`~cosmos_chain.node.EmbeddedChain`
+   behind a :class:`~cosmos_chain.rest.RestServer` on 127.0.0.1 (random port); every tx below is
+   cosmpy-signed and goes through cosmpy's ``LedgerClient`` over that REST server.
+3. The checkpoint service (follows Bitcoin, relays headers, attests k-deep locks) and the staking
+   API (FastAPI/uvicorn on 127.0.0.1, random port).
+4. Two finality providers register, each mapped to its own mesh validator.
+5. Staker A delegates to the FP that will misbehave, honest staker B to the honest FP: both lock
+   BTC in Babylon staking outputs and hand their pre-signed material to the checkpoint service.
+6. k blocks later the service attests both locks; the covenant committee checks and signs them
+   → ACTIVE → the mesh adapter turns them into virtual stake on the two validators.
+7. Both FPs commit EOTS public randomness and vote; the bad FP double-signs a forked app hash.
+   The chain records the evidence and extracts its key; the FP, its delegations and its mesh
+   validator are slashed.
+8. The slasher completes staker A's pre-signed slashing tx with the extracted key and the
+   covenant adaptor signatures and broadcasts it: mined, ``floor(value × rate)`` burned to the
+   slashing pkScript, the change locked for ``unbonding_time`` blocks, then withdrawn by A.
+9. Staker B unbonds (covenant-signed unbonding tx), the service attests it → UNBONDING; B waits
+   the unbonding time, withdraws, reports it → WITHDRAWN.
+10. The summary: delegation states (chain and API over HTTP), BTC staked / burned / returned,
+    virtual stake before / after per validator, the extracted key check.
+
+``run_demo()`` returns a :class:`DemoResult` with everything the test suite asserts. A part that is
+not available (e.g. a chain module not installed) is reported as such, never faked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from btc_staking.keys import secret_even_y, xonly_from_secret
+from btc_staking.merkle import build_merkle_proof, verify_merkle_proof
+from btc_staking.params import StakingParams, mul_f64, regtest_default_params
+from btc_staking.signing import sign_pop_bip340
+from btc_staking.tx import Tx, TxOut
+
+__all__ = ["DemoConfig", "DemoStep", "SpendRecord", "DelegationOutcome", "DemoResult", "DemoError",
+           "run_demo", "format_summary", "demo_params", "demo_secret", "chain_genesis", "DEMO_CHAIN_ID"]
+
+DEMO_CHAIN_ID = "btcmesh-demo-1"
+DENOM = "ubbn"
+REGISTRY, LIGHT_CLIENT, FINALITY, MESH = "btc_staking", "btc_light_client", "finality", "mesh"
+
+
+class DemoError(RuntimeError):
+    """A demo step failed (the message says which and why)."""
+
+
+class NotAvailable(DemoError):
+    """A part the step needs is not installed / not implemented yet."""
+
+
+# ---------------------------------------------------------------------------------------- config
+@dataclass(frozen=True)
+class DemoConfig:
+    """Knobs of the demo (defaults: fast, deterministic keys)."""
+
+    k: int = 3                     # confirmation depth the chain requires
+    staking_time: int = 150        # blocks (params allow 100..65535)
+    unbonding_time: int = 4        # blocks
+    value_a: int = 1_000_000       # sat, staker A (delegates to the FP that double-signs)
+    value_b: int = 500_000         # sat, staker B (honest FP)
+    fee_rate: float = 2.0          # sat/vB for wallet-funded txs
+    seed: str = "btcmesh-demo"     # all keys derive from it
+    chain_block_interval: float = 0.2
+    with_api: bool = True
+    timeout: float = 30.0          # bound of every single wait
+
+
+def demo_secret(seed: str, label: str) -> bytes:
+    """Deterministic even-Y secp256k1 secret for a role (devnet only)."""
+    return secret_even_y(hashlib.sha256(f"{seed}/{label}".encode()).digest())
+
+
+def demo_params(cfg: DemoConfig) -> StakingParams:
+    """Regtest staking params: 3 covenants (quorum 2), k and unbonding time from ``cfg``, rate 0.1."""
+    return regtest_default_params(confirmation_depth=cfg.k, unbonding_time_blocks=cfg.unbonding_time)
+
+
+def chain_genesis(params: StakingParams, base_height: int, base_header: bytes, funded: list[str],
+                  mesh_admin: str) -> dict[str, Any]:
+    """ChainApp genesis: funded accounts, light-client base header, staking params, mesh admin."""
+    from cosmos_chain.genesis import build_genesis
+
+    return build_genesis(
+        {a: 10**13 for a in funded}, denom=DENOM,
+        btc_light_client={"base": {"height": base_height, "header": base_header.hex()}},
+        btc_staking={"params": [params.to_dict()]},
+        mesh={"admin": mesh_admin},
+    )
+
+
+# ---------------------------------------------------------------------------------------- result
+@dataclass
+class DemoStep:
+    """One step: ``status`` is ok | failed | not available | skipped."""
+
+    name: str
+    status: str = "skipped"
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class SpendRecord:
+    """A Bitcoin tx the demo had mined (raw tx + the outputs it spends, for oracle re-checks)."""
+
+    label: str
+    txid: str
+    raw: bytes
+    prevouts: list[TxOut]
+    height: int | None
+
+
+@dataclass
+class DelegationOutcome:
+    """One staker's delegation at the end of the demo."""
+
+    label: str
+    staker_pk: str
+    fp_pk: str
+    validator: str
+    staking_tx_hash: str = ""
+    staked_sat: int = 0
+    status: str = ""              # chain registry status
+    api_state: str = ""           # state answered by the API over HTTP
+    burned_sat: int = 0           # sent to the slashing pkScript
+    returned_sat: int = 0         # back in the staker's wallet (after fees)
+    fees_sat: int = 0             # Bitcoin fees paid out of the staking output
+    wallet_before_sat: int = 0
+    wallet_after_sat: int = 0
+    status_history: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DemoResult:
+    """Everything the demo did and measured."""
+
+    ok: bool = False
+    error: str = ""
+    steps: list[DemoStep] = field(default_factory=list)
+    params: StakingParams | None = None
+    delegations: dict[str, DelegationOutcome] = field(default_factory=dict)
+    virtual_stake_before: dict[str, int] = field(default_factory=dict)
+    virtual_stake_after: dict[str, int] = field(default_factory=dict)
+    mesh_collateral_before: dict[str, int] = field(default_factory=dict)
+    mesh_collateral_after: dict[str, int] = field(default_factory=dict)
+    expected_burned_sat: int = 0
+    bad_fp_pk: str = ""
+    bad_fp_secret: str = ""
+    extracted_sk: str = ""
+    extracted_key_matches: bool = False
+    slasher_key_matches: bool = False
+    slashing_txid: str = ""
+    spends: dict[str, SpendRecord] = field(default_factory=dict)
+    api_answers: dict[str, dict] = field(default_factory=dict)
+    kernel_verified_blocks: int = 0
+    btc_height: int = 0
+    chain_height: int = 0
+    rest_url: str = ""
+    api_url: str = ""
+    elapsed_s: float = 0.0
+
+    def step(self, name: str) -> DemoStep | None:
+        return next((s for s in self.steps if s.name == name), None)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+def _wait(pred: Callable[[], Any], timeout: float, what: str, interval: float = 0.05) -> Any:
+    """Poll ``pred`` until truthy (bounded); DemoError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise DemoError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def inclusion_proof(node: Any, txid_hex: str) -> dict[str, Any]:
+    """``{block_hash, index, proof}`` of a confirmed tx (merkle proof checked locally)."""
+    from checkpoint.btcparse import parse_block
+
+    where = node.get_tx_block(txid_hex)
+    if where is None:
+        raise DemoError(f"tx {txid_hex} is not confirmed")
+    block_hash, _ = where
+    block = parse_block(node.get_block(block_hash))
+    index = block.txids.index(txid_hex)
+    internal = [bytes.fromhex(t)[::-1] for t in block.txids]
+    proof = build_merkle_proof(internal, index)
+    if not verify_merkle_proof(internal[index], block.header[36:68], index, proof):
+        raise DemoError("locally built merkle proof does not verify")
+    return {"block_hash": block_hash, "index": index, "proof": bytes(proof).hex()}
+
+
+class _Run:
+    """The demo's state while it runs (kept out of the public result)."""
+
+    def __init__(self, cfg: DemoConfig, out: Callable[[str], None], workdir: Path) -> None:
+        self.cfg = cfg
+        self.out = out
+        self.workdir = workdir
+        self.result = DemoResult()
+        self.stack = contextlib.ExitStack()
+        self.t0 = time.monotonic()
+
+    # -- progress ---------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def step(self, name: str) -> Iterator[DemoStep]:
+        st = DemoStep(name, "running")
+        self.result.steps.append(st)
+        n = len(self.result.steps)
+        self.out(f"[{n:2d}] {name} ...")
+        t = time.monotonic()
+        try:
+            yield st
+        except NotAvailable as exc:
+            st.status, st.detail = "not available", str(exc)
+            raise
+        except BaseException as exc:
+            st.status = "failed"
+            st.detail = st.detail or f"{type(exc).__name__}: {exc}"
+            raise
+        else:
+            st.status = "ok"
+        finally:
+            st.seconds = time.monotonic() - t
+            self.out(f"     {st.status}{' — ' + st.detail if st.detail else ''} ({st.seconds:.1f} s)")
+
+    def note(self, msg: str) -> None:
+        self.out(f"     · {msg}")
+
+
+# ---------------------------------------------------------------------------------------- demo
+def run_demo(cfg: DemoConfig | None = None, out: Callable[[str], None] | None = None,
+             workdir: str | Path | None = None) -> DemoResult:
+    """Run the whole scenario; always returns a :class:`DemoResult` (``ok`` tells if it all worked)."""
+    cfg = cfg or DemoConfig()
+    out = out or (lambda s: None)
+    with contextlib.ExitStack() as outer:
+        if workdir is None:
+            workdir = outer.enter_context(tempfile.TemporaryDirectory(prefix="btcmesh-demo-"))
+        run = _Run(cfg, out, Path(workdir))
+        with run.stack:
+            try:
+                _scenario(run)
+                run.result.ok = all(s.status == "ok" for s in run.result.steps)
+            except Exception as exc:  # noqa: BLE001 - reported in the result, never half-silent
+                run.result.ok = False
+                run.result.error = f"{type(exc).__name__}: {exc}"
+                if not isinstance(exc, DemoError):
+                    run.result.error += "\n" + traceback.format_exc(limit=6)
+        run.result.elapsed_s = time.monotonic() - run.t0
+        return run.result
+
+
+def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
+    cfg, res = run.cfg, run.result
+    params = demo_params(cfg)
+    res.params = params
+    sec = lambda label: demo_secret(cfg.seed, label)  # noqa: E731
+
+    # ---------------------------------------------------------------- 1. Bitcoin
+    with run.step("start the embedded regtest node and fund the wallets") as st:
+        from regtest.embedded import EmbeddedNode
+        from regtest.wallet import Wallet
+
+        node = EmbeddedNode()
+        run.stack.callback(node.close)
+        miner = Wallet(node, sec("btc/miner"))
+        wallet_a = Wallet(node, sec("btc/staker-a"))
+        wallet_b = Wallet(node, sec("btc/staker-b"))
+        node.mine_blocks(1, wallet_a.script_pubkey)
+        node.mine_blocks(1, wallet_b.script_pubkey)
+        node.mine_blocks(100, miner.script_pubkey)
+        for w in (miner, wallet_a, wallet_b):
+            w.scan()
+        st.detail = (f"height {node.get_block_count()}, staker A {wallet_a.balance()} sat, "
+                     f"staker B {wallet_b.balance()} sat spendable")
+
+    def mine(n: int = 1) -> list[str]:
+        hashes = node.mine_blocks(n, miner.script_pubkey)
+        for w in (miner, wallet_a, wallet_b):
+            w.scan()
+        return hashes
+
+    def confirm(label: str, tx: Tx, prevouts: list[TxOut]) -> SpendRecord:
+        txid = node.send_raw_transaction(tx.serialize())
+        mine(1)
+        rec = SpendRecord(label, txid, tx.serialize(), list(prevouts), node.get_tx_height(txid))
+        if rec.height is None:
+            raise DemoError(f"{label} {txid} was not mined")
+        res.spends[label] = rec
+        return rec
+
+    # ---------------------------------------------------------------- 2. Cosmos chain + REST
+    from cosmos_chain.genesis import deterministic_wallet
+    from cosmos_chain.modules.base import module_address
+
+    cp_wallet = deterministic_wallet(f"{cfg.seed}/checkpoint")
+    cov_wallet = deterministic_wallet(f"{cfg.seed}/covenant")
+    fp_wallets = {"bad": deterministic_wallet(f"{cfg.seed}/fp-bad"),
+                  "honest": deterministic_wallet(f"{cfg.seed}/fp-honest")}
+    staker_wallets = {"A": deterministic_wallet(f"{cfg.seed}/staker-a"),
+                      "B": deterministic_wallet(f"{cfg.seed}/staker-b")}
+    admin = deterministic_wallet(f"{cfg.seed}/mesh-admin")
+    addr = {n: module_address(n) for n in (REGISTRY, LIGHT_CLIENT, FINALITY, MESH)}
+
+    with run.step("start the chain (EmbeddedChain + REST on 127.0.0.1)") as st:
+        from cosmos_chain.app import ChainApp
+        from cosmos_chain.rest import LocalChain
+
+        probe = ChainApp(DEMO_CHAIN_ID, None)
+        missing = [m for m in (LIGHT_CLIENT, REGISTRY, FINALITY, MESH) if m not in probe.modules]
+        probe.close()
+        if missing:
+            raise NotAvailable(f"chain modules not installed: {', '.join(missing)} "
+                               "(cosmos_chain/modules/btc_light_client.py, btc_staking.py)")
+        base_h = node.get_block_count()
+        base_header = node.get_block_header(node.get_block_hash(base_h))
+        funded = [str(w.address()) for w in (cp_wallet, cov_wallet, admin, *fp_wallets.values(),
+                                              *staker_wallets.values())]
+        genesis = chain_genesis(params, base_h, base_header, funded, str(admin.address()))
+        chain = LocalChain(DEMO_CHAIN_ID, genesis, home=str(run.workdir / "chain"),
+                           block_interval=cfg.chain_block_interval)
+        run.stack.callback(chain.close)
+        res.rest_url = chain.rest.url
+        ledger = chain.ledger_client(query_interval_secs=0.05, query_timeout_secs=cfg.timeout)
+        st.detail = f"{DEMO_CHAIN_ID} at {chain.rest.url}, light client base = BTC height {base_h}"
+
+    from checkpoint.chain_client import ChainClient, ChainContracts
+
+    client = ChainClient(ledger, ChainContracts(addr[LIGHT_CLIENT], addr[REGISTRY]), tx_timeout_s=cfg.timeout,
+                         poll_interval_s=0.05)
+
+    def q(module: str, msg: dict) -> Any:
+        return client.query(addr[module], msg)
+
+    def delegation(h: str) -> dict:
+        d = client.delegation(h)
+        if d is None:
+            raise DemoError(f"delegation {h} not on chain")
+        return d
+
+    # ---------------------------------------------------------------- 3. checkpoint service + API
+    with run.step("start the checkpoint service and the staking API") as st:
+        from checkpoint.service import CheckpointService
+
+        service = CheckpointService(node, client, run.workdir / "checkpoint.sqlite", params, cfg.k, cp_wallet,
+                                    poll_interval=0.2, start_height=base_h, retry_base_s=0.05, retry_max_s=0.2)
+        run.stack.callback(service.close)
+        api_url = ""
+        if cfg.with_api:
+            from api.app import BackgroundServer
+            from api.server import app_for_url
+
+            api = BackgroundServer(app_for_url(chain.rest.url)).start(timeout=cfg.timeout)
+            run.stack.callback(api.stop)
+            api_url = res.api_url = api.url
+        st.detail = f"k = {cfg.k}; API {api_url or 'disabled'}"
+
+    def checkpoint_round() -> Any:
+        rep = service.run_once()
+        if rep.dead_lettered:
+            dl = service.dead_letters()
+            raise DemoError(f"checkpoint dead-lettered {rep.dead_lettered}: {dl}")
+        return rep
+
+    # ---------------------------------------------------------------- 4. finality providers
+    from btcmesh.finality_provider import ClientChannel, FinalityProvider
+
+    fps: dict[str, FinalityProvider] = {}
+    validators = {"bad": "", "honest": ""}
+    with run.step("register 2 finality providers (each mapped to a mesh validator)") as st:
+        for role in ("bad", "honest"):
+            w = fp_wallets[role]
+            fp = FinalityProvider(sec(f"fp/{role}"), ClientChannel(client, w), context=DEMO_CHAIN_ID.encode())
+            validators[role] = str(w.address())
+            pop = sign_pop_bip340(fp.secret, str(w.address()).encode())
+            client.execute(addr[REGISTRY], {"create_finality_provider": {
+                "btc_pk": fp.btc_pk_hex, "pop": pop.hex(),
+                "description": {"moniker": f"fp-{role}", "identity": "", "website": "", "security_contact": "",
+                                "details": f"{role} finality provider of the btcmesh demo"},
+                "commission": "0.05", "validator": validators[role]}}, w)
+            fps[role] = fp
+        listed = q(REGISTRY, {"finality_providers": {}})["finality_providers"]
+        if {f["btc_pk"] for f in listed} != {fp.btc_pk_hex for fp in fps.values()}:
+            raise DemoError(f"registry lists {listed}")
+        res.bad_fp_pk = fps["bad"].btc_pk_hex
+        res.bad_fp_secret = fps["bad"].secret.hex()
+        st.detail = ", ".join(f"{r} {fp.btc_pk_hex[:12]}… → validator {validators[r][:16]}…" for r, fp in fps.items())
+
+    # ---------------------------------------------------------------- 5. stakers lock BTC
+    from btcmesh.staker import Staker, StakingDelegation
+
+    stakers = {"A": Staker(sec("staker/A"), params), "B": Staker(sec("staker/B"), params)}
+    wallets = {"A": wallet_a, "B": wallet_b}
+    fp_of = {"A": "bad", "B": "honest"}
+    values = {"A": cfg.value_a, "B": cfg.value_b}
+    dels: dict[str, StakingDelegation] = {}
+    with run.step("stakers A (→ bad FP) and B (→ honest FP) lock BTC") as st:
+        for who, staker in stakers.items():
+            fp_pk = fps[fp_of[who]].btc_pk
+            out = DelegationOutcome(who, staker.pk.hex(), fp_pk.hex(), validators[fp_of[who]],
+                                    staked_sat=values[who], wallet_before_sat=wallets[who].balance())
+            res.delegations[who] = out
+            tx = staker.fund_staking_tx(wallets[who], fp_pk, cfg.staking_time, values[who], cfg.fee_rate)
+            d = staker.delegation(tx, [fp_pk], cfg.staking_time)
+            dels[who] = d
+            out.staking_tx_hash = d.staking_tx_hash
+            # the checkpoint service submits create_btc_delegation: the PoP is over its address
+            service.register_intent(staker.pk, [fp_pk], cfg.staking_time, values[who],
+                                    d.material(staker.pop(str(cp_wallet.address()))))
+            node.send_raw_transaction(tx.serialize())
+            res.spends[f"staking tx {who}"] = SpendRecord(f"staking tx {who}", tx.txid_hex(), tx.serialize(),
+                                                          wallets[who].prevouts(tx), None)
+        mine(1)
+        for who, d in dels.items():
+            rec = res.spends[f"staking tx {who}"]
+            rec.height = node.get_tx_height(rec.txid)
+            if rec.height is None:
+                raise DemoError(f"staking tx {who} not mined")
+        st.detail = "; ".join(f"{w}: {values[w]} sat in {dels[w].staking_tx_hash[:16]}… (block {res.spends[f'staking tx {w}'].height})"
+                              for w in dels)
+
+    # ---------------------------------------------------------------- 6. k deep → attest → covenant → ACTIVE
+    with run.step(f"mine k={cfg.k} blocks; the checkpoint service attests the locks") as st:
+        mine(cfg.k - 1)  # the staking block itself is the first confirmation
+        rep = checkpoint_round()
+        for who, d in dels.items():
+            _wait(lambda: client.delegation(d.staking_tx_hash), cfg.timeout, f"delegation {who} on chain")
+            res.delegations[who].status_history.append(delegation(d.staking_tx_hash)["status"])
+        st.detail = (f"headers relayed {rep.headers_relayed}, attested {len(rep.submitted)}; status "
+                     + ", ".join(f"{w}={res.delegations[w].status_history[-1]}" for w in dels))
+
+    from btcmesh.covenant import CovenantCommittee
+
+    committee = CovenantCommittee.regtest(params)
+    with run.step("covenant committee verifies and signs (adaptor sigs per FP) → ACTIVE") as st:
+        for who, d in dels.items():
+            on_chain = delegation(d.staking_tx_hash)
+            for sigs in committee.sign(on_chain):
+                client.execute(addr[REGISTRY], sigs.to_msg(), cov_wallet)
+        for who, d in dels.items():
+            status = _wait(lambda: (s := delegation(d.staking_tx_hash)["status"]) == "ACTIVE" and s,
+                           cfg.timeout, f"delegation {who} ACTIVE")
+            res.delegations[who].status_history.append(status)
+        st.detail = f"{len(committee.members)} members signed each delegation (quorum {committee.quorum})"
+
+    def virtual_stake(validator: str) -> int:
+        r = q(MESH, {"adapter": {"validator_virtual_stake": {"validator": validator}}})
+        return int(r["virtual_stake"])
+
+    def collateral(h: str) -> int:
+        rec = q(MESH, {"adapter": {"delegation": {"staking_tx_hash": h}}})["delegation"]
+        return int(rec["collateral_sat"]) if rec else 0
+
+    with run.step("mesh: virtual stake on the validators") as st:
+        for who in dels:
+            v = validators[fp_of[who]]
+            res.virtual_stake_before[v] = virtual_stake(v)
+            res.mesh_collateral_before[who] = collateral(dels[who].staking_tx_hash)
+        if not all(res.virtual_stake_before.values()):
+            raise DemoError(f"no virtual stake after ACTIVE: {res.virtual_stake_before}")
+        st.detail = ", ".join(f"{v[:16]}… {s}" for v, s in res.virtual_stake_before.items())
+
+    # ---------------------------------------------------------------- 7. finality: commit, vote, double-sign
+    with run.step("FPs commit EOTS public randomness and vote") as st:
+        start = chain.node.height + 1
+        for fp in fps.values():
+            fp.commit_pub_rand(start, 100)
+        vote_h = _wait(lambda: chain.node.height >= start + 1 and start, cfg.timeout, "a block to vote on")
+        for fp in fps.values():
+            _wait(lambda: fp.block_app_hash(vote_h) is not None, cfg.timeout, f"app hash of block {vote_h}")
+            fp.vote_block(vote_h)
+        votes = q(FINALITY, {"votes_at_height": {"height": vote_h}})["votes"]
+        st.detail = f"pub rand for heights {start}..{start + 99}; {len(votes)} votes on block {vote_h}"
+
+    with run.step("the bad FP double-signs → evidence, key extracted, FP slashed") as st:
+        fork_hash = hashlib.sha256(b"btcmesh-demo/forked-app-hash").digest()
+        fps["bad"].double_sign(vote_h, fork_hash)
+        sl = q(FINALITY, {"is_slashed": {"fp_btc_pk": fps["bad"].btc_pk_hex}})
+        if not sl.get("slashed"):
+            raise DemoError(f"the chain did not slash the FP: {sl}")
+        res.extracted_sk = str(sl.get("extracted_btc_sk") or "")
+        res.extracted_key_matches = res.extracted_sk == fps["bad"].secret.hex()
+        evidence = q(FINALITY, {"evidence": {"fp_btc_pk": fps["bad"].btc_pk_hex}})["evidence"]
+        res.delegations["A"].status_history.append(delegation(dels["A"].staking_tx_hash)["status"])
+        st.detail = (f"{len(evidence)} evidence record(s) at height {vote_h}; extracted key "
+                     f"{'==' if res.extracted_key_matches else '!='} FP secret; "
+                     f"delegation A {res.delegations['A'].status_history[-1]}")
+
+    with run.step("mesh: the bad FP's validator is slashed") as st:
+        for v in validators.values():
+            res.virtual_stake_after[v] = virtual_stake(v)
+        for who in dels:
+            res.mesh_collateral_after[who] = collateral(dels[who].staking_tx_hash)
+        st.detail = ", ".join(f"{v[:16]}… {res.virtual_stake_before[v]} → {res.virtual_stake_after[v]}"
+                              for v in validators.values())
+
+    # ---------------------------------------------------------------- 8. Bitcoin slashing
+    with run.step("slasher completes staker A's slashing tx and broadcasts it on regtest") as st:
+        from btc_staking.staking import validate_slashing_tx
+        from checkpoint.slasher import QuerySlasherChain, Slasher
+
+        slasher = Slasher(QuerySlasherChain(query=client.query, finality=addr[FINALITY], registry=addr[REGISTRY],
+                                            params=params), node)
+        results = [r for r in slasher.poll() if r.staking_tx_hash == dels["A"].staking_tx_hash]
+        if not results or results[0].status not in ("broadcast", "in_mempool"):
+            raise DemoError(f"slasher did not broadcast A's slashing tx: {results}")
+        res.slasher_key_matches = slasher.keys.get(fps["bad"].btc_pk_hex) == fps["bad"].secret
+        txid = results[0].txid
+        slash_tx = Tx.parse(node.get_raw_transaction(txid))
+        d = dels["A"]
+        validate_slashing_tx(slash_tx, d.staking_outpoint, d.staking_value, d.staker_pk, params)
+        mine(1)
+        res.slashing_txid = txid
+        res.spends["slashing tx A"] = SpendRecord("slashing tx A", txid, slash_tx.serialize(), [d.staking_output],
+                                                  node.get_tx_height(txid))
+        if res.spends["slashing tx A"].height is None:
+            raise DemoError("slashing tx not mined")
+        res.expected_burned_sat = mul_f64(d.staking_value, params.slashing_rate)
+        res.delegations["A"].burned_sat = slash_tx.outputs[0].value
+        st.detail = (f"{txid[:16]}… mined at {res.spends['slashing tx A'].height}: "
+                     f"{slash_tx.outputs[0].value} sat burned to the slashing script, "
+                     f"{slash_tx.outputs[1].value} sat change timelocked {params.unbonding_time_blocks} blocks")
+
+    with run.step("staker A withdraws the slashing change after its timelock") as st:
+        slash_rec = res.spends["slashing tx A"]
+        slash_tx = Tx.parse(slash_rec.raw)
+        back = stakers["A"].withdraw_tx(dels["A"], wallet_a.script_pubkey, path="slashing_change",
+                                        slashing_tx=slash_tx)
+        mine(max(0, slash_rec.height + params.unbonding_time_blocks - node.get_block_count() - 1))
+        confirm("slashing change withdrawal A", back, [slash_tx.outputs[1]])
+        st.detail = f"{back.outputs[0].value} sat back to staker A"
+
+    # ---------------------------------------------------------------- 9. honest unbonding
+    with run.step("staker B unbonds (covenant-signed unbonding tx) → UNBONDING") as st:
+        d = dels["B"]
+        cov_sigs = _covenant_unbonding_sigs(delegation(d.staking_tx_hash))
+        source = "chain"
+        if len(cov_sigs) < params.covenant_quorum:  # registry reply without them: ask the committee again
+            cov_sigs = CovenantCommittee.unbonding_sigs(committee.sign(delegation(d.staking_tx_hash)))
+            source = "committee"
+        ub = stakers["B"].signed_unbonding_tx(d, cov_sigs)
+        confirm("unbonding tx B", ub, [d.staking_output])
+        mine(cfg.k - 1)
+        checkpoint_round()
+        status = _wait(lambda: (s := delegation(d.staking_tx_hash)["status"]) == "UNBONDING" and s,
+                       cfg.timeout, "delegation B UNBONDING")
+        res.delegations["B"].status_history.append(status)
+        st.detail = f"unbonding tx {ub.txid_hex()[:16]}… (covenant sigs from the {source}); status {status}"
+
+    with run.step("staker B waits out the unbonding time, withdraws → WITHDRAWN") as st:
+        d = dels["B"]
+        ub_rec = res.spends["unbonding tx B"]
+        mine(max(0, ub_rec.height + params.unbonding_time_blocks - node.get_block_count() - 1))
+        back = stakers["B"].withdraw_tx(d, wallet_b.script_pubkey, path="unbonding")
+        rec = confirm("withdrawal B", back, [d.unbonding_info.output])
+        mine(cfg.k - 1)
+        checkpoint_round()  # relays the headers
+        client.execute(addr[REGISTRY], {"report_withdrawal": {
+            "staking_tx_hash": d.staking_tx_hash, "spend_tx": rec.raw.hex(),
+            "inclusion_proof": inclusion_proof(node, rec.txid)}}, staker_wallets["B"])
+        status = _wait(lambda: (s := delegation(d.staking_tx_hash)["status"]) == "WITHDRAWN" and s,
+                       cfg.timeout, "delegation B WITHDRAWN")
+        res.delegations["B"].status_history.append(status)
+        st.detail = f"{back.outputs[0].value} sat back to staker B; status {status}"
+
+    # ---------------------------------------------------------------- 10. summary data
+    with run.step("final state: chain registry, API over HTTP, balances") as st:
+        for who, outc in res.delegations.items():
+            outc.status = delegation(dels[who].staking_tx_hash)["status"]
+            outc.wallet_after_sat = wallets[who].balance()
+        a, b = res.delegations["A"], res.delegations["B"]
+        a.returned_sat = Tx.parse(res.spends["slashing change withdrawal A"].raw).outputs[0].value
+        a.fees_sat = a.staked_sat - a.burned_sat - a.returned_sat
+        b.returned_sat = Tx.parse(res.spends["withdrawal B"].raw).outputs[0].value
+        b.fees_sat = b.staked_sat - b.returned_sat
+        if cfg.with_api:
+            import httpx
+
+            with httpx.Client(base_url=res.api_url, timeout=cfg.timeout, trust_env=False) as http:
+                for who, outc in res.delegations.items():
+                    r = http.get("/v2/delegation", params={"staking_tx_hash_hex": outc.staking_tx_hash})
+                    body = r.json()
+                    res.api_answers[who] = body
+                    outc.api_state = str(body.get("data", {}).get("state", f"HTTP {r.status_code}"))
+        res.kernel_verified_blocks = node.verify_against_kernel()
+        res.btc_height = node.get_block_count()
+        res.chain_height = chain.node.height
+        st.detail = ", ".join(f"{w}: chain {o.status} / API {o.api_state or '-'}" for w, o in res.delegations.items())
+
+
+def _covenant_unbonding_sigs(d: dict) -> dict[bytes, bytes]:
+    """``{cov_pk: sig}`` from a registry delegation's ``covenant_unbonding_sigs`` (list of {pk, sig})."""
+    out: dict[bytes, bytes] = {}
+    for item in d.get("covenant_unbonding_sigs") or []:
+        if isinstance(item, dict):
+            pk, sig = item.get("pk") or item.get("cov_pk"), item.get("sig") or item.get("signature")
+            if isinstance(pk, str) and isinstance(sig, str):
+                out[bytes.fromhex(pk)] = bytes.fromhex(sig)
+    return out
+
+
+# ---------------------------------------------------------------------------------------- summary
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = []
+    for n, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def format_summary(res: DemoResult) -> str:
+    """The human-readable summary (steps + tables)."""
+    parts = ["", "Steps", _table([["#", "step", "status", "s"]] + [
+        [str(i + 1), s.name, s.status, f"{s.seconds:.1f}"] for i, s in enumerate(res.steps)])]
+    if res.delegations:
+        parts += ["", "Delegations (BTC amounts in sat)", _table(
+            [["staker", "FP", "staking tx", "chain status", "API state", "staked", "burned", "returned", "fees"]] + [
+                [o.label, o.fp_pk[:12] + "…", o.staking_tx_hash[:12] + "…", o.status or "-", o.api_state or "-",
+                 str(o.staked_sat), str(o.burned_sat), str(o.returned_sat), str(o.fees_sat)]
+                for o in res.delegations.values()])]
+    if res.virtual_stake_before:
+        parts += ["", "Virtual stake per validator (mesh)", _table(
+            [["validator", "before", "after", "change"]] + [
+                [v, str(b), str(res.virtual_stake_after.get(v, "-")),
+                 str(res.virtual_stake_after[v] - b) if v in res.virtual_stake_after else "-"]
+                for v, b in res.virtual_stake_before.items()])]
+    if res.bad_fp_pk:
+        rate = res.params.slashing_rate if res.params else Decimal(0)
+        parts += ["", f"Slashing: FP {res.bad_fp_pk[:16]}…  extracted key matches the FP secret: "
+                      f"{'yes' if res.extracted_key_matches else 'NO'}",
+                  f"          slashing tx {res.slashing_txid or '-'}; burned "
+                  f"{res.delegations.get('A', DelegationOutcome('', '', '', '')).burned_sat} sat "
+                  f"(expected floor(value × {rate}) = {res.expected_burned_sat})"]
+    if res.kernel_verified_blocks:
+        parts.append(f"Bitcoin: {res.btc_height} blocks, all re-verified by libbitcoinkernel; "
+                     f"chain height {res.chain_height}")
+    parts += ["", f"{'OK' if res.ok else 'FAILED'} in {res.elapsed_s:.1f} s" + (f": {res.error}" if res.error else "")]
+    return "\n".join(parts)

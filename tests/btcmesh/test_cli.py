@@ -1,0 +1,135 @@
+"""The ``btcmesh`` command: help, argument errors, and ``btcmesh node`` answering python-bitcoinlib."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import bitcoin
+import bitcoin.rpc
+import pytest
+
+from btcmesh.cli import build_parser, main
+
+REPO = Path(__file__).resolve().parents[2]
+COMMANDS = ("demo", "node", "chain", "checkpoint", "api")
+
+
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -m btcmesh ARGS`` in a subprocess (bounded)."""
+    return subprocess.run([sys.executable, "-m", "btcmesh", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_top_level_help_lists_every_command() -> None:
+    r = run_cli("--help")
+    assert r.returncode == 0, r.stderr
+    for cmd in COMMANDS:
+        assert re.search(rf"^\s+{cmd}\s", r.stdout, re.M), f"{cmd} missing from --help:\n{r.stdout}"
+    assert "127.0.0.1" in r.stdout
+
+
+@pytest.mark.parametrize("cmd", COMMANDS)
+def test_subcommand_help(cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main([cmd, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: btcmesh {cmd}")
+    assert len(out.splitlines()) > 5
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "the following arguments are required: <command>"),
+    (["fly"], "invalid choice: 'fly'"),
+    (["node", "--port", "99999"], "port must be in 0..65535"),
+    (["node", "--port", "abc"], "port must be an integer, got 'abc'"),
+    (["node", "--backend", "bitcoind"], "invalid choice: 'bitcoind'"),
+    (["chain", "--comet", "0"], "expected a positive integer, got 0"),
+    (["checkpoint", "--btc-dialect", "btcd", "--chain-rest", "http://127.0.0.1:1317"],
+     "the following arguments are required: --btc-rpc"),
+    (["checkpoint", "--btc-rpc", "http://10.1.2.3:18443", "--btc-dialect", "btcd", "--chain-rest",
+      "http://127.0.0.1:1317"], "only 127.0.0.1 is allowed, got host '10.1.2.3'"),
+    (["api", "--chain-rest", "127.0.0.1:1317"], "expected a URL like http://127.0.0.1:PORT"),
+    (["api", "--chain-rest", "http://127.0.0.1"], "the URL needs an explicit port"),
+    (["demo", "-k", "zero"], "expected a positive integer, got 'zero'"),
+])
+def test_argument_errors_are_clear(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert err.startswith("usage: btcmesh")
+
+
+def test_runtime_error_is_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    # nothing listens on port 1: the command fails with status 1 and says what it could not reach
+    rc = main(["checkpoint", "--btc-rpc", "http://127.0.0.1:1", "--btc-dialect", "btcd",
+               "--chain-rest", "http://127.0.0.1:1"])
+    assert rc == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("btcmesh checkpoint: error: chain REST server at http://127.0.0.1:1 did not answer")
+    assert "Traceback" not in err
+
+
+def test_parser_defaults_are_loopback() -> None:
+    args = build_parser().parse_args(["api", "--chain-rest", "http://localhost:1317"])
+    assert args.port == 8000 and args.chain_rest == "http://localhost:1317"
+
+
+def _read_line(proc: subprocess.Popen, timeout: float) -> str:
+    """First stdout line of ``proc`` within ``timeout`` seconds ('' if none)."""
+    q: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: q.put(proc.stdout.readline()), daemon=True).start()
+    try:
+        return q.get(timeout=timeout)
+    except queue.Empty:
+        return ""
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+def test_node_answers_bitcoinlib_then_stops() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "btcmesh", "node", "--port", "0", "--mine", "5"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        line = _read_line(proc, 60)
+        m = re.match(r"ready (http://\S+:\S+@127\.0\.0\.1:(\d+)) height=5 backend=embedded", line)
+        assert m, f"unexpected first line {line!r}; stderr: {proc.stderr.read() if proc.poll() is not None else ''}"
+        bitcoin.SelectParams("regtest")
+        proxy = bitcoin.rpc.Proxy(service_url=m.group(1), timeout=20)
+        assert proxy.getblockcount() == 5
+        assert proxy.call("getblockchaininfo")["chain"] == "regtest"
+        proxy.call("stop")  # the node shuts down on the RPC, like bitcoind
+        assert proc.wait(timeout=20) == 0
+        assert "stopped" in proc.stdout.read()
+    finally:
+        _stop(proc)
+
+
+def test_node_stops_on_sigterm() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "btcmesh", "node", "--port", "0"], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert _read_line(proc, 60).startswith("ready http://")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        _stop(proc)
