@@ -1,19 +1,22 @@
-"""Micro-benchmarks for btc_staking (run: .venv/bin/python benchmarks/bench_btc_staking.py).
+"""Micro-benchmarks for btc_staking (run: .venv/bin/python benchmarks/bench_btc_staking.py [--quick]).
 
 Each op is printed next to raw libsecp256k1 BIP-340 verification (coincurve) measured in the
-same run, with the ratio op_rate / raw_verify_rate."""
+same run (before and after the ops, averaged), with the ratio op_rate / raw_verify_rate.
+``run(budget_s)`` returns the same figures as :class:`benchmarks.harness.Result` rows."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from coincurve import PrivateKey, PublicKeyXOnly  # noqa: E402
+
+from benchmarks.harness import Rate, Reference, Result, measure  # noqa: E402
 
 from btc_staking import eots  # noqa: E402
 from btc_staking.adaptor import encrypt_sign  # noqa: E402
@@ -24,23 +27,18 @@ from btc_staking.staking import build_slashing_tx, build_staking_info, build_sta
 from btc_staking.tx import OutPoint, TxIn  # noqa: E402
 
 BUDGET_S = 2.0  # seconds per measurement
+BENCH = "btc_staking"
+REF_NAME = "coincurve schnorr verify"
 
 
-def rate(fn: Callable[[int], None], n_items: int) -> float:
-    """Ops/s of fn(i) over a time budget; i cycles through n_items precomputed inputs."""
-    fn(0)  # warm-up
-    done, start = 0, time.perf_counter()
-    while True:
-        for i in range(200):
-            fn((done + i) % n_items)
-        done += 200
-        elapsed = time.perf_counter() - start
-        if elapsed >= BUDGET_S:
-            return done / elapsed
+def rate(fn: Callable[[int], None], n_items: int, budget_s: float = BUDGET_S) -> Rate:
+    """Rate of fn(i) over a time budget (after a warm-up); i cycles through n_items precomputed inputs."""
+    return measure(fn, n_items, budget_s)
 
 
-def main() -> None:
-    M = 256
+def run(budget_s: float = BUDGET_S, *, quick: bool = False) -> list[Result]:
+    """Every op against raw BIP-340 verify, each measured for ``budget_s`` seconds."""
+    M = 64 if quick else 256
     sks = [generate_secret() for _ in range(M)]
     pks = [xonly_from_secret(sk) for sk in sks]
     ks = [eots.new_nonce() for _ in range(M)]
@@ -84,7 +82,8 @@ def main() -> None:
         encrypt_sign(sks[i], fp, digests[i])
 
     results = []
-    base = rate(raw_verify, M)
+    ref = Reference(REF_NAME, raw_verify, M, budget_s)
+    ref.sample()
     for name, fn in (
         ("eots_sign", eots_sign),
         ("eots_verify", eots_verify),
@@ -92,12 +91,23 @@ def main() -> None:
         ("staking_txs_build_sign", staking_build_sign),
         ("adaptor_encrypt_sign", covenant_adaptor_sign),
     ):
-        results.append((name, rate(fn, M)))
-    base2 = rate(raw_verify, M)  # re-measure: the machine is shared
-    base = (base + base2) / 2
+        results.append((name, rate(fn, M, budget_s)))
+    ref.sample()  # re-measure: the machine is shared
+    notes = {"staking_txs_build_sign": "staking + unbonding + slashing txs built, 2 staker script-path sigs"}
+    return [Result(BENCH, name, "ops/s", r, ref.name, ref.per_s, ref.drift, notes.get(name, "")) for name, r in results]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="fewer inputs and a short budget")
+    p.add_argument("--budget", type=float, default=None, help=f"seconds per measurement (default {BUDGET_S})")
+    a = p.parse_args(argv)
+    budget = a.budget if a.budget is not None else (0.3 if a.quick else BUDGET_S)
+    results = run(budget, quick=a.quick)
+    base = results[0].ref_per_s
     print(f"{'operation':<26}{'ops/s':>12}{'raw schnorr verify ops/s':>28}{'ratio':>10}")
-    for name, r in results:
-        print(f"{name:<26}{r:>12.0f}{base:>28.0f}{r / base:>10.3f}")
+    for r in results:
+        print(f"{r.name:<26}{r.per_s:>12.0f}{base:>28.0f}{r.ratio:>10.3f}")
 
 
 if __name__ == "__main__":

@@ -171,7 +171,7 @@ def run(budget_s: float = 1.0, *, quick: bool = False) -> list[Result]:
             deliver.steps.clear()
             r = measure_steps(lambda n=n: deliver.prepare(n), deliver.op, budget_s)
             rows.append((f"deliver_bank_send_{n}tx_blocks", "tx/s", r,
-                         f"CheckTx each + FinalizeBlock + Commit, {n} txs/block ({r.per_s / n:,.1f} blocks/s)"))
+                         f"CheckTx each + FinalizeBlock + Commit, {n} tx/block ({r.per_s / n:,.1f} blocks/s)"))
             if n == max(sizes.block_txs):
                 check, final = deliver.split(skip=1)  # measure_steps' warm-up step is not counted
                 rows.append((f"checktx_bank_send_{n}tx_blocks", "tx/s", check,

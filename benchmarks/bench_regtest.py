@@ -275,7 +275,7 @@ def _run(st: _Setup, sizes: Sizes, budget_s: float) -> list[Result]:
     for n in sizes.block_txs:
         r = measure_steps(lambda n=n: maker.next_block(n), maker.connect, budget_s)
         rates.append((f"block_connect_{n}tx", "blocks/s", r, kernel,
-                      f"submit_block of pre-built blocks, {n} key-path spends each ({n * r.per_s:,.0f} tx/s)"))
+                      f"submit_block of pre-built blocks of {n} key-path spend(s) ({n * r.per_s:,.0f} tx/s)"))
     kernel.sample()
     raw.sample()
     both = Rate(sum(x.ops for x in kernel.samples), sum(x.seconds for x in kernel.samples))
