@@ -1,7 +1,7 @@
 """Micro-benchmarks for btc_staking (run: .venv/bin/python benchmarks/bench_btc_staking.py [--quick]).
 
 Each op is printed next to raw libsecp256k1 BIP-340 verification (coincurve) measured in the
-same run (before and after the ops, averaged), with the ratio op_rate / raw_verify_rate.
+same run (right before and right after each op, averaged), with the ratio op_rate / raw_verify_rate.
 ``run(budget_s)`` returns the same figures as :class:`benchmarks.harness.Result` rows."""
 
 from __future__ import annotations
@@ -81,9 +81,9 @@ def run(budget_s: float = BUDGET_S, *, quick: bool = False) -> list[Result]:
     def covenant_adaptor_sign(i: int) -> None:
         encrypt_sign(sks[i], fp, digests[i])
 
-    results = []
     ref = Reference(REF_NAME, raw_verify, M, budget_s)
-    ref.sample()
+    notes = {"staking_txs_build_sign": "staking + unbonding + slashing txs built, 2 staker script-path sigs"}
+    results = []
     for name, fn in (
         ("eots_sign", eots_sign),
         ("eots_verify", eots_verify),
@@ -91,10 +91,9 @@ def run(budget_s: float = BUDGET_S, *, quick: bool = False) -> list[Result]:
         ("staking_txs_build_sign", staking_build_sign),
         ("adaptor_encrypt_sign", covenant_adaptor_sign),
     ):
-        results.append((name, rate(fn, M, budget_s)))
-    ref.sample()  # re-measure: the machine is shared
-    notes = {"staking_txs_build_sign": "staking + unbonding + slashing txs built, 2 staker script-path sigs"}
-    return [Result(BENCH, name, "ops/s", r, ref.name, ref.per_s, ref.drift, notes.get(name, "")) for name, r in results]
+        m = ref.bracket(lambda: rate(fn, M, budget_s))  # raw verify re-measured around each op: the machine is shared
+        results.append(Result(BENCH, name, "ops/s", m.rate, ref.name, m.ref_per_s, m.ref_drift, notes.get(name, "")))
+    return results
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -103,11 +102,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--budget", type=float, default=None, help=f"seconds per measurement (default {BUDGET_S})")
     a = p.parse_args(argv)
     budget = a.budget if a.budget is not None else (0.3 if a.quick else BUDGET_S)
-    results = run(budget, quick=a.quick)
-    base = results[0].ref_per_s
     print(f"{'operation':<26}{'ops/s':>12}{'raw schnorr verify ops/s':>28}{'ratio':>10}")
-    for r in results:
-        print(f"{r.name:<26}{r.per_s:>12.0f}{base:>28.0f}{r.ratio:>10.3f}")
+    for r in run(budget, quick=a.quick):
+        print(f"{r.name:<26}{r.per_s:>12.0f}{r.ref_per_s:>28.0f}{r.ratio:>10.3f}")
 
 
 if __name__ == "__main__":

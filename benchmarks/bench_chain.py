@@ -37,7 +37,7 @@ from cosmpy.protos.cosmos.bank.v1beta1.tx_pb2 import MsgSend  # noqa: E402
 from cosmpy.protos.cosmos.base.v1beta1.coin_pb2 import Coin  # noqa: E402
 from cosmpy.protos.cosmos.tx.v1beta1.tx_pb2 import SignDoc, TxBody, TxRaw  # noqa: E402
 
-from benchmarks.harness import Rate, Reference, Result, format_table, machine_info, measure, measure_steps, result  # noqa: E402
+from benchmarks.harness import Bracketed, Rate, Reference, Result, format_table, machine_info, measure, measure_steps, result  # noqa: E402
 from cosmos_chain.app import ChainApp  # noqa: E402
 from cosmos_chain.genesis import build_genesis, deterministic_wallet  # noqa: E402
 from cosmos_chain.node import EmbeddedChain  # noqa: E402
@@ -165,37 +165,38 @@ def run(budget_s: float = 1.0, *, quick: bool = False) -> list[Result]:
                 raise AssertionError("ECDSA verify failed")
 
         ref = Reference("coincurve ecdsa verify", ecdsa_verify, len(ecdsa), budget_s)
-        ref.sample()
-        rows: list[tuple[str, str, Rate, str]] = []
+        rows: list[Result] = []
         for n in sizes.block_txs:
             deliver.steps.clear()
-            r = measure_steps(lambda n=n: deliver.prepare(n), deliver.op, budget_s)
-            rows.append((f"deliver_bank_send_{n}tx_blocks", "tx/s", r,
-                         f"CheckTx each + FinalizeBlock + Commit, {n} tx/block ({r.per_s / n:,.1f} blocks/s)"))
+            m = ref.bracket(lambda: measure_steps(lambda: deliver.prepare(n), deliver.op, budget_s))
+            rows.append(result(BENCH, f"deliver_bank_send_{n}tx_blocks", "tx/s", m, ref,
+                               f"CheckTx each + FinalizeBlock + Commit, {n} tx/block ({m.rate.per_s / n:,.1f} blocks/s)"))
             if n == max(sizes.block_txs):
                 check, final = deliver.split(skip=1)  # measure_steps' warm-up step is not counted
-                rows.append((f"checktx_bank_send_{n}tx_blocks", "tx/s", check,
-                             "broadcast_tx (CheckTx, mempool insert) alone"))
-                rows.append((f"finalize_commit_bank_send_{n}tx_blocks", "tx/s", final,
-                             "produce_block (FinalizeBlock + Commit + recheck) alone"))
+                rows.append(result(BENCH, f"checktx_bank_send_{n}tx_blocks", "tx/s",
+                                   Bracketed(check, m.ref_per_s, m.ref_drift), ref,
+                                   "broadcast_tx (CheckTx, mempool insert) alone"))
+                rows.append(result(BENCH, f"finalize_commit_bank_send_{n}tx_blocks", "tx/s",
+                                   Bracketed(final, m.ref_per_s, m.ref_drift), ref,
+                                   "produce_block (FinalizeBlock + Commit + recheck) alone"))
         queries = [json.dumps({"balance": {"address": a, "denom": DENOM}}).encode() for a in signer.recipients]
 
         def smart_query(i: int) -> None:
-            code, value, log = app.query("/smart/bank", queries[i % len(queries)])
+            code, value, log = app.query("/smart/bank", queries[i])
             if code != 0 or b'"amount"' not in value:
                 raise AssertionError(f"smart query failed: {code} {log}")
 
-        rows.append(("abci_smart_query_bank_balance", "queries/s", measure(smart_query, len(queries), budget_s),
-                     "ChainApp.query('/smart/bank', JSON) on committed state"))
+        m = ref.bracket(lambda: measure(smart_query, len(queries), budget_s))
+        rows.append(result(BENCH, "abci_smart_query_bank_balance", "queries/s", m, ref,
+                           "ChainApp.query('/smart/bank', JSON) on committed state"))
         if sizes.e2e:
-            rows.extend(_e2e(budget_s))
-        ref.sample()
-        return [result(BENCH, name, unit, r, ref, note) for name, unit, r, note in rows]
+            rows.extend(_e2e(budget_s, ref))
+        return rows
     finally:
         node.close()
 
 
-def _e2e(budget_s: float) -> list[tuple[str, str, Rate, str]]:
+def _e2e(budget_s: float, ref: Reference) -> list[Result]:
     """cosmpy LedgerClient → REST → EmbeddedChain (background producer)."""
     wallet = deterministic_wallet("bench-chain-e2e")
     to = deterministic_wallet("bench-chain-e2e-to").address()
@@ -212,17 +213,18 @@ def _e2e(budget_s: float) -> list[tuple[str, str, Rate, str]]:
             sent[0] += 1
             return 1
 
-        r = measure_steps(lambda: True, send, budget_s)
-        rows.append(("ledgerclient_send_tokens_e2e", "tx/s", r,
-                     f"sequential send_tokens().wait_to_complete() over REST, block interval {E2E_BLOCK_INTERVAL}s "
-                     "(latency-bound)"))
+        m = ref.bracket(lambda: measure_steps(lambda: True, send, budget_s))
+        rows.append(result(BENCH, "ledgerclient_send_tokens_e2e", "tx/s", m, ref,
+                           f"sequential send_tokens().wait_to_complete() over REST, block interval "
+                           f"{E2E_BLOCK_INTERVAL}s (latency-bound)"))
 
         def query(_: int) -> None:
             if client.query_bank_balance(to, DENOM) < 1:
                 raise AssertionError("balance query returned nothing")
 
-        rows.append(("ledgerclient_query_balance_e2e", "queries/s", measure(query, 1, budget_s),
-                     "query_bank_balance over REST (HTTP round trip)"))
+        m = ref.bracket(lambda: measure(query, 1, budget_s))
+        rows.append(result(BENCH, "ledgerclient_query_balance_e2e", "queries/s", m, ref,
+                           "query_bank_balance over REST (HTTP round trip)"))
         if client.query_bank_balance(to, DENOM) != sent[0]:
             raise AssertionError("recipient balance does not match the sends")
     return rows

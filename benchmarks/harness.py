@@ -1,8 +1,9 @@
 """Shared measurement code for the benchmarks.
 
 House rule: every figure is a ratio against a reference measured in the same run, on the same
-inputs. A :class:`Reference` is sampled before and after the operations it is compared with (the
-machine is shared, so its drift is reported too); :func:`measure` warms up, then runs an operation
+inputs. A :class:`Reference` is sampled right before and right after each operation it is compared
+with (the machine is shared: each row reports the spread of its two samples as drift);
+:func:`measure` warms up, then runs an operation
 over precomputed inputs for a time budget; :func:`measure_steps` times only the measured part of
 steps whose inputs must be made fresh each time (txs that can be accepted only once).
 """
@@ -17,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-__all__ = ["Rate", "Reference", "Result", "measure", "measure_steps", "machine_info", "format_table", "COLUMNS"]
+__all__ = ["Bracketed", "Rate", "Reference", "Result", "result", "measure", "measure_steps", "machine_info", "format_table", "COLUMNS"]
 
 MIN_BATCHES = 4  # a measurement spans at least this many timed batches (unless the budget is tiny)
 
@@ -99,10 +100,20 @@ def measure_steps(
     return Rate(ops, timed)
 
 
+@dataclass(frozen=True)
+class Bracketed:
+    """An operation's rate with the reference rate measured right before and right after it."""
+
+    rate: Rate
+    ref_per_s: float
+    ref_drift: float
+
+
 @dataclass
 class Reference:
-    """A raw reference operation, sampled several times in a run (before and after what it is
-    compared with); its rate is the mean of the samples and ``drift`` their spread."""
+    """A raw reference operation, sampled several times in a run. :meth:`bracket` measures it right
+    before and right after an operation (the machine is shared: its speed moves), so each operation
+    is compared with the mean of its two neighbouring samples and their spread is reported as drift."""
 
     name: str
     fn: Callable[[int], object]
@@ -116,9 +127,21 @@ class Reference:
         self.samples.append(r)
         return r
 
+    def bracket(self, op: Callable[[], Rate]) -> Bracketed:
+        """Run ``op`` (which measures something) between two samples of this reference; the
+        sample after one op is the sample before the next."""
+        if not self.samples:
+            self.sample()
+        before = self.samples[-1]
+        rate = op()
+        after = self.sample()
+        pair = [before.per_s, after.per_s]
+        mean = statistics.fmean(pair)
+        return Bracketed(rate, mean, (max(pair) - min(pair)) / mean)
+
     @property
     def per_s(self) -> float:
-        """Mean rate over the samples."""
+        """Mean rate over all samples."""
         if not self.samples:
             raise RuntimeError(f"reference {self.name!r} was never measured")
         return statistics.fmean(s.per_s for s in self.samples)
@@ -168,9 +191,9 @@ class Result:
         }
 
 
-def result(bench: str, name: str, unit: str, rate: Rate, ref: Reference, note: str = "") -> Result:
-    """A Result against a sampled Reference."""
-    return Result(bench, name, unit, rate, ref.name, ref.per_s, ref.drift, note)
+def result(bench: str, name: str, unit: str, m: Bracketed, ref: Reference, note: str = "") -> Result:
+    """A Result against the reference samples bracketing it."""
+    return Result(bench, name, unit, m.rate, ref.name, m.ref_per_s, m.ref_drift, note)
 
 
 def machine_info() -> dict[str, str]:
@@ -207,7 +230,7 @@ def _fmt_rate(x: float) -> str:
 
 
 def format_table(results: Sequence[Result], info: dict[str, str] | None = None) -> str:
-    """Plain-text table: one row per result, then machine info, references' drift and notes."""
+    """Plain-text table: one row per result, then notes and machine info."""
     rows = [COLUMNS]
     for r in results:
         rows.append((r.bench, r.name, _fmt_rate(r.per_s), r.unit, str(r.rate.ops), r.ref_name,
@@ -222,7 +245,7 @@ def format_table(results: Sequence[Result], info: dict[str, str] | None = None) 
             lines.append("  ".join("-" * w for w in widths))
     lines.append("")
     lines.append("ratio = rate / ref/s (both measured in this run); ref-ops/op = 1 / ratio; "
-                 "drift = spread of the reference's samples in this run")
+                 "drift = spread of the two reference samples taken right before and after the row")
     notes = _unique(f"  {r.bench}/{r.name}: {r.note}" for r in results if r.note)
     if notes:
         lines.append("notes:")

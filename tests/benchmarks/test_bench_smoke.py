@@ -120,3 +120,15 @@ def test_reference_mean_and_drift() -> None:
     res = Result("b", "op", "ops/s", Rate(50, 1.0), ref.name, ref.per_s, ref.drift)
     assert res.ratio == 0.25 and res.ref_ops == 4
     assert res.as_dict()["ratio"] == 0.25
+
+
+def test_reference_brackets_each_operation() -> None:
+    ref = Reference("x", lambda i: None, 1, TINY)
+    a = ref.bracket(lambda: Rate(7, 1.0))
+    assert len(ref.samples) == 2 and a.rate == Rate(7, 1.0)
+    assert a.ref_per_s == pytest.approx((ref.samples[0].per_s + ref.samples[1].per_s) / 2)
+    b = ref.bracket(lambda: Rate(9, 1.0))
+    assert len(ref.samples) == 3  # the sample after one op is the sample before the next
+    pair = [ref.samples[1].per_s, ref.samples[2].per_s]
+    assert b.ref_per_s == pytest.approx(sum(pair) / 2)
+    assert b.ref_drift == pytest.approx((max(pair) - min(pair)) / (sum(pair) / 2))
