@@ -123,9 +123,9 @@ def _registry_slashing_rate(ctx: Context) -> str | None:
         return None
     try:
         versions = reg.query(ctx, {"params": {}}).get("params_versions") or []
-    except (ValueError, AttributeError):
-        return None
-    return str(versions[-1]["slashing_rate"]) if versions else None
+        return str(versions[-1]["slashing_rate"]) if versions else None
+    except (ValueError, AttributeError, KeyError, IndexError, TypeError):
+        return None  # no params (yet): the mesh genesis value applies
 
 
 def _delegation_value(delegation: dict) -> int:
