@@ -171,16 +171,27 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def _wait_for_signal(stop: threading.Event, check: Callable[[], None] | None = None) -> None:
-    """Block until SIGINT/SIGTERM (or ``stop`` is set); ``check()`` runs every second."""
-    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        while not stop.wait(0.5):
-            if check is not None:
-                check()
-    finally:
-        for s, h in previous.items():
+class _StopSignals:
+    """SIGINT/SIGTERM set ``event`` while active (installed before a command prints ``ready``)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        self.event = event
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> threading.Event:
+        self._previous = {s: signal.signal(s, lambda *_: self.event.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self.event
+
+    def __exit__(self, *exc: object) -> None:
+        for s, h in self._previous.items():
             signal.signal(s, h)
+
+
+def _wait_for_signal(stop: threading.Event, check: Callable[[], None] | None = None) -> None:
+    """Block until ``stop`` is set (by a signal or the ``stop`` RPC); ``check()`` runs twice a second."""
+    while not stop.wait(0.5):
+        if check is not None:
+            check()
 
 
 def _say(msg: str) -> None:
@@ -232,7 +243,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     mining_script = p2tr_key_path_script(demo_secret(DEVNET_SEED, "btc/miner"), is_secret=True)
     if args.mine < 0:
         raise CliError("--mine must be >= 0")
-    stop = threading.Event()
+    stop = getattr(args, "stop", None) or threading.Event()
     if args.backend == "btcd":
         return _node_btcd(args, mining_script, script_to_address(mining_script), stop)
     from regtest.embedded import EmbeddedNode
@@ -344,7 +355,7 @@ def cmd_chain(args: argparse.Namespace) -> int:
         for role, w in accounts.items():
             _say(f"  account  {role:<17} {w.address()}")
 
-    stop = threading.Event()
+    stop = getattr(args, "stop", None) or threading.Event()
     if args.comet:
         return _chain_comet(args, genesis, banner, stop)
     from cosmos_chain.app import ChainApp
@@ -352,6 +363,9 @@ def cmd_chain(args: argparse.Namespace) -> int:
     from cosmos_chain.rest import RestServer
 
     app = ChainApp(args.chain_id, args.home)
+    missing = [m for m in ("btc_light_client", "btc_staking", "finality", "mesh") if m not in app.modules]
+    if missing:
+        print(f"btcmesh chain: warning: chain modules not installed: {', '.join(missing)}", file=sys.stderr)
     try:
         node = EmbeddedChain(app, args.block_interval, genesis=genesis)
         try:
@@ -453,13 +467,8 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
             rep = service.run_once()
             _say(json.dumps(_jsonable(rep), sort_keys=True))
             return 0
-        stop = threading.Event()
-        previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        with _StopSignals(threading.Event()) as stop:
             rounds = service.run_forever(stop)
-        finally:
-            for s, h in previous.items():
-                signal.signal(s, h)
         _say(f"stopped after {rounds} rounds")
         return 0
     finally:
@@ -482,6 +491,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        if args.func in (cmd_node, cmd_chain):
+            args.stop = threading.Event()
+            with _StopSignals(args.stop):
+                return int(args.func(args) or 0)
         return int(args.func(args) or 0)
     except CliError as exc:
         print(f"btcmesh {args.command}: error: {exc}", file=sys.stderr)

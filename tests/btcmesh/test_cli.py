@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import queue
 import re
@@ -133,3 +135,60 @@ def test_node_stops_on_sigterm() -> None:
         assert proc.wait(timeout=20) == 0
     finally:
         _stop(proc)
+
+
+REGISTRY_PRESENT = (importlib.util.find_spec("cosmos_chain.modules.btc_staking") is not None
+                    and importlib.util.find_spec("cosmos_chain.modules.btc_light_client") is not None)
+
+
+def _start(*args: str) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "btcmesh", *args], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    line = _read_line(proc, 60)
+    if not line:
+        _stop(proc)
+        pytest.fail(f"btcmesh {args[0]} printed nothing; stderr: {proc.stderr.read()}")
+    return proc, line
+
+
+@pytest.mark.skipif(not REGISTRY_PRESENT,
+                    reason="*** the chain's staking registry / BTC light client modules are not in this checkout yet ***")
+def test_node_chain_checkpoint_api_work_together(tmp_path: Path) -> None:
+    """The separate commands wired by URL: node → chain (light-client base = node tip) → checkpoint → api."""
+    import httpx
+
+    procs: list[subprocess.Popen] = []
+    try:
+        node, line = _start("node", "--port", "0", "--mine", "101")
+        procs.append(node)
+        btc_url = line.split()[1]
+        chain, line = _start("chain", "--port", "0", "--btc-rpc", btc_url, "--block-interval", "0.2", "-k", "2")
+        procs.append(chain)
+        m = re.match(r"ready (http://127\.0\.0\.1:\d+) chain_id=(\S+) light_client_base=101", line)
+        assert m, line
+        rest = m.group(1)
+        bitcoin.SelectParams("regtest")
+        proxy = bitcoin.rpc.Proxy(service_url=btc_url, timeout=20)
+        proxy.call("generatetoaddress", 3, "bcrt1qw508d6qejxtdg4y5r3zarvary0c5xw7kygt080")
+        r = run_cli("checkpoint", "--btc-rpc", btc_url, "--btc-dialect", "bitcoind", "--chain-rest", rest,
+                    "--store", str(tmp_path / "cp.sqlite"), "--once")
+        assert r.returncode == 0, r.stderr
+        report = json.loads(r.stdout.splitlines()[-1])
+        assert report["headers_relayed"] == 3 and report["dead_lettered"] == []
+        api, line = _start("api", "--chain-rest", rest, "--port", "0")
+        procs.append(api)
+        # uvicorn logs its bound port on stderr
+        port = None
+        for _ in range(40):
+            err = api.stderr.readline()
+            mm = re.search(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", err)
+            if mm:
+                port = int(mm.group(1))
+                break
+        assert port, "uvicorn did not report its port"
+        info = httpx.get(f"http://127.0.0.1:{port}/v2/network-info", timeout=10, trust_env=False).json()
+        assert info["data"]["params"]["btc"][0]["btc_confirmation_depth"] == 2
+        assert info["data"]["btc_tip_height"] == 104  # base 101 + the 3 headers the checkpoint relayed
+    finally:
+        for p in reversed(procs):
+            _stop(p)
