@@ -210,6 +210,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Process entry point; returns the exit status."""
+    from regtest.backend import BackendError
     from regtest.rpc import RpcBackend
 
     args = _parser().parse_args(argv)
@@ -222,8 +223,12 @@ def main(argv: list[str] | None = None) -> int:
         key = os.environ["BTCMESH_CHECKPOINT_KEY"].strip()
     if key is not None:
         mnemonic = None
-    backend = RpcBackend(args.btc_rpc, args.btc_user, os.environ.get(args.btc_password_env, ""),
-                         dialect=args.btc_dialect)
+    try:
+        backend = RpcBackend(args.btc_rpc, args.btc_user, os.environ.get(args.btc_password_env, ""),
+                             dialect=args.btc_dialect)
+    except (BackendError, OSError, ValueError) as exc:
+        print(f"checkpoint: Bitcoin RPC did not answer: {exc}", file=sys.stderr)
+        return 2
     try:
         service = build_service(backend, args.chain_rest, args.store, mnemonic=mnemonic, private_key=key,
                                 start_height=args.start_height, poll_interval=args.poll,
