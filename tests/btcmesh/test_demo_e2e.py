@@ -23,14 +23,14 @@ from btcmesh.staker import DEFAULT_WITHDRAW_FEE  # noqa: E402
 
 CFG = DemoConfig()
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("cosmos_chain.modules.btc_staking") is None
-    or importlib.util.find_spec("cosmos_chain.modules.btc_light_client") is None,
-    reason="*** the chain's staking registry / BTC light client modules are not in this checkout yet ***")
+REGISTRY_PRESENT = (importlib.util.find_spec("cosmos_chain.modules.btc_staking") is not None
+                    and importlib.util.find_spec("cosmos_chain.modules.btc_light_client") is not None)
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoResult:
+    if not REGISTRY_PRESENT:
+        pytest.skip("*** the chain's staking registry / BTC light client modules are not in this checkout yet ***")
     lines: list[str] = []
     res = run_demo(CFG, out=lines.append, workdir=tmp_path_factory.mktemp("demo"))
     assert res.ok, "\n".join(lines) + format_summary(res)
@@ -136,3 +136,18 @@ def test_slashing_tx_checked_by_btclib(demo: DemoResult) -> None:
     bad = bytearray(rec.raw)
     bad[-40] ^= 1  # flip a bit inside the control block / leaf: btclib must refuse it
     assert not btclib_verify(Tx.parse(bytes(bad)), rec.prevouts, 0)
+
+
+def test_a_missing_chain_module_is_reported_not_faked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the staking registry the demo stops at the chain step and says what is missing."""
+    from cosmos_chain.modules import base, default_module_classes
+
+    default_module_classes()  # import every built-in module once, then hide the registry
+    monkeypatch.delitem(base.MODULE_REGISTRY, "btc_staking", raising=False)
+    lines: list[str] = []
+    res = run_demo(CFG, out=lines.append)
+    assert not res.ok
+    assert [s.status for s in res.steps] == ["ok", "not available"]
+    assert "btc_staking" in res.steps[1].detail and "btc_staking" in res.error
+    assert not res.delegations and not res.spends
+    assert "not available" in format_summary(res) and "FAILED" in format_summary(res)
