@@ -154,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--btc-password", default="", help="RPC password (if not in the URL)")
     k.add_argument("--chain-rest", type=_loopback_url, required=True, help="chain REST URL, e.g. http://127.0.0.1:1317")
     k.add_argument("--store", type=Path, default=Path("checkpoint.sqlite"), help="SQLite state file")
-    k.add_argument("--seed", default=DEVNET_SEED, help="seed of the (funded) signer account")
+    k.add_argument("--seed", default=DEVNET_SEED, help="seed of the (funded) devnet signer account (default)")
+    k.add_argument("--private-key-file", type=Path,
+                   help="sign with the 32-byte hex key in this file instead (or set BTCMESH_CHECKPOINT_KEY)")
     k.add_argument("--poll", type=_positive_float, default=1.0, help="seconds between rounds (default 1)")
     k.add_argument("--start-height", type=int, default=None,
                    help="first Bitcoin height to scan (default: the light client's base)")
@@ -421,58 +423,52 @@ def _chain_comet(args: argparse.Namespace, genesis: dict, banner: Callable[..., 
 
 # ---------------------------------------------------------------------------------------- checkpoint
 def cmd_checkpoint(args: argparse.Namespace) -> int:
-    import httpx
-    from cosmpy.aerial.client import LedgerClient
-    from cosmpy.aerial.config import NetworkConfig
+    import os
 
-    from btc_staking.params import StakingParams
-    from checkpoint.chain_client import ChainClient, ChainContracts
-    from checkpoint.errors import ChainError
-    from checkpoint.service import CheckpointService
-    from cosmos_chain.modules.base import module_address
+    from checkpoint.errors import ChainError, InvalidInputError
+    from checkpoint.runner import build_service, make_wallet, query_chain_id, rest_base
     from regtest.backend import BackendError
     from regtest.rpc import RpcBackend
 
-    rest = args.chain_rest.removeprefix("rest+").rstrip("/")
     try:
-        info = httpx.get(f"{rest}/cosmos/base/tendermint/v1beta1/node_info", timeout=10, trust_env=False).json()
-        chain_id = info["default_node_info"]["network"]
-    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
-        raise CliError(f"chain REST server at {rest} did not answer node_info: {exc}") from exc
-    ledger = LedgerClient(NetworkConfig(chain_id=chain_id, url=f"rest+{rest}", fee_minimum_gas_price=0.01,
-                                        fee_denomination="ubbn", staking_denomination="ubbn"))
-    client = ChainClient(ledger, ChainContracts(module_address("btc_light_client"), module_address("btc_staking")))
+        rest = rest_base(args.chain_rest)
+        chain_id = query_chain_id(rest)
+    except (ChainError, InvalidInputError) as exc:
+        raise CliError(str(exc)) from exc
     try:
-        reply = client.query(module_address("btc_staking"), {"params": {}})
-        latest = dict(reply["params_versions"][-1])
-        latest.pop("version", None)
-        params = StakingParams.from_dict(latest)
-        tip = client.light_client_tip()
-    except (ChainError, KeyError, IndexError, TypeError, ValueError) as exc:
-        raise CliError(f"cannot read the staking params / light client from the chain: {exc}") from exc
+        if args.private_key_file is not None:
+            signer = make_wallet(private_key=args.private_key_file.read_text().strip())
+        elif os.environ.get("BTCMESH_CHECKPOINT_KEY"):
+            signer = make_wallet(private_key=os.environ["BTCMESH_CHECKPOINT_KEY"].strip())
+        else:
+            signer = devnet_accounts(args.seed)["checkpoint"]
+    except (OSError, InvalidInputError) as exc:
+        raise CliError(f"cannot load the signer key: {exc}") from exc
+    port = urlsplit(args.btc_rpc).port
     try:
         backend = RpcBackend(args.btc_rpc, args.btc_user, args.btc_password, dialect=args.btc_dialect, timeout=30)
         backend.get_block_count()
     except (BackendError, OSError, ValueError) as exc:
-        raise CliError(f"Bitcoin RPC {urlsplit(args.btc_rpc).hostname}:{urlsplit(args.btc_rpc).port} "
-                       f"did not answer: {exc}") from exc
-    signer = devnet_accounts(args.seed)["checkpoint"]
-    start = args.start_height if args.start_height is not None else (tip[0] if tip else 0)
-    service = CheckpointService(backend, client, args.store, params, params.confirmation_depth, signer,
-                                poll_interval=args.poll, start_height=start)
+        raise CliError(f"Bitcoin RPC 127.0.0.1:{port} did not answer: {exc}") from exc
     try:
-        _say(f"checkpoint: chain {chain_id} at {rest}, Bitcoin {args.btc_dialect} at "
-             f"127.0.0.1:{urlsplit(args.btc_rpc).port}, k={params.confirmation_depth}, signer {signer.address()}")
-        if args.once:
-            rep = service.run_once()
-            _say(json.dumps(_jsonable(rep), sort_keys=True))
+        try:
+            service = build_service(backend, rest, args.store, wallet=signer, chain_id=chain_id,
+                                    start_height=args.start_height, poll_interval=args.poll)
+        except (ChainError, InvalidInputError, ValueError) as exc:
+            raise CliError(f"cannot set up the checkpoint service: {exc}") from exc
+        try:
+            _say(f"checkpoint: chain {chain_id} at {rest}, Bitcoin {args.btc_dialect} at 127.0.0.1:{port}, "
+                 f"k={service.k}, from height {service.start_height}, signer {signer.address()}")
+            if args.once:
+                _say(json.dumps(_jsonable(service.run_once()), sort_keys=True))
+                return 0
+            with _StopSignals(threading.Event()) as stop:
+                rounds = service.run_forever(stop)
+            _say(f"stopped after {rounds} rounds")
             return 0
-        with _StopSignals(threading.Event()) as stop:
-            rounds = service.run_forever(stop)
-        _say(f"stopped after {rounds} rounds")
-        return 0
+        finally:
+            service.close()
     finally:
-        service.close()
         backend.close()
 
 
