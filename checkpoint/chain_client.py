@@ -77,6 +77,10 @@ class ChainClient:
         """Send ``btc_undelegate`` with the given fields; returns the chain tx hash."""
         return self.execute(self.contracts.btc_staking, {"btc_undelegate": undelegation}, wallet)
 
+    def add_inclusion_proof(self, body: dict[str, Any], wallet: Wallet) -> str:
+        """Send ``add_btc_delegation_inclusion_proof`` (for a delegation registered without one)."""
+        return self.execute(self.contracts.btc_staking, {"add_btc_delegation_inclusion_proof": body}, wallet)
+
     def report_withdrawal(self, withdrawal: dict[str, Any], wallet: Wallet) -> str:
         """Send ``report_withdrawal`` (a proven timelock spend); returns the chain tx hash."""
         return self.execute(self.contracts.btc_staking, {"report_withdrawal": withdrawal}, wallet)

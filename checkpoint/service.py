@@ -22,7 +22,9 @@ One :meth:`CheckpointService.run_once` round is deterministic:
    output index and inclusion proof), ``btc_undelegate`` (a proven unbonding tx)
    and ``report_withdrawal`` (a proven timelock spend of the staking or unbonding
    output; sent after the delegation and, for the unbonding output, after the
-   undelegation are on the chain). The chain is asked first whether it already has it (idempotence;
+   undelegation are on the chain). A delegation the registry already has
+   *without* a proof (Babylon's pre-approval flow) gets
+   ``add_btc_delegation_inclusion_proof`` instead. The chain is asked first whether it already has it (idempotence;
    e.g. after a crash between broadcast and bookkeeping). Transient failures
    are retried with bounded exponential backoff (``retry_base_s·2^n`` capped at
    ``retry_max_s``, at most ``max_attempts``); deterministic rejections go to
@@ -385,12 +387,17 @@ class CheckpointService:
         # crash-safe marker (counts the attempt); a restart re-checks the chain first
         self.store.mark_submitting(sub.key, tx.block_hash)
         try:
-            if self._already_on_chain(sub):
+            state = self._chain_state(sub)
+            if state == "present":
                 self.store.mark_done(sub.key, None, tx.block_hash, note="already on chain")
                 report.already_on_chain.append(sub.key)
                 return
-            msg = self._build_message(sub, tx)
-            chain_hash = self._send(sub, msg)
+            if state == "needs_proof":  # registered without a proof (pre-approval flow): prove it
+                chain_hash = self.chain.add_inclusion_proof(
+                    {"staking_tx_hash": sub.staking_txid, "inclusion_proof": self._proof(tx)}, self.wallet)
+            else:
+                msg = self._build_message(sub, tx)
+                chain_hash = self._send(sub, msg)
         except ChainError as exc:
             self._failed(self.store.submission(sub.key) or sub, exc, report)
             return
@@ -427,18 +434,20 @@ class CheckpointService:
         self.store.record_transient_failure(sub.key, str(exc), self.clock() + delay)
         report.retried.append(sub.key)
 
-    def _already_on_chain(self, sub: Submission) -> bool:
-        if sub.kind == "delegation":
-            return self.chain.is_registered(sub.staking_txid)
+    def _chain_state(self, sub: Submission) -> str:
+        """``absent`` | ``present`` | ``needs_proof`` (a delegation registered without inclusion proof)."""
         record = self.chain.delegation(sub.staking_txid)
         if record is None:
-            return False
+            return "absent"
         status = str(record.get("status", "")).upper()
+        if sub.kind == "delegation":
+            # Babylon's pre-approval flow registers without a proof: no start height yet
+            return "present" if record.get("start_height") else "needs_proof"
         if sub.kind == "undelegate":
-            return status in ("UNBONDING", "WITHDRAWN") or bool(record.get("unbonding_height"))
-        if sub.kind == "withdraw":
-            return status == "WITHDRAWN" or bool(record.get("withdrawn_height"))
-        return False
+            done = status in ("UNBONDING", "WITHDRAWN") or bool(record.get("unbonding_height"))
+        else:
+            done = status == "WITHDRAWN" or bool(record.get("withdrawn_height"))
+        return "present" if done else "absent"
 
     def _proof(self, tx: BtcTx) -> dict[str, Any]:
         from btc_staking.merkle import build_merkle_proof, verify_merkle_proof

@@ -80,7 +80,7 @@ class RecordingChain:
             self.main = branch
         return f"tx{len(self.sent)}"
 
-    def _check_proof(self, tx_hex: str, proof: dict[str, Any]) -> None:
+    def _check_proof(self, tx_hex: str, proof: dict[str, Any]) -> int:
         height, raw = self.headers[proof["block_hash"]]
         assert proof["block_hash"] in self.main, "proof block not on the light client's main chain"
         depth = self.light_client_tip()[0] - height
@@ -89,6 +89,7 @@ class RecordingChain:
         txid = Tx.parse(bytes.fromhex(tx_hex)).txid()
         assert verify_merkle_proof(txid, BlockHeader.parse(raw).merkle_root, proof["index"],
                                    bytes.fromhex(proof["proof"]))
+        return height
 
     def delegation(self, staking_tx_hash: str) -> dict[str, Any] | None:
         return self.records.get(staking_tx_hash)
@@ -98,12 +99,19 @@ class RecordingChain:
 
     def submit_delegation(self, msg: dict[str, Any], wallet: Any) -> str:
         self.sent.append(("create_btc_delegation", msg))
-        self._check_proof(msg["staking_tx"], msg["inclusion_proof"])
         txid = Tx.parse(bytes.fromhex(msg["staking_tx"])).txid_hex()
         if txid in self.records:
             raise ChainError("already registered", transient=False)
-        self.records[txid] = {"staking_tx_hash": txid, "status": "PENDING", "unbonding_height": None,
-                              "withdrawn_height": None}
+        start = self._check_proof(msg["staking_tx"], msg["inclusion_proof"]) if "inclusion_proof" in msg else None
+        self.records[txid] = {"staking_tx_hash": txid, "staking_tx": msg["staking_tx"], "status": "PENDING",
+                              "start_height": start, "unbonding_height": None, "withdrawn_height": None}
+        return f"tx{len(self.sent)}"
+
+    def add_inclusion_proof(self, msg: dict[str, Any], wallet: Any) -> str:
+        self.sent.append(("add_btc_delegation_inclusion_proof", msg))
+        rec = self.records[msg["staking_tx_hash"]]
+        assert rec["start_height"] is None, "already has a proof"
+        rec["start_height"] = self._check_proof(rec["staking_tx"], msg["inclusion_proof"])
         return f"tx{len(self.sent)}"
 
     def submit_undelegate(self, msg: dict[str, Any], wallet: Any) -> str:
@@ -223,3 +231,26 @@ def test_bookkeeping_lost_after_each_message_is_recovered_from_the_chain(tmp_pat
     assert rep.already_on_chain == [key] and rep.submitted == []
     assert chain.kinds() == ["create_btc_delegation"]
     assert svc.store.submission(key).status == "done"
+
+
+def test_delegation_registered_without_proof_gets_the_proof(tmp_path):
+    """Babylon's pre-approval flow: the staker registered first (no proof); the service proves it."""
+    btc = MemChain()
+    base_h = btc.get_block_count()
+    chain = RecordingChain(base_h, btc.get_block_header(btc.best[-1]))
+    svc = CheckpointService(btc, chain, tmp_path / "s.sqlite", PARAMS, K, object(), 0.01,  # type: ignore[arg-type]
+                            start_height=base_h)
+    staker, fp = xonly_from_secret(generate_secret()), xonly_from_secret(generate_secret())
+    svc.register_intent(staker, [fp], 150, 50_000, {"pop": "aa" * 64})
+    stx = build_staking_tx(staker, fp, PARAMS, 150, 50_000)
+    stx.inputs.append(TxIn(OutPoint(b"\x09" * 32, 0)))
+    chain.submit_delegation({"staking_tx": stx.serialize().hex()}, None)   # registered by the staker, no proof
+    btc.mine(1, [_ctx(stx)])
+    btc.mine(K)
+    key = submission_key("delegation", stx.txid_hex())
+    rep = svc.run_once()
+    assert rep.submitted == [key]
+    assert chain.kinds() == ["create_btc_delegation", "add_btc_delegation_inclusion_proof"]
+    assert chain.sent[-1][1]["staking_tx_hash"] == stx.txid_hex()
+    assert chain.records[stx.txid_hex()]["start_height"] == base_h + 1
+    assert svc.run_once().submitted == []
