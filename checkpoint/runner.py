@@ -119,8 +119,15 @@ def connect(url: str, *, chain_id: str | None = None, denom: str = DEFAULT_DENOM
 def light_client_base_height(client: ChainClient) -> int | None:
     """Lowest height the light client has a main-chain header for (its genesis base), or None.
 
-    The main chain is contiguous from the base to the tip, so a binary search over
-    ``header {height}`` finds the base in O(log tip) queries."""
+    Asks the light client's ``base {}`` query; where that is not available, a binary search
+    over ``header {height}`` (the main chain is contiguous from the base to the tip) finds it
+    in O(log tip) queries."""
+    try:
+        res = client.query(client.contracts.light_client, {"base": {}})
+        if isinstance(res, dict) and isinstance(res.get("height"), int):
+            return int(res["height"])
+    except (ChainError, AttributeError):
+        pass
     tip = client.light_client_tip()
     if tip is None:
         return None
