@@ -299,8 +299,11 @@ def _node_btcd(args: argparse.Namespace, mining_script: bytes, mining_address: s
                  f"height={proc.backend().get_block_count()} backend=btcd dialect=btcd")
 
             def alive() -> None:
-                if proc.proc is None or proc.proc.poll() is not None:
-                    raise CliError(f"btcd exited:\n{proc.log_tail()}")
+                code = None if proc.proc is None else proc.proc.poll()
+                if code == 0:  # stopped through its own `stop` RPC
+                    stop.set()
+                elif proc.proc is None or code is not None:
+                    raise CliError(f"btcd exited with status {code}:\n{proc.log_tail()}")
 
             _wait_for_signal(stop, alive)
         finally:

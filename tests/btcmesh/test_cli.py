@@ -192,3 +192,20 @@ def test_node_chain_checkpoint_api_work_together(tmp_path: Path) -> None:
     finally:
         for p in reversed(procs):
             _stop(p)
+
+
+def test_node_btcd_backend(tool_path) -> None:
+    """``btcmesh node --backend btcd`` starts btcd v0.26 on 127.0.0.1, mines, answers RPC, stops on SIGTERM."""
+    from regtest.rpc import RpcBackend
+
+    btcd = tool_path("btcd")
+    proc, line = _start("node", "--backend", "btcd", "--btcd", str(btcd), "--port", "0", "--mine", "3")
+    try:
+        m = re.match(r"ready (http://\S+@127\.0\.0\.1:\d+) height=3 backend=btcd dialect=btcd", line)
+        assert m, line
+        with RpcBackend(m.group(1), dialect="btcd", timeout=20) as rpc:
+            assert rpc.get_block_count() == 3
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        _stop(proc)
