@@ -33,7 +33,7 @@ from coincurve import PublicKeyXOnly  # noqa: E402
 
 from benchmarks.harness import Bracketed, Reference, Result, format_table, machine_info, measure, measure_steps, result  # noqa: E402
 from btc_staking.keys import xonly_from_secret  # noqa: E402
-from btc_staking.params import covenant_secret, regtest_default_params  # noqa: E402
+from btc_staking.params import covenant_secret, is_dust, regtest_default_params  # noqa: E402
 from btc_staking.sighash import taproot_sighash  # noqa: E402
 from btc_staking.signing import p2tr_key_path_script, sign_key_path, sign_script_path  # noqa: E402
 from btc_staking.staking import build_staking_info, build_unbonding_tx, build_withdraw_tx  # noqa: E402
@@ -45,7 +45,7 @@ from regtest.mining import COINBASE_MATURITY, build_block  # noqa: E402
 BENCH = "regtest"
 FLAGS = pbk.ScriptVerificationFlags.ALL
 COIN_VALUE = 100_000  # sat per fanned-out key-path coin
-CHAIN_FEE = 200  # sat per chained spend in the block-connection blocks
+CHAIN_FEE = 50  # sat per chained spend (blocks skip the relay-fee policy) in the block-connection blocks
 FAN_OUT = 1000  # outputs per fan-out tx (about 172k WU, standard)
 STAKING_TIME = 10  # blocks (CSV of the timelock path)
 STAKING_VALUE = 1_000_000
@@ -192,17 +192,26 @@ def _babylon_spends(st: _Setup, count: int) -> tuple[list[_Spend], list[_Spend]]
 
 
 class _BlockMaker:
-    """Blocks of `n` key-path spends, each spending an output of the previous block's spends."""
+    """Blocks of `n` key-path spends of confirmed coins; each spend's output replaces its coin, and
+    blocks take the coins round-robin so every coin pays the fee equally often."""
 
     def __init__(self, st: _Setup, frontier: list[tuple[OutPoint, TxOut]]) -> None:
         self.st = st
         self.frontier = frontier
+        self.next = 0
 
-    def next_block(self, n: int) -> tuple[bytes, str]:
+    def next_block(self, n: int) -> tuple[bytes, str] | None:
+        """A solved block on the tip, or None once the coins can no longer pay the fee."""
         node = self.st.node
+        if n > len(self.frontier):
+            raise ValueError(f"{n} spends per block need {n} coins, have {len(self.frontier)}")
         txs = []
-        for k in range(n):
+        for _ in range(n):
+            k = self.next
+            self.next = (k + 1) % len(self.frontier)
             coin = self.frontier[k]
+            if is_dust(coin[1].value - CHAIN_FEE, self.st.spk):
+                return None
             tx = self.st.spend([coin], [TxOut(coin[1].value - CHAIN_FEE, self.st.spk)], fee=CHAIN_FEE)
             txs.append(tx)
             self.frontier[k] = (OutPoint(tx.txid(), 0), tx.outputs[0])

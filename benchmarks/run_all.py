@@ -28,13 +28,19 @@ QUICK_BUDGET_S = 0.3
 FULL_BUDGET_S = 2.0
 
 
-def run_all(budget_s: float, *, quick: bool, only: Sequence[str] | None = None,
-            progress: Callable[[str], None] | None = None) -> list[Result]:
-    """Run the selected benchmarks (all by default) in a fixed order; returns every row."""
+def check_names(only: Sequence[str] | None) -> list[str]:
+    """The selected benchmark names (all when empty); ValueError for an unknown one."""
     names = list(only) if only else list(BENCHMARKS)
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
+    return names
+
+
+def run_all(budget_s: float, *, quick: bool, only: Sequence[str] | None = None,
+            progress: Callable[[str], None] | None = None) -> list[Result]:
+    """Run the selected benchmarks (all by default) in a fixed order; returns every row."""
+    names = check_names(only)
     results: list[Result] = []
     for name in names:
         t0 = time.perf_counter()
@@ -59,10 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--budget must be positive")
     only = [n.strip() for n in a.only.split(",") if n.strip()]
     try:
-        results = run_all(budget, quick=a.quick, only=only,
-                          progress=lambda line: print(line, file=sys.stderr, flush=True))
+        check_names(only)
     except ValueError as exc:
         p.error(str(exc))
+    results = run_all(budget, quick=a.quick, only=only,
+                      progress=lambda line: print(line, file=sys.stderr, flush=True))
     info = machine_info()
     info["budget_s"] = f"{budget:g}"
     info["mode"] = "quick" if a.quick else "full"
