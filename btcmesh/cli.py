@@ -196,6 +196,19 @@ def _wait_for_signal(stop: threading.Event, check: Callable[[], None] | None = N
             check()
 
 
+def find_binary(name: str) -> Path | None:
+    """An external binary: $BTCMESH_TOOLS, ./.tools/bin, $PATH, ~/go/bin (the tests' search order)."""
+    import os
+    import shutil
+
+    candidates = [Path(os.environ["BTCMESH_TOOLS"]) / name] if os.environ.get("BTCMESH_TOOLS") else []
+    candidates.append(Path(__file__).resolve().parents[1] / ".tools" / "bin" / name)
+    if shutil.which(name):
+        candidates.append(Path(shutil.which(name)))  # type: ignore[arg-type]
+    candidates.append(Path.home() / "go" / "bin" / name)
+    return next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
+
+
 def _say(msg: str) -> None:
     print(msg, flush=True)
 
@@ -276,16 +289,9 @@ def _node_btcd(args: argparse.Namespace, mining_script: bytes, mining_address: s
 
     from regtest.btcd import BtcdError, BtcdProcess
 
-    binary = args.btcd
+    binary = args.btcd or find_binary("btcd")
     if binary is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        try:
-            from conftest import find_tool  # type: ignore[import-not-found]
-        except ImportError:
-            find_tool = None  # noqa: N806
-        binary = find_tool("btcd") if find_tool else None
-        if binary is None:
-            binary = Path.home() / "go" / "bin" / "btcd"
+        raise CliError("btcd not found: run `scripts/setup.sh --daemons`, set BTCMESH_TOOLS or pass --btcd PATH")
     with tempfile.TemporaryDirectory(prefix="btcmesh-btcd-") as tmp:
         datadir = args.datadir or Path(tmp)
         try:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import bitcoin
@@ -207,5 +208,35 @@ def test_node_btcd_backend(tool_path) -> None:
             assert rpc.get_block_count() == 3
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
+    finally:
+        _stop(proc)
+
+
+def test_chain_under_cometbft(tool_path) -> None:
+    """``btcmesh chain --comet 1``: the app under a CometBFT v0.38 validator, served to LedgerClient over REST."""
+    import httpx
+
+    cometbft = tool_path("cometbft")
+    env_tools = {"BTCMESH_TOOLS": str(cometbft.parent)}
+    proc = subprocess.Popen([sys.executable, "-m", "btcmesh", "chain", "--comet", "1", "--port", "0",
+                             "--block-interval", "0.3"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO), **env_tools})
+    try:
+        line = _read_line(proc, 90)
+        m = re.match(r"ready (http://127\.0\.0\.1:\d+) chain_id=btcmesh-devnet-1 .* validators=1 comet_rpc=", line)
+        assert m, f"{line!r} {proc.stderr.read() if proc.poll() is not None else ''}"
+        with httpx.Client(base_url=m.group(1), timeout=10, trust_env=False) as http:
+            first = int(http.get("/cosmos/base/tendermint/v1beta1/blocks/latest").json()["block"]["header"]["height"])
+            deadline = time.monotonic() + 30
+            while True:  # CometBFT keeps committing blocks
+                h = int(http.get("/cosmos/base/tendermint/v1beta1/blocks/latest").json()["block"]["header"]["height"])
+                if h > first:
+                    break
+                assert time.monotonic() < deadline, "no new block within 30 s"
+                time.sleep(0.2)
+            info = http.get("/cosmos/base/tendermint/v1beta1/node_info").json()
+            assert info["default_node_info"]["network"] == "btcmesh-devnet-1"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
     finally:
         _stop(proc)
