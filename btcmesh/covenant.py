@@ -193,7 +193,8 @@ class CovenantMember:
             raise CovenantError(f"{self.pk.hex()} is not a covenant key of these params")
         view = delegation if isinstance(delegation, DelegationView) else DelegationView.from_json(delegation)
         c = check_delegation(view, params)
-        slash_msg = taproot_sighash(view.slashing_tx, 0, [c.staking_output], SIGHASH_DEFAULT, leaf_script=c.slashing_leaf)
+        slash_msg = taproot_sighash(view.slashing_tx, 0, [c.staking_output], SIGHASH_DEFAULT,
+                                    leaf_script=c.slashing_leaf)
         ub_slash_msg = taproot_sighash(view.unbonding_slashing_tx, 0, [c.unbonding_output], SIGHASH_DEFAULT,
                                        leaf_script=c.unbonding_slashing_leaf)
         return CovenantSignatures(

@@ -347,7 +347,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
 
     from checkpoint.chain_client import ChainContracts
 
-    client = _ChainClient(ledger, ChainContracts(addr[LIGHT_CLIENT], addr[REGISTRY]), tx_timeout_s=cfg.timeout,
+    client = _chain_client(ledger, ChainContracts(addr[LIGHT_CLIENT], addr[REGISTRY]), tx_timeout_s=cfg.timeout,
                          poll_interval_s=0.05)
 
     def q(module: str, msg: dict) -> Any:
@@ -405,7 +405,8 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
             raise DemoError(f"registry lists {listed}")
         res.bad_fp_pk = fps["bad"].btc_pk_hex
         res.bad_fp_secret = fps["bad"].secret.hex()
-        st.detail = ", ".join(f"{r} {fp.btc_pk_hex[:12]}… → validator {validators[r][:16]}…" for r, fp in fps.items())
+        st.detail = ", ".join(f"{r} {fp.btc_pk_hex[:12]}… → validator {validators[r][:16]}…"
+                              for r, fp in fps.items())
 
     # ---------------------------------------------------------------- 5. stakers lock BTC
     from btcmesh.staker import Staker, StakingDelegation
@@ -437,8 +438,8 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
             rec.height = node.get_tx_height(rec.txid)
             if rec.height is None:
                 raise DemoError(f"staking tx {who} not mined")
-        st.detail = "; ".join(f"{w}: {values[w]} sat in {dels[w].staking_tx_hash[:16]}… (block {res.spends[f'staking tx {w}'].height})"
-                              for w in dels)
+        st.detail = "; ".join(f"{w}: {values[w]} sat in {dels[w].staking_tx_hash[:16]}… "
+                              f"(block {res.spends[f'staking tx {w}'].height})" for w in dels)
 
     # ---------------------------------------------------------------- 6. k deep → attest → covenant → ACTIVE
     with run.step(f"mine k={cfg.k} blocks; the checkpoint service attests the locks") as st:
@@ -645,7 +646,8 @@ def _chain_client_class() -> type:
     return DemoChainClient
 
 
-def _ChainClient(*args: Any, **kw: Any) -> Any:  # noqa: N802 - a class factory used like a class
+def _chain_client(*args: Any, **kw: Any) -> Any:
+    """A ``checkpoint.chain_client.ChainClient`` (see ``_chain_client_class``)."""
     return _chain_client_class()(*args, **kw)
 
 

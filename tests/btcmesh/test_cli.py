@@ -152,8 +152,8 @@ def _start(*args: str) -> tuple[subprocess.Popen, str]:
     return proc, line
 
 
-@pytest.mark.skipif(not REGISTRY_PRESENT,
-                    reason="*** the chain's staking registry / BTC light client modules are not in this checkout yet ***")
+@pytest.mark.skipif(not REGISTRY_PRESENT, reason="*** the chain's staking registry / BTC light client modules "
+                                                   "are not in this checkout yet ***")
 def test_node_chain_checkpoint_api_work_together(tmp_path: Path) -> None:
     """The separate commands wired by URL: node → chain (light-client base = node tip) → checkpoint → api."""
     import httpx
