@@ -37,7 +37,9 @@ from cosmpy.protos.cosmos.bank.v1beta1.tx_pb2 import MsgSend  # noqa: E402
 from cosmpy.protos.cosmos.base.v1beta1.coin_pb2 import Coin  # noqa: E402
 from cosmpy.protos.cosmos.tx.v1beta1.tx_pb2 import SignDoc, TxBody, TxRaw  # noqa: E402
 
-from benchmarks.harness import Bracketed, Rate, Reference, Result, format_table, machine_info, measure, measure_steps, result  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    Bracketed, Rate, Reference, Result, format_table, machine_info, measure, measure_steps, result,
+)
 from cosmos_chain.app import ChainApp  # noqa: E402
 from cosmos_chain.genesis import build_genesis, deterministic_wallet  # noqa: E402
 from cosmos_chain.node import EmbeddedChain  # noqa: E402
@@ -84,7 +86,8 @@ class _Signer:
         self.count += 1
         tx = Transaction()
         tx.add_message(MsgSend(from_address=str(w.address()), to_address=to, amount=[Coin(denom=DENOM, amount="1")]))
-        tx.seal(SigningCfg.direct(w.public_key(), self.sequences[k]), fee=TxFee(amount=f"{FEE}{DENOM}", gas_limit=GAS_LIMIT))
+        fee = TxFee(amount=f"{FEE}{DENOM}", gas_limit=GAS_LIMIT)
+        tx.seal(SigningCfg.direct(w.public_key(), self.sequences[k]), fee=fee)
         tx.sign(w.signer(), self.chain_id, self.numbers[k])
         tx.complete()
         self.sequences[k] += 1
@@ -169,8 +172,8 @@ def run(budget_s: float = 1.0, *, quick: bool = False) -> list[Result]:
         for n in sizes.block_txs:
             deliver.steps.clear()
             m = ref.bracket(lambda: measure_steps(lambda: deliver.prepare(n), deliver.op, budget_s))
-            rows.append(result(BENCH, f"deliver_bank_send_{n}tx_blocks", "tx/s", m, ref,
-                               f"CheckTx each + FinalizeBlock + Commit, {n} tx/block ({m.rate.per_s / n:,.1f} blocks/s)"))
+            note = f"CheckTx each + FinalizeBlock + Commit, {n} tx/block ({m.rate.per_s / n:,.1f} blocks/s)"
+            rows.append(result(BENCH, f"deliver_bank_send_{n}tx_blocks", "tx/s", m, ref, note))
             if n == max(sizes.block_txs):
                 check, final = deliver.split(skip=1)  # measure_steps' warm-up step is not counted
                 rows.append(result(BENCH, f"checktx_bank_send_{n}tx_blocks", "tx/s",

@@ -31,7 +31,9 @@ if __package__ in (None, ""):
 import pbk  # noqa: E402
 from coincurve import PublicKeyXOnly  # noqa: E402
 
-from benchmarks.harness import Bracketed, Reference, Result, format_table, machine_info, measure, measure_steps, result  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    Bracketed, Reference, Result, format_table, machine_info, measure, measure_steps, result,
+)
 from btc_staking.keys import xonly_from_secret  # noqa: E402
 from btc_staking.params import covenant_secret, is_dust, regtest_default_params  # noqa: E402
 from btc_staking.sighash import taproot_sighash  # noqa: E402

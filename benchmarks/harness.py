@@ -18,7 +18,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
-__all__ = ["Bracketed", "Rate", "Reference", "Result", "result", "measure", "measure_steps", "machine_info", "format_table", "COLUMNS"]
+__all__ = [
+    "Bracketed", "Rate", "Reference", "Result", "result", "measure", "measure_steps", "machine_info", "format_table",
+    "COLUMNS",
+]
 
 MIN_BATCHES = 4  # a measurement spans at least this many timed batches (unless the budget is tiny)
 

@@ -54,7 +54,8 @@ def run_all(budget_s: float, *, quick: bool, only: Sequence[str] | None = None,
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
-                   help=f"small inputs and {QUICK_BUDGET_S}s per measurement (about 20 s in all; the full run takes minutes)")
+                   help=f"small inputs and {QUICK_BUDGET_S}s per measurement (about 20 s in all; "
+                        "a full run takes minutes)")
     p.add_argument("--budget", type=float, default=None,
                    help=f"seconds per measurement (default {FULL_BUDGET_S}, or {QUICK_BUDGET_S} with --quick)")
     p.add_argument("--only", default="", help=f"comma-separated subset of {','.join(BENCHMARKS)}")
