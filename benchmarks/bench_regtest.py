@@ -5,8 +5,9 @@ Measured on :class:`regtest.embedded.EmbeddedNode`, all inputs built and signed 
 * mempool acceptance of BIP-86 taproot key-path spends: ``test_mempool_accept`` (the full
   MemPoolAccept checks, repeatable on the same txs) and ``send_raw_transaction`` (distinct txs,
   each accepted once);
-* Babylon spends from a staking output: timelock path (CSV) and covenant unbonding path (3-of-5
-  covenants + staker), through the mempool checks and through the kernel alone;
+* Babylon spends from a staking output: timelock path (CSV), covenant unbonding path (3-of-5
+  covenants + staker) and slashing path (3-of-5 decrypted covenant adaptor signatures + FP +
+  staker), through the mempool checks and through the kernel alone;
 * block connection: pre-built blocks of N key-path spends handed to ``submit_block`` (parse,
   libbitcoinkernel ``ProcessNewBlock`` validation, UTXO/undo/txindex update).
 
@@ -34,13 +35,18 @@ from coincurve import PublicKeyXOnly  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
     Bracketed, Reference, Result, format_table, machine_info, measure, measure_steps, result,
 )
-from btc_staking.keys import xonly_from_secret  # noqa: E402
+from btc_staking.adaptor import encrypt_sign  # noqa: E402
+from btc_staking.keys import schnorr_sign, xonly_from_secret  # noqa: E402
 from btc_staking.params import covenant_secret, is_dust, regtest_default_params  # noqa: E402
 from btc_staking.sighash import taproot_sighash  # noqa: E402
 from btc_staking.signing import p2tr_key_path_script, sign_key_path, sign_script_path  # noqa: E402
-from btc_staking.staking import build_staking_info, build_unbonding_tx, build_withdraw_tx  # noqa: E402
+from btc_staking.staking import (  # noqa: E402
+    build_slashing_tx, build_staking_info, build_unbonding_tx, build_withdraw_tx,
+)
 from btc_staking.tx import OutPoint, Tx, TxIn, TxOut  # noqa: E402
-from btc_staking.witness import key_path_witness, timelock_witness, unbonding_witness  # noqa: E402
+from btc_staking.witness import (  # noqa: E402
+    key_path_witness, slashing_witness, timelock_witness, unbonding_witness,
+)
 from regtest.embedded import BLOCK_INTERVAL, GENESIS_TIME, EmbeddedNode  # noqa: E402
 from regtest.mining import COINBASE_MATURITY, build_block  # noqa: E402
 
@@ -164,8 +170,9 @@ def _mempool_accept(node: EmbeddedNode, spends: Sequence[_Spend]):
     return fn
 
 
-def _babylon_spends(st: _Setup, count: int) -> tuple[list[_Spend], list[_Spend]]:
-    """Confirmed staking outputs, CSV-mature, and for each a timelock withdrawal and a covenant unbonding."""
+def _babylon_spends(st: _Setup, count: int) -> tuple[list[_Spend], list[_Spend], list[_Spend]]:
+    """Confirmed staking outputs, CSV-mature, and for each a timelock withdrawal, a covenant
+    unbonding and a slashing tx (covenant adaptor signatures decrypted with the FP's secret)."""
     params = regtest_default_params(num_covenants=N_COV, quorum=QUORUM)
     cov_sks = [covenant_secret(i) for i in range(N_COV)]
     staker_sk, fp_sk = _secret("staker"), _secret("fp")
@@ -174,9 +181,9 @@ def _babylon_spends(st: _Setup, count: int) -> tuple[list[_Spend], list[_Spend]]
     fund = st.spend([st.staking_coin], [info.output] * count, fee=None)
     st.node.send_raw_transaction(fund.serialize())
     st.node.mine_blocks(STAKING_TIME, st.spk)  # confirmed, and deep enough for the CSV
-    timelock, unbond = [], []
+    timelock, unbond, slash = [], [], []
     prevouts = [info.output]
-    tl_leaf, ub_leaf = info.timelock_script, info.unbonding_script
+    tl_leaf, ub_leaf, sl_leaf = info.timelock_script, info.unbonding_script, info.slashing_script
     for vout in range(count):
         op = OutPoint(fund.txid(), vout)
         w = build_withdraw_tx(op, STAKING_VALUE, STAKING_TIME, st.spk, fee=1_000)
@@ -190,7 +197,16 @@ def _babylon_spends(st: _Setup, count: int) -> tuple[list[_Spend], list[_Spend]]
         u.inputs[0].witness = unbonding_witness(params.covenant_pks, cov, QUORUM, staker_sig, ub_leaf,
                                                 info.control_block(ub_leaf))
         unbond.append(_prepare(u, info.output))
-    return timelock, unbond
+        sl = build_slashing_tx(op, STAKING_VALUE, staker, params)
+        msg = taproot_sighash(sl, 0, prevouts, 0, leaf_script=sl_leaf)
+        adaptors = {xonly_from_secret(cov_sks[j]): encrypt_sign(cov_sks[j], fp, msg) for j in chosen}
+        cov = {pk: a.decrypt(fp_sk) for pk, a in adaptors.items()}
+        sl.inputs[0].witness = slashing_witness(
+            params.covenant_pks, cov, QUORUM, [fp], {fp: schnorr_sign(fp_sk, msg)}, schnorr_sign(staker_sk, msg),
+            sl_leaf, info.control_block(sl_leaf),
+        )
+        slash.append(_prepare(sl, info.output))
+    return timelock, unbond, slash
 
 
 class _BlockMaker:
@@ -257,7 +273,7 @@ def _run(st: _Setup, sizes: Sizes, budget_s: float) -> list[Result]:
 
     kernel = Reference("kernel verify p2tr key-path", _kernel_verify(spends), len(spends), budget_s)
     raw = Reference("coincurve schnorr verify", schnorr, len(spends), budget_s)
-    timelock, unbond = _babylon_spends(st, sizes.staking_outputs)
+    timelock, unbond, slash = _babylon_spends(st, sizes.staking_outputs)
     send_coins = iter(st.take(sizes.send_pool))
     maker = _BlockMaker(st, st.take(max(sizes.block_txs)))
 
@@ -287,7 +303,7 @@ def _run(st: _Setup, sizes: Sizes, budget_s: float) -> list[Result]:
         note += f" (all {sizes.send_pool} coins used before the budget)"
     row("sendrawtransaction_keypath", "tx/s", m, kernel, note)
     node.mine_blocks(1, st.spk)  # empty the mempool before the block measurements
-    for name, items in (("timelock", timelock), ("unbonding_3of5", unbond)):
+    for name, items in (("timelock", timelock), ("unbonding_3of5", unbond), ("slashing_3of5", slash)):
         row(f"mempool_accept_{name}", "tx/s",
             kernel.bracket(lambda: measure(_mempool_accept(node, items), len(items), budget_s)), kernel)
         row(f"kernel_verify_{name}", "verif/s",

@@ -25,7 +25,8 @@ EXPECTED = {
     "regtest": {
         "kernel_verify_keypath", "mempool_accept_keypath", "sendrawtransaction_keypath",
         "mempool_accept_timelock", "kernel_verify_timelock", "mempool_accept_unbonding_3of5",
-        "kernel_verify_unbonding_3of5", "block_connect_1tx", "block_connect_100tx",
+        "kernel_verify_unbonding_3of5", "mempool_accept_slashing_3of5", "kernel_verify_slashing_3of5",
+        "block_connect_1tx", "block_connect_100tx",
     },
     "chain": {
         "deliver_bank_send_1tx_blocks", "deliver_bank_send_50tx_blocks", "checktx_bank_send_50tx_blocks",
