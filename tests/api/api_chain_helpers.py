@@ -20,7 +20,8 @@ from typing import Any
 
 import pbk
 from cosmpy.aerial.client.utils import prepare_and_broadcast_basic_transaction
-from cosmpy.aerial.tx import Transaction
+from cosmpy.aerial.exceptions import BroadcastError
+from cosmpy.aerial.tx import Transaction, TxFee
 from cosmpy.aerial.wallet import LocalWallet
 from cosmpy.protos.cosmwasm.wasm.v1.tx_pb2 import MsgExecuteContract
 
@@ -309,8 +310,12 @@ class StakingChain:
         """Sign (cosmpy, SIGN_MODE_DIRECT), broadcast and wait for one execute msg; raise TxFailed on failure."""
         tx = Transaction()
         tx.add_message(MsgExecuteContract(sender=self.sender, contract=contract, msg=json.dumps(msg).encode()))
-        submitted = prepare_and_broadcast_basic_transaction(self.client, tx, self.wallet, gas_limit=GAS_LIMIT)
-        submitted.wait_to_complete(timeout=TX_TIMEOUT, poll_period=0.05)
+        try:
+            submitted = prepare_and_broadcast_basic_transaction(self.client, tx, self.wallet,
+                                                                fee=TxFee(gas_limit=GAS_LIMIT))
+            submitted.wait_to_complete(timeout=TX_TIMEOUT, poll_period=0.05)
+        except (BroadcastError, RuntimeError) as exc:  # check_tx / deliver_tx rejections carry the raw log
+            raise TxFailed(str(exc)) from exc
         resp = submitted.response
         if resp is None or resp.code != 0:
             raise TxFailed(resp.raw_log if resp is not None else "no response")
