@@ -242,16 +242,15 @@ class MeshModule(Module):
                      collateral_sat=str(rec["collateral_sat"]), pending_sat=str(rec["pending_sat"]))
 
     # ------------------------------------------------------------------ hooks (called by ChainStakingHooks)
-    def _validator_for(self, ctx: Context, adapter: BtcMeshAdapter, fp: str) -> str:
+    def _validator_for(self, ctx: Context, adapter: BtcMeshAdapter, fp: str) -> str | None:
+        """The FP's mesh validator: the registry record's ``validator``, else the genesis mapping."""
         reg = _registry(ctx)
         rec = reg.finality_provider(ctx, fp) if reg is not None else None  # type: ignore[attr-defined]
-        validator = (rec or {}).get("validator") or adapter.config.fp_to_validator.get(fp)
-        if not validator:
-            raise UnknownFinalityProvider(f"finality provider {fp} has no mesh validator")
-        return validator
+        return (rec or {}).get("validator") or adapter.config.fp_to_validator.get(fp) or None
 
-    def _ensure_mapping(self, host: MeshApp, adapter: BtcMeshAdapter, fp: str, validator: str) -> None:
-        """Map ``fp`` → ``validator`` in the adapter and make sure the validator is active."""
+    def _map_validator(self, host: MeshApp, adapter: BtcMeshAdapter, fp: str, validator: str) -> str | None:
+        """Map ``fp`` → ``validator`` (activating a new validator). Returns why the stake cannot be
+        placed (validator jailed/tombstoned), or None when it can."""
         mapped = adapter.config.fp_to_validator.get(fp)
         if mapped is not None and mapped != validator:
             if any(r["fp_btc_pk"] == fp for r in adapter.records.values()):
@@ -262,27 +261,35 @@ class MeshModule(Module):
         elif state == "active":
             adapter.set_validator(fp, validator)
         else:
-            raise ValidatorNotActive(f"mesh validator {validator} of finality provider {fp} is {state}")
+            return f"mesh validator {validator} of finality provider {fp} is {state}"
+        return None
 
     def on_delegation_status(self, ctx: Context, delegation: dict, old: str | None, new: str) -> dict | None:
-        """Apply one registry status change to the mesh (see module docstring)."""
+        """Apply one registry status change to the mesh (see module docstring). A delegation whose
+        FP has no mesh validator (or a jailed/tombstoned one) is left out of the mesh (event
+        ``mesh_skipped``); any other failure aborts the tx, registry change included."""
         h = str(delegation.get("staking_tx_hash", "")).lower()
         if new == old:
             return None
+        skipped = None
         with self.session(ctx) as (host, adapter):
             known = h in adapter.records
+            out = None
             if new == "ACTIVE":
                 fp = _delegation_fp(delegation)
-                self._ensure_mapping(host, adapter, fp, self._validator_for(ctx, adapter, fp))
-                out = adapter.on_delegation_active({
-                    "staking_tx_hash": h, "staker_btc_pk": delegation["staker_btc_pk"], "fp_btc_pk": fp,
-                    "value_sat": _delegation_value(delegation)})
+                validator = self._validator_for(ctx, adapter, fp)
+                skipped = (f"finality provider {fp} has no mesh validator" if validator is None
+                           else self._map_validator(host, adapter, fp, validator))
+                if skipped is None:
+                    out = adapter.on_delegation_active({
+                        "staking_tx_hash": h, "staker_btc_pk": delegation["staker_btc_pk"], "fp_btc_pk": fp,
+                        "value_sat": _delegation_value(delegation)})
             elif new in UNBONDING_STATUSES and known:
                 out = adapter.on_delegation_unbonding(h)
             elif new == "WITHDRAWN" and known:
                 out = adapter.on_delegation_withdrawn(h)
-            else:  # PENDING/VERIFIED, SLASHED (below), or never reached ACTIVE
-                out = None
+        if skipped is not None:
+            ctx.emit("mesh_skipped", staking_tx_hash=h, reason=skipped)
         if out is None:
             if new == "SLASHED" and known:
                 out = self._delegation_slashed(ctx, h, _delegation_fp(delegation))

@@ -155,18 +155,31 @@ def test_unbonding_releases_after_period_then_withdraw_burns(chain: Chain) -> No
     assert adapter_del(chain, 2)["status"] == "UNBONDING" and virtual_on(chain, "valA") == 0
 
 
-def test_failing_hook_rolls_back_registry_and_mesh(chain: Chain) -> None:
+def test_fp_without_mesh_validator_is_left_out_of_the_mesh(chain: Chain) -> None:
     activate(chain, 1, FP_A, 1_000_000)
     mesh_before = chain.store_items("mesh")
-    # FP_C is not registered and not mapped at genesis: the mesh cannot place the stake
+    # FP_C is not registered and not mapped at genesis: the registry goes on, the mesh skips it
     for st in ("PENDING", "VERIFIED"):
         assert set_status(chain, 9, FP_C, 500_000, st).code == 0
-    reg_before = chain.store_items("btc_staking")
     res = set_status(chain, 9, FP_C, 500_000, "ACTIVE")
-    assert res.code != 0 and "has no mesh validator" in res.log
+    assert res.code == 0, res.log
+    skipped = [{a["key"]: a["value"] for a in e["attributes"]} for e in res.events if e["type"] == "mesh_skipped"]
+    assert skipped == [{"staking_tx_hash": h(9), "reason": f"finality provider {FP_C} has no mesh validator"}]
+    assert chain.store_items("mesh") == mesh_before
+    assert chain.query("btc_staking", {"delegation": {"staking_tx_hash": h(9)}})["delegation"]["status"] == "ACTIVE"
+    assert set_status(chain, 9, FP_C, 500_000, "UNBONDING").code == 0  # unknown to the mesh: ignored
+    assert chain.store_items("mesh") == mesh_before
+
+
+def test_failing_hook_rolls_back_registry_and_mesh(chain: Chain) -> None:
+    activate(chain, 1, FP_A, 1_000_000)
+    set_status(chain, 2, FP_A, 0, "VERIFIED")
+    mesh_before, reg_before = chain.store_items("mesh"), chain.store_items("btc_staking")
+    res = set_status(chain, 2, FP_A, 0, "ACTIVE")  # a zero-value delegation cannot be collateral
+    assert res.code != 0 and "value_sat must be an integer in 1.." in res.log
     assert chain.store_items("mesh") == mesh_before
     assert chain.store_items("btc_staking") == reg_before  # the registry's ACTIVE write is dropped too
-    assert chain.query("btc_staking", {"delegation": {"staking_tx_hash": h(9)}})["delegation"]["status"] == "VERIFIED"
+    assert chain.query("btc_staking", {"delegation": {"staking_tx_hash": h(2)}})["delegation"]["status"] == "VERIFIED"
 
 
 def test_registry_side_slash_propagates_once(chain: Chain) -> None:
