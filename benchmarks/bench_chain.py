@@ -7,6 +7,8 @@ Measured, with every tx signed by cosmpy (SIGN_MODE_DIRECT) before timing:
   tx, then one block (FinalizeBlock + Commit, ``produce_block``); CheckTx and FinalizeBlock+Commit
   are also reported on their own;
 * ABCI smart queries (``/smart/bank`` balance, JSON in and out) per second;
+* the BTC light client: regtest-PoW headers per second through ``insert_headers`` txs (one tx of
+  many headers per block: CheckTx, FinalizeBlock, Commit);
 * end to end through :class:`cosmos_chain.rest.LocalChain` (REST server, background block
   producer) with an unmodified cosmpy ``LedgerClient``: ``send_tokens(...).wait_to_complete()``
   one after another, and ``query_bank_balance``. These are latency-bound (HTTP round trips, block
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -36,14 +39,17 @@ from cosmpy.aerial.wallet import LocalWallet  # noqa: E402
 from cosmpy.protos.cosmos.bank.v1beta1.tx_pb2 import MsgSend  # noqa: E402
 from cosmpy.protos.cosmos.base.v1beta1.coin_pb2 import Coin  # noqa: E402
 from cosmpy.protos.cosmos.tx.v1beta1.tx_pb2 import SignDoc, TxBody, TxRaw  # noqa: E402
+from cosmpy.protos.cosmwasm.wasm.v1.tx_pb2 import MsgExecuteContract  # noqa: E402
 
 from benchmarks.harness import (  # noqa: E402
     Bracketed, Rate, Reference, Result, format_table, machine_info, measure, measure_steps, result,
 )
+from btc_staking.headers import BlockHeader  # noqa: E402
 from cosmos_chain.app import ChainApp  # noqa: E402
 from cosmos_chain.genesis import build_genesis, deterministic_wallet  # noqa: E402
 from cosmos_chain.node import EmbeddedChain  # noqa: E402
 from cosmos_chain.rest import LocalChain  # noqa: E402
+from regtest.mining import REGTEST_BITS, solve_header  # noqa: E402
 
 BENCH = "chain"
 CHAIN_ID = "btcmesh-bench-1"
@@ -52,6 +58,8 @@ GAS_LIMIT = 200_000
 FEE = 2_000  # GAS_LIMIT × 0.01 ubbn min gas price
 FUNDS = 10**15
 E2E_BLOCK_INTERVAL = 0.02
+LIGHT_CLIENT = "btc_light_client"
+HEADERS_GAS_LIMIT = 5_000_000
 
 
 @dataclass(frozen=True)
@@ -61,11 +69,12 @@ class Sizes:
 
     block_txs: tuple[int, ...]
     items: int
+    headers_per_tx: int
     e2e: bool = True
 
 
-QUICK = Sizes(block_txs=(1, 50), items=32)
-FULL = Sizes(block_txs=(1, 100, 500), items=128)
+QUICK = Sizes(block_txs=(1, 50), items=32, headers_per_tx=100)
+FULL = Sizes(block_txs=(1, 100, 500), items=128, headers_per_tx=500)
 
 
 class _Signer:
@@ -80,18 +89,62 @@ class _Signer:
         self.count = 0
 
     def next_tx(self) -> bytes:
+        """A 1-ubbn MsgSend from the next sender (round-robin) to one of 16 recipients."""
         k = self.count % len(self.wallets)
         w = self.wallets[k]
         to = self.recipients[self.count % len(self.recipients)]
         self.count += 1
+        return self.sign(k, MsgSend(from_address=str(w.address()), to_address=to,
+                                    amount=[Coin(denom=DENOM, amount="1")]), GAS_LIMIT)
+
+    def sign(self, k: int, msg: Any, gas_limit: int) -> bytes:
+        """Seal and sign (SIGN_MODE_DIRECT) one message from wallet `k`; fee = gas_limit × 0.01 ubbn."""
+        w = self.wallets[k]
         tx = Transaction()
-        tx.add_message(MsgSend(from_address=str(w.address()), to_address=to, amount=[Coin(denom=DENOM, amount="1")]))
-        fee = TxFee(amount=f"{FEE}{DENOM}", gas_limit=GAS_LIMIT)
+        tx.add_message(msg)
+        fee = TxFee(amount=f"{gas_limit // 100}{DENOM}", gas_limit=gas_limit)
         tx.seal(SigningCfg.direct(w.public_key(), self.sequences[k]), fee=fee)
         tx.sign(w.signer(), self.chain_id, self.numbers[k])
         tx.complete()
         self.sequences[k] += 1
         return tx.tx.SerializeToString()
+
+
+class _Headers:
+    """Regtest-PoW headers extending a trusted base, sent as ``insert_headers`` txs by a relayer."""
+
+    def __init__(self, node: EmbeddedChain, signer: _Signer, relayer: int, base: BlockHeader, per_tx: int) -> None:
+        self.node = node
+        self.signer = signer
+        self.relayer = relayer
+        self.last = base
+        self.per_tx = per_tx
+        self.contract = node.app.module_address(LIGHT_CLIENT)
+        self.sender = str(signer.wallets[relayer].address())
+
+    def prepare(self) -> bytes:
+        headers = []
+        for _ in range(self.per_tx):
+            self.last = solve_header(self.last.hash(), os.urandom(32), self.last.timestamp + 600, REGTEST_BITS)
+            headers.append(self.last.serialize().hex())
+        msg = MsgExecuteContract(sender=self.sender, contract=self.contract,
+                                 msg=json.dumps({"insert_headers": {"headers": headers}}).encode())
+        return self.signer.sign(self.relayer, msg, HEADERS_GAS_LIMIT)
+
+    def op(self, item: object) -> int:
+        r = self.node.broadcast_tx(item)  # type: ignore[arg-type]
+        if not r.ok:
+            raise AssertionError(f"CheckTx rejected insert_headers: {r.code} {r.log}")
+        _, results = self.node.produce_block()
+        if len(results) != 1 or results[0].code != 0:
+            raise AssertionError(f"insert_headers failed: {[(x.code, x.log) for x in results]}")
+        return self.per_tx
+
+    def check(self) -> None:
+        """The chain's light-client tip is the last header sent."""
+        tip = self.node.app.smart_query(LIGHT_CLIENT, {"tip": {}})
+        if tip["hash"] != self.last.hash()[::-1].hex():
+            raise AssertionError(f"light client tip {tip} is not the last header sent")
 
 
 def _ecdsa_items(txs: Sequence[bytes], signer: _Signer) -> list[tuple[coincurve.PublicKey, bytes, bytes]]:
@@ -150,12 +203,16 @@ def run(budget_s: float = 1.0, *, quick: bool = False) -> list[Result]:
     """All chain measurements; ``budget_s`` is the timed budget of each measurement."""
     sizes = QUICK if quick else FULL
     senders = [deterministic_wallet(f"bench-chain-{i}") for i in range(4)]
-    genesis = build_genesis({str(w.address()): FUNDS for w in senders}, denom=DENOM, min_gas_price="0.01")
+    relayer = deterministic_wallet("bench-chain-relayer")
+    base = solve_header(b"\x00" * 32, os.urandom(32), 1_700_000_000, REGTEST_BITS)
+    genesis = build_genesis({str(w.address()): FUNDS for w in [*senders, relayer]}, denom=DENOM, min_gas_price="0.01",
+                            btc_light_client={"base": {"height": 0, "header": base.serialize().hex()}})
     app = ChainApp(CHAIN_ID)
     node = EmbeddedChain(app, genesis=genesis, max_block_txs=10**6, max_mempool_txs=10**6)
     try:
         numbers = [app.account(str(w.address()))["account_number"] for w in senders]  # type: ignore[index]
         signer = _Signer(senders, numbers, CHAIN_ID)
+        relay = _Signer([relayer], [app.account(str(relayer.address()))["account_number"]], CHAIN_ID)  # type: ignore[index]
         deliver = _Deliver(node, signer)
         # reference inputs: the signatures of real benchmark txs (delivered first, so none is wasted)
         ref_txs = deliver.prepare(sizes.items)
@@ -192,6 +249,12 @@ def run(budget_s: float = 1.0, *, quick: bool = False) -> list[Result]:
         m = ref.bracket(lambda: measure(smart_query, len(queries), budget_s))
         rows.append(result(BENCH, "abci_smart_query_bank_balance", "queries/s", m, ref,
                            "ChainApp.query('/smart/bank', JSON) on committed state"))
+        lc = _Headers(node, relay, 0, base, sizes.headers_per_tx)
+        m = ref.bracket(lambda: measure_steps(lc.prepare, lc.op, budget_s))
+        lc.check()
+        rows.append(result(BENCH, f"light_client_insert_{lc.per_tx}headers_per_tx", "headers/s", m, ref,
+                           "insert_headers txs (link + PoW + bits checks, store) through CheckTx + FinalizeBlock "
+                           f"+ Commit, one tx per block ({m.rate.per_s / lc.per_tx:,.1f} tx/s)"))
         if sizes.e2e:
             rows.extend(_e2e(budget_s, ref))
         return rows
