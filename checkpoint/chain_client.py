@@ -14,6 +14,7 @@ signature, unknown delegation, ...), which the service dead-letters.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,7 +36,23 @@ TRANSIENT_CODES = frozenset({19, 20, 32})  # tx in mempool cache, mempool full, 
 TRANSIENT_REASONS = (
     "not deep enough", "not k-deep", "insufficient confirmations", "not yet deep",
     "header not found", "unknown header", "not in light client", "unknown block",
+    "not on the btc main chain",
 )
+_HTTP_ERROR = re.compile(r"Response: (\d{3}), b'(.*)'\)?\s*$", re.S)
+
+
+def _query_failure(exc: Exception) -> tuple[int | None, str]:
+    """(HTTP status, message) of a failed cosmpy REST query, or (None, text) when there was no answer."""
+    text = str(exc)
+    m = _HTTP_ERROR.search(text)
+    if m is None:
+        return None, text
+    body = m.group(2)
+    try:
+        message = str(json.loads(body.encode().decode("unicode_escape")).get("message", body))
+    except (ValueError, AttributeError):
+        message = body
+    return int(m.group(1)), message
 
 
 @dataclass(frozen=True)
@@ -138,12 +155,20 @@ class ChainClient:
         try:
             resp = self.ledger.wasm.SmartContractState(req)
         except Exception as exc:
+            status, message = _query_failure(exc)
+            if status is not None and 400 <= status < 500:  # the contract answered with an error
+                raise ChainError(f"query {next(iter(msg))}: {message}", code=status, transient=False) from exc
             raise ChainError(f"query {next(iter(msg))} failed: {exc}", transient=True) from exc
         return json.loads(resp.data) if resp.data else None
 
     def delegation(self, staking_tx_hash: str) -> dict[str, Any] | None:
         """The chain's delegation record for a staking txid (display hex), or None."""
-        res = self.query(self.contracts.btc_staking, {"delegation": {"staking_tx_hash": staking_tx_hash}})
+        try:
+            res = self.query(self.contracts.btc_staking, {"delegation": {"staking_tx_hash": staking_tx_hash}})
+        except ChainError as exc:
+            if not exc.transient and "not found" in exc.reason:
+                return None
+            raise
         if isinstance(res, dict) and "delegation" in res:
             res = res["delegation"]
         return res if isinstance(res, dict) and res else None
