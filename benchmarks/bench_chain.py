@@ -212,7 +212,8 @@ def run(budget_s: float = 1.0, *, quick: bool = False) -> list[Result]:
     try:
         numbers = [app.account(str(w.address()))["account_number"] for w in senders]  # type: ignore[index]
         signer = _Signer(senders, numbers, CHAIN_ID)
-        relay = _Signer([relayer], [app.account(str(relayer.address()))["account_number"]], CHAIN_ID)  # type: ignore[index]
+        relayer_number = app.account(str(relayer.address()))["account_number"]  # type: ignore[index]
+        relay = _Signer([relayer], [relayer_number], CHAIN_ID)
         deliver = _Deliver(node, signer)
         # reference inputs: the signatures of real benchmark txs (delivered first, so none is wasted)
         ref_txs = deliver.prepare(sizes.items)

@@ -30,7 +30,8 @@ EXPECTED = {
     },
     "chain": {
         "deliver_bank_send_1tx_blocks", "deliver_bank_send_50tx_blocks", "checktx_bank_send_50tx_blocks",
-        "finalize_commit_bank_send_50tx_blocks", "abci_smart_query_bank_balance", "light_client_insert_100headers_per_tx",
+        "finalize_commit_bank_send_50tx_blocks", "abci_smart_query_bank_balance",
+        "light_client_insert_100headers_per_tx",
         "ledgerclient_send_tokens_e2e", "ledgerclient_query_balance_e2e",
     },
 }
