@@ -42,7 +42,7 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from btc_staking.keys import secret_even_y, xonly_from_secret
+from btc_staking.keys import secret_even_y
 from btc_staking.merkle import build_merkle_proof, verify_merkle_proof
 from btc_staking.params import StakingParams, mul_f64, regtest_default_params
 from btc_staking.signing import sign_pop_bip340
@@ -348,7 +348,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
     from checkpoint.chain_client import ChainContracts
 
     client = _chain_client(ledger, ChainContracts(addr[LIGHT_CLIENT], addr[REGISTRY]), tx_timeout_s=cfg.timeout,
-                         poll_interval_s=0.05)
+                           poll_interval_s=0.05)
 
     def q(module: str, msg: dict) -> Any:
         return client.query(addr[module], msg)
@@ -521,19 +521,8 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         from btc_staking.staking import validate_slashing_tx
         from checkpoint.slasher import QuerySlasherChain, Slasher
 
-        def delegations_of_fp(fp_hex: str) -> list[dict]:
-            # docs/CHAIN_MESSAGES.md names the unbonding-path adaptor sigs covenant_slashing_unbonding_sigs;
-            # hand them to the slasher under the name it looks for first
-            out = []
-            for d in q(REGISTRY, {"delegations": {"fp_btc_pk": fp_hex, "limit": 100}})["delegations"]:
-                d = dict(d)
-                if d.get("covenant_slashing_unbonding_sigs") is not None:
-                    d["covenant_unbonding_slashing_sigs"] = d["covenant_slashing_unbonding_sigs"]
-                out.append(d)
-            return out
-
         slasher = Slasher(QuerySlasherChain(query=client.query, finality=addr[FINALITY], registry=addr[REGISTRY],
-                                            params=params, delegations_query=delegations_of_fp), node)
+                                            params=params), node)
         results = [r for r in slasher.poll() if r.staking_tx_hash == dels["A"].staking_tx_hash]
         if not results or results[0].status not in ("broadcast", "in_mempool"):
             raise DemoError(f"slasher did not broadcast A's slashing tx: {results}")
