@@ -345,10 +345,10 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         ledger = chain.ledger_client(query_interval_secs=0.05, query_timeout_secs=cfg.timeout)
         st.detail = f"{DEMO_CHAIN_ID} at {chain.rest.url}, light client base = BTC height {base_h}"
 
-    from checkpoint.chain_client import ChainContracts
+    from checkpoint.chain_client import ChainClient, ChainContracts
 
-    client = _chain_client(ledger, ChainContracts(addr[LIGHT_CLIENT], addr[REGISTRY]), tx_timeout_s=cfg.timeout,
-                           poll_interval_s=0.05)
+    client = ChainClient(ledger, ChainContracts(addr[LIGHT_CLIENT], addr[REGISTRY]), tx_timeout_s=cfg.timeout,
+                         poll_interval_s=0.05)
 
     def q(module: str, msg: dict) -> Any:
         return client.query(addr[module], msg)
@@ -614,30 +614,6 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         res.btc_height = node.get_block_count()
         res.chain_height = chain.node.height
         st.detail = ", ".join(f"{w}: chain {o.status} / API {o.api_state or '-'}" for w, o in res.delegations.items())
-
-
-def _chain_client_class() -> type:
-    from checkpoint.chain_client import ChainClient
-    from checkpoint.errors import ChainError
-
-    class DemoChainClient(ChainClient):
-        """``ChainClient`` whose ``delegation`` maps the registry's ``delegation ... not found`` error
-        (docs/CHAIN_MESSAGES.md) to None, as its docstring promises."""
-
-        def delegation(self, staking_tx_hash: str) -> dict[str, Any] | None:
-            try:
-                return super().delegation(staking_tx_hash)
-            except ChainError as exc:
-                if re.search(r"delegation\b.*\bnot found", str(exc), re.I | re.S):
-                    return None
-                raise
-
-    return DemoChainClient
-
-
-def _chain_client(*args: Any, **kw: Any) -> Any:
-    """A ``checkpoint.chain_client.ChainClient`` (see ``_chain_client_class``)."""
-    return _chain_client_class()(*args, **kw)
 
 
 def _covenant_unbonding_sigs(d: dict) -> dict[bytes, bytes]:
