@@ -75,6 +75,9 @@ def world() -> Iterator[World]:
             "withdrawn": _deleg("w", "C", ALPHA, 110_000),
             "unbonding": _deleg("un", "B", BETA, 120_000),
             "slashed": _deleg("s", "C", DELTA, 130_000),
+            # staking time 10: proven at s (tip s+K), then the final unbonding mines 1+K blocks -> tip s+5:
+            # past end - unbonding_time (chain EXPIRED) but the staking timelock has not passed yet
+            "expiring": _deleg("x", "B", GAMMA, 140_000, time=10),
         }
         # pending: k-deep proof, no covenant quorum (only one member signed)
         chain.create(d["pending"], proof=True)
@@ -98,6 +101,9 @@ def world() -> Iterator[World]:
         # DELTA double-signs: the finality module extracts its key and slashes it in the registry
         world_slash = chain.slash_fp(DELTA)
         assert world_slash["slashed"] is True
+        chain.create(d["expiring"], proof=False)
+        chain.covenant_quorum(d["expiring"])
+        chain.add_proof(d["expiring"])
         # the last unbonding: its timelock has not passed at the final tip
         chain.unbond(d["unbonding"])
         client = TestClient(app_for_chain(chain.client))
@@ -128,6 +134,13 @@ EXPECTED = {
     "withdrawn": ("WITHDRAWN", "EARLY_UNBONDING"),
     "unbonding": ("UNBONDING", "EARLY_UNBONDING"),
     "slashed": ("SLASHED", None),
+    "expiring": ("UNBONDING", "TIMELOCK"),
+}
+
+CHAIN_STATUS = {
+    "active_a1": "ACTIVE", "active_a2": "ACTIVE", "active_b1": "ACTIVE", "pending": "PENDING",
+    "verified": "VERIFIED", "expired": "EXPIRED", "unbonded_old": "UNBONDING", "withdrawn": "WITHDRAWN",
+    "unbonding": "UNBONDING", "slashed": "SLASHED", "expiring": "EXPIRED",
 }
 
 
@@ -257,7 +270,8 @@ def test_overall_and_staker_stats(world):
     assert _get(world.rest_client, "/v2/stats")["data"] == stats
     b = _get(world.client, "/v2/staker/stats", staker_pk_hex=d["unbonding"].staker_pk.hex())["data"]
     assert b["active_tvl"] == d["active_b1"].value and b["active_delegations"] == 1
-    assert b["unbonding_tvl"] == d["unbonding"].value and b["unbonding_delegations"] == 1
+    # early unbonding and timelock unbonding (chain EXPIRED, timelock not passed) both count as unbonding
+    assert b["unbonding_tvl"] == d["unbonding"].value + d["expiring"].value and b["unbonding_delegations"] == 2
     c = _get(world.client, "/v2/staker/stats", staker_pk_hex=d["expired"].staker_pk.hex())["data"]
     assert c["withdrawable_tvl"] == d["expired"].value and c["active_tvl"] == 0
     assert c["slashed_tvl"] == d["slashed"].value and c["slashed_delegations"] == 1
@@ -295,6 +309,7 @@ def test_registry_source_maps_the_chain_records(world):
     withdrawn = recs[world.d["withdrawn"].staking_tx_hash]
     assert withdrawn.withdrawn_height is not None and withdrawn.unbonding_height is not None
     assert withdrawn.unbonding_tx_hex == world.d["withdrawn"].unbonding_tx.serialize().hex()
+    assert {n: recs[d.staking_tx_hash].chain_status for n, d in world.d.items()} == CHAIN_STATUS
     assert src.get_delegation("cd" * 32) is None
     assert src.btc_tip_height() == world.chain.btc.tip_height
 
