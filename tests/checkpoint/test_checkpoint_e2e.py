@@ -176,7 +176,9 @@ def test_wrong_script_rejected(proven):
     err = _rejected(env.client, dict(body, staking_time=STAKING_TIME + 1), env.cp_wallet)
     assert "wrong staking script" in err.reason and not err.transient
     err = _rejected(env.client, dict(body, staking_value=VALUE - 1), env.cp_wallet)
-    assert not err.transient
+    assert "wrong staking script" in err.reason and not err.transient
+    err = _rejected(env.client, dict(body, staking_output_index=1), env.cp_wallet)   # the OP_RETURN output
+    assert "wrong staking script" in err.reason and not err.transient
     assert env.delegation(d.staking_tx_hash) is None
 
 
@@ -193,12 +195,15 @@ def test_bad_signatures_rejected(proven):
     sig = bytearray.fromhex(body["delegator_slashing_sig"])
     sig[5] ^= 1
     err = _rejected(env.client, dict(body, delegator_slashing_sig=sig.hex()), env.cp_wallet)
-    assert "signature" in err.reason.lower() and not err.transient
+    assert "invalid delegator slashing signature" in err.reason and not err.transient
+    sig = bytearray.fromhex(body["delegator_unbonding_slashing_sig"])
+    sig[7] ^= 1
+    err = _rejected(env.client, dict(body, delegator_unbonding_slashing_sig=sig.hex()), env.cp_wallet)
+    assert "invalid delegator unbonding slashing signature" in err.reason and not err.transient
     # a PoP made for another submitter does not verify for the service's account
     staker = env.staker("rejections")
     err = _rejected(env.client, dict(body, pop=staker.pop(str(env.admin_wallet.address())).hex()), env.cp_wallet)
-    assert "pop" in err.reason.lower() or "possession" in err.reason.lower()
-    assert not err.transient
+    assert "invalid proof of possession for staker" in err.reason and not err.transient
     # a Cosmos tx signed for another chain id fails the ante handler's signature check
     assert env.chain is not None
     wrong = connect(env.chain.url, chain_id="another-chain", denom=env.denom, gas_price=env.gas_price)
@@ -222,10 +227,38 @@ def test_service_dead_letters_a_rejected_attestation_with_the_chain_reason(env):
         key = submission_key("delegation", d.staking_tx_hash)
         env.rounds(svc, lambda r: key in r.dead_lettered)
         (dl,) = svc.dead_letters()
-        assert dl.key == key and "signature" in dl.reason.lower()
+        assert dl.key == key and "invalid delegator slashing signature" in dl.reason
         assert svc.store.submission(key).status == "dead"
         assert svc.run_once().submitted == []                       # never retried
         assert len(env.chain_msgs("create_btc_delegation")) == 1
         assert env.delegation(d.staking_tx_hash) is None
+    finally:
+        svc.close()
+
+
+def test_lock_registered_by_the_staker_without_proof_is_proven_by_the_service(env):
+    """Babylon's pre-approval flow: the staker registers first (no proof), the covenant signs
+    (VERIFIED); the service sends only ``add_btc_delegation_inclusion_proof`` → ACTIVE."""
+    svc = env.service()
+    try:
+        staker = env.staker("pre-approval")
+        d = env.new_lock(staker)
+        admin = str(env.admin_wallet.address())
+        env.admin({"create_btc_delegation": d.create_msg(staker.pop(admin))})   # the staker's own account
+        assert env.delegation(d.staking_tx_hash)["start_height"] is None
+        env.covenant_quorum(d.staking_tx_hash)
+        assert env.delegation(d.staking_tx_hash)["status"] == "VERIFIED"
+        svc.register_intent(staker.pk, list(d.fp_pks), STAKING_TIME, VALUE, env.material(staker, d))
+        env.broadcast(d.staking_tx)
+        env.mine(1 + K)
+        key = submission_key("delegation", d.staking_tx_hash)
+        env.rounds(svc, lambda r: key in r.submitted)
+        (proof_msg,) = env.chain_msgs("add_btc_delegation_inclusion_proof")
+        assert proof_msg["code"] == 0 and proof_msg["sender"] == env.cp_address
+        assert proof_msg["body"] == {"staking_tx_hash": d.staking_tx_hash,
+                                     "inclusion_proof": env.inclusion_proof(d.staking_tx_hash)}
+        assert [m["sender"] for m in env.chain_msgs("create_btc_delegation")] == [admin]   # none from the service
+        record = env.delegation(d.staking_tx_hash)
+        assert record["status"] == "ACTIVE" and record["start_height"] == env.node.get_block_count() - K
     finally:
         svc.close()
