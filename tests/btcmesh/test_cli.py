@@ -240,3 +240,18 @@ def test_chain_under_cometbft(tool_path) -> None:
         assert proc.wait(timeout=60) == 0
     finally:
         _stop(proc)
+
+
+@pytest.mark.skipif(not REGISTRY_PRESENT, reason="*** the chain's staking registry / BTC light client modules "
+                                                   "are not in this checkout yet ***")
+def test_demo_command_json() -> None:
+    """``btcmesh demo --json`` (what the README runs, machine-readable): exit 0 and the expected outcome."""
+    r = run_cli("demo", "--json", "--no-api", "-k", "2", timeout=240)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    res = json.loads(r.stdout)
+    assert res["ok"] is True and res["error"] == ""
+    assert {w: d["status"] for w, d in res["delegations"].items()} == {"A": "SLASHED", "B": "WITHDRAWN"}
+    assert res["params"]["confirmation_depth"] == 2
+    assert res["delegations"]["A"]["burned_sat"] == res["expected_burned_sat"] == 100_000
+    assert res["extracted_key_matches"] is True
+    assert res["api_url"] == "" and all(d["api_state"] == "" for d in res["delegations"].values())
