@@ -41,7 +41,7 @@ from btc_staking.staking import (
 from btc_staking.tx import OutPoint, Tx, TxIn, TxOut, p2tr_script
 from btc_staking.witness import timelock_witness, unbonding_witness
 from cosmos_chain.app import ChainApp, TxResult
-from cosmos_chain.modules.base import DEFAULT_PREFIX
+from cosmos_chain.modules.base import DEFAULT_PREFIX, Module
 
 CHAIN_ID = "btcmesh-registry-test"
 DENOM = "ubbn"
@@ -359,10 +359,12 @@ class TestChain:
 
     __test__ = False  # not a pytest class
 
-    def __init__(self, genesis: dict[str, Any], home: Path | None = None, *, init: bool = True) -> None:
+    def __init__(self, genesis: dict[str, Any], home: Path | None = None, *, init: bool = True,
+                 modules: list[Module] | None = None) -> None:
         self.genesis = genesis
-        self.app = ChainApp(CHAIN_ID, home)
+        self.app = ChainApp(CHAIN_ID, home, modules=modules)
         self.time = float(GENESIS_TIME)
+        self.blocks: list[tuple[int, float, list[bytes], bytes]] = []  # (height, time, txs, app hash)
         if init:
             self.app.init_chain(genesis)
         else:
@@ -378,9 +380,22 @@ class TestChain:
     def block(self, txs: list[bytes] = ()) -> tuple[list[TxResult], bytes]:  # type: ignore[assignment]
         """Finalize and commit the next block."""
         self.time += 5
-        results, app_hash = self.app.finalize_block(self.app.last_height + 1, self.time, list(txs))
+        height = self.app.last_height + 1
+        results, app_hash = self.app.finalize_block(height, self.time, list(txs))
         self.app.commit()
+        self.blocks.append((height, self.time, list(txs), app_hash))
         return results, app_hash
+
+    def replay(self, modules: list[Module] | None = None) -> list[tuple[bytes, bytes]]:
+        """Feed genesis and every recorded block to a fresh in-memory ChainApp: [(our hash, its hash)]."""
+        other = ChainApp(CHAIN_ID, modules=modules)
+        other.init_chain(self.genesis)
+        out = []
+        for height, time_unix, txs, app_hash in self.blocks:
+            _, h = other.finalize_block(height, time_unix, txs)
+            other.commit()
+            out.append((app_hash, h))
+        return out
 
     def execute(self, w: LocalWallet, contract: str, msg: dict[str, Any]) -> TxResult:
         """One tx in its own block; returns its result."""

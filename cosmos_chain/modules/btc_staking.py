@@ -1,0 +1,724 @@
+"""``btc_staking``: the BTC staking registry (Babylon's x/btcstaking, phase-2 flow).
+
+Finality providers register their BTC key (with a proof of possession) and the Cosmos validator
+their virtual stake goes to. Stakers (or the checkpoint service on their behalf) register BTC
+delegations with the staking tx, the pre-signed unbonding and slashing txs and the staker's
+signatures; the covenant committee adds its signatures; an inclusion proof of the staking tx
+(k-deep on the BTC light client) starts the delegation. Messages and replies:
+``docs/CHAIN_MESSAGES.md``.
+
+Statuses (Babylon names)::
+
+    PENDING ──quorum──► VERIFIED ──k-deep proof──► ACTIVE ──tip ≥ end − unbonding_time──► EXPIRED
+       └──k-deep proof──► (PENDING with proof) ──quorum──► ACTIVE        │ report_withdrawal
+    any live ──btc_undelegate──► UNBONDING ──report_withdrawal──► WITHDRAWN ◄──┘
+    any non-withdrawn of a slashed FP ──► SLASHED
+
+Time-based changes (→ EXPIRED) are recomputed in ``end_block`` whenever the light-client tip
+height moved, and before any message touches a delegation. Every status change (creation
+included, with ``old_status=None``) is reported to ``hooks.on_delegation_status`` (the mesh
+wiring sets the hooks; ``None`` means no-op).
+
+Store (``m/btc_staking/``)::
+
+    params              [StakingParams.to_dict(), ...]     versions 0..n
+    fp/<pk>             finality provider record
+    fp_order/<seq>      <pk>                                registration order
+    del/<txid>          delegation record                   (display-order staking txid)
+    by_staker/<pk>/<txid>, by_fp/<pk>/<txid>    1           query indexes
+    live/<txid>         1                                   delegations whose status depends on the BTC tip
+    last_tip            BTC tip height of the last refresh
+"""
+
+from __future__ import annotations
+
+import hashlib
+from decimal import Decimal, InvalidOperation
+from typing import Any, Protocol
+
+from btc_staking.adaptor import AdaptorSignature
+from btc_staking.errors import StakingError
+from btc_staking.keys import schnorr_verify, to_xonly
+from btc_staking.merkle import verify_merkle_proof
+from btc_staking.params import StakingParams
+from btc_staking.sighash import taproot_sighash
+from btc_staking.staking import (
+    build_staking_info,
+    build_unbonding_info,
+    validate_slashing_tx,
+    validate_unbonding_tx,
+)
+from btc_staking.tx import OutPoint, Tx
+
+from ..errors import ContractError, InvalidRequestError
+from .base import Coin, Context, Module, register_module
+
+__all__ = [
+    "BtcStakingModule",
+    "StakingHooks",
+    "RegistryError",
+    "PENDING",
+    "VERIFIED",
+    "ACTIVE",
+    "UNBONDING",
+    "EXPIRED",
+    "WITHDRAWN",
+    "SLASHED",
+    "STATUSES",
+]
+
+PENDING, VERIFIED, ACTIVE, UNBONDING, EXPIRED, WITHDRAWN, SLASHED = (
+    "PENDING", "VERIFIED", "ACTIVE", "UNBONDING", "EXPIRED", "WITHDRAWN", "SLASHED")
+STATUSES = (PENDING, VERIFIED, ACTIVE, UNBONDING, EXPIRED, WITHDRAWN, SLASHED)
+#: Statuses after which the delegation no longer takes covenant signatures or proofs.
+_CLOSED = (UNBONDING, WITHDRAWN, SLASHED)
+MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+
+
+class RegistryError(ContractError):
+    """A registry message was rejected (the log says why)."""
+
+
+class StakingHooks(Protocol):
+    """Called on every delegation status change (creation: ``old_status=None``)."""
+
+    def on_delegation_status(self, ctx: Context, delegation: dict, old_status: str | None, new_status: str) -> None:
+        ...
+
+
+# ---------------------------------------------------------------------------- argument parsing
+
+
+def _bytes(body: dict[str, Any], name: str, length: int | None = None) -> bytes:
+    v = body.get(name)
+    if not isinstance(v, str):
+        raise InvalidRequestError(f"`{name}` must be a hex string")
+    try:
+        raw = bytes.fromhex(v)
+    except ValueError as exc:
+        raise InvalidRequestError(f"`{name}` is not hex") from exc
+    if length is not None and len(raw) != length:
+        raise InvalidRequestError(f"`{name}` must be {length} bytes, got {len(raw)}")
+    return raw
+
+
+def _int(body: dict[str, Any], name: str, lo: int = 0) -> int:
+    v = body.get(name)
+    if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+        raise InvalidRequestError(f"`{name}` must be an integer ≥ {lo}, got {v!r:.60}")
+    return v
+
+
+def _key_hex(v: Any, name: str) -> str:
+    """Normalise a 32-byte x-only (or 33-byte compressed) hex key to x-only lowercase hex."""
+    if not isinstance(v, str):
+        raise InvalidRequestError(f"`{name}` must be a hex public key")
+    try:
+        return to_xonly(bytes.fromhex(v)).hex()
+    except ValueError as exc:
+        raise InvalidRequestError(f"`{name}`: {exc}") from exc
+
+
+def _tx(body: dict[str, Any], name: str) -> Tx:
+    raw = _bytes(body, name)
+    try:
+        return Tx.parse(raw)
+    except StakingError as exc:
+        raise InvalidRequestError(f"`{name}` does not parse: {exc}") from exc
+
+
+def _txid_arg(v: Any, name: str = "staking_tx_hash") -> str:
+    if not isinstance(v, str) or len(v) != 64:
+        raise InvalidRequestError(f"`{name}` must be 64 hex characters (display order)")
+    try:
+        bytes.fromhex(v)
+    except ValueError as exc:
+        raise InvalidRequestError(f"`{name}` is not hex") from exc
+    return v.lower()
+
+
+def _sighash(tx: Tx, prevout_output: Any, leaf: bytes) -> bytes:
+    return taproot_sighash(tx, 0, [prevout_output], 0, leaf_script=leaf)
+
+
+def _pop_ok(pk_hex: str, sender: str, sig: bytes) -> bool:
+    return schnorr_verify(bytes.fromhex(pk_hex), hashlib.sha256(sender.encode()).digest(), sig)
+
+
+@register_module
+class BtcStakingModule(Module):
+    """The staking registry (see module docstring)."""
+
+    name = "btc_staking"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hooks: StakingHooks | None = None
+
+    # ------------------------------------------------------------------ genesis
+    def init_genesis(self, ctx: Context, genesis: dict[str, Any]) -> None:
+        """``{"params": [StakingParams dicts], "finality_providers": [{btc_pk, addr, ...}]}``."""
+        raw = genesis.get("params", [])
+        if not isinstance(raw, list):
+            raise InvalidRequestError("btc_staking genesis: params must be a list of params versions")
+        versions = []
+        for i, d in enumerate(raw):
+            try:
+                versions.append(StakingParams.from_dict(d).validate().to_dict())
+            except (StakingError, TypeError, AttributeError) as exc:
+                raise InvalidRequestError(f"btc_staking genesis: params version {i}: {exc}") from exc
+        st = self.store(ctx)
+        st.set("params", versions)
+        for i, fp in enumerate(genesis.get("finality_providers", []) or []):
+            if not isinstance(fp, dict):
+                raise InvalidRequestError(f"btc_staking genesis: finality provider {i} must be an object")
+            pk = _key_hex(fp.get("btc_pk"), "btc_pk")
+            if st.has("fp/" + pk):
+                raise InvalidRequestError(f"btc_staking genesis: finality provider {pk} listed twice")
+            self._add_fp(ctx, pk, str(fp.get("addr", "")), fp.get("description") or {},
+                         str(fp.get("commission", "0")), str(fp.get("validator", "") or ""))
+
+    # ------------------------------------------------------------------ params
+    def params_versions(self, ctx: Context) -> list[dict[str, Any]]:
+        """Every params version (dicts)."""
+        return self.store(ctx).get("params", [])
+
+    def params(self, ctx: Context, version: int | None = None) -> tuple[int, StakingParams]:
+        """(version, params); the last version by default."""
+        versions = self.params_versions(ctx)
+        if not versions:
+            raise RegistryError("no staking params (genesis btc_staking.params is empty)")
+        v = len(versions) - 1 if version is None else version
+        return v, StakingParams.from_dict(versions[v])
+
+    # ------------------------------------------------------------------ light client
+    @staticmethod
+    def _lc(ctx: Context) -> Any:
+        return ctx.module("btc_light_client")
+
+    def _btc_tip(self, ctx: Context) -> int | None:
+        return self._lc(ctx).tip_height(ctx)
+
+    def _verify_inclusion(self, ctx: Context, txid: bytes, proof: Any, k: int, what: str) -> tuple[int, str]:
+        """Check a ``{block_hash, index, proof}`` for ``txid`` (internal order); returns (height, block hash)."""
+        if not isinstance(proof, dict):
+            raise InvalidRequestError(f"{what}: inclusion_proof must be {{block_hash, index, proof}}")
+        block_hash = _txid_arg(proof.get("block_hash"), "inclusion_proof.block_hash")
+        index = _int(proof, "index")
+        path = _bytes(proof, "proof")
+        lc = self._lc(ctx)
+        rec = lc.header_record(ctx, block_hash)
+        if rec is None:
+            raise RegistryError(f"{what}: unknown header {block_hash} (not in the BTC light client)")
+        found = lc.main_chain_header(ctx, block_hash)
+        if found is None:
+            raise RegistryError(f"{what}: header {block_hash} is not on the BTC main chain")
+        height, header = found
+        try:
+            ok = verify_merkle_proof(txid, header.merkle_root, index, path)
+        except StakingError as exc:
+            raise RegistryError(f"{what}: invalid inclusion proof: {exc}") from exc
+        if not ok:
+            raise RegistryError(f"{what}: invalid inclusion proof of tx {txid[::-1].hex()} in block {block_hash}")
+        depth = lc.depth(ctx, block_hash)
+        if depth < k:
+            raise RegistryError(f"{what}: not k-deep: depth {depth} < {k} (block {block_hash})")
+        return height, block_hash
+
+    # ------------------------------------------------------------------ finality providers
+    def _add_fp(self, ctx: Context, pk: str, addr: str, description: Any, commission: str, validator: str) -> dict:
+        if not isinstance(description, dict) or not all(isinstance(v, str) for v in description.values()):
+            raise InvalidRequestError("`description` must be an object of strings ({moniker, ...})")
+        try:
+            rate = Decimal(commission)
+        except InvalidOperation as exc:
+            raise InvalidRequestError(f"`commission` is not a decimal: {commission!r:.40}") from exc
+        if not rate.is_finite() or not Decimal(0) <= rate <= Decimal(1):
+            raise InvalidRequestError(f"`commission` must be in [0, 1], got {commission}")
+        st = self.store(ctx)
+        seq = int(st.get("fp_count", 0))
+        rec = {"btc_pk": pk, "addr": addr, "description": dict(description), "commission": commission,
+               "validator": validator, "slashed_height": None, "registered_height": ctx.height}
+        st.set("fp/" + pk, rec)
+        st.set(f"fp_order/{seq:010d}", pk)
+        st.set("fp_count", seq + 1)
+        return rec
+
+    def finality_provider(self, ctx: Context, btc_pk_hex: str) -> dict | None:
+        """The FP record ``{btc_pk, addr, description, commission, validator, slashed_height, ...}`` or None."""
+        try:
+            pk = to_xonly(bytes.fromhex(btc_pk_hex)).hex()
+        except ValueError:
+            return None
+        return self.store(ctx).get("fp/" + pk)
+
+    def exec_create_finality_provider(self, ctx: Context, sender: str, body: dict[str, Any],
+                                      funds: list[Coin]) -> dict[str, Any]:
+        """Register an FP: ``{btc_pk, pop, description, commission, validator}``."""
+        pk = _key_hex(body.get("btc_pk"), "btc_pk")
+        sig = _bytes(body, "pop", 64)
+        if not _pop_ok(pk, sender, sig):
+            raise RegistryError(f"invalid proof of possession for finality provider {pk} "
+                                "(BIP-340 signature over sha256(sender address))")
+        if self.store(ctx).has("fp/" + pk):
+            raise RegistryError(f"finality provider {pk} already registered")
+        validator = body.get("validator", "") or ""
+        if not isinstance(validator, str):
+            raise InvalidRequestError("`validator` must be a string")
+        rec = self._add_fp(ctx, pk, sender, body.get("description") or {}, str(body.get("commission", "0")),
+                           validator)
+        ctx.emit("new_finality_provider", btc_pk=pk, addr=sender, validator=validator)
+        return {"btc_pk": rec["btc_pk"]}
+
+    def slash_finality_provider(self, ctx: Context, btc_pk_hex: str, height: int) -> list[dict]:
+        """Mark the FP slashed at ``height``; every non-withdrawn delegation of it → SLASHED (hooks
+        called). Returns those delegations. Idempotent: an already slashed FP returns []."""
+        pk = _key_hex(btc_pk_hex, "btc_pk")
+        st = self.store(ctx)
+        fp = st.get("fp/" + pk)
+        if fp is None:
+            raise RegistryError(f"unknown finality provider {pk}")
+        if fp.get("slashed_height") is not None:
+            return []
+        fp["slashed_height"] = int(height)
+        st.set("fp/" + pk, fp)
+        ctx.emit("finality_provider_slashed", btc_pk=pk, height=str(height))
+        out = []
+        for d in self.delegations_by_fp(ctx, pk):
+            if d.get("withdrawn_height") is not None or d["status"] == SLASHED:
+                continue
+            d["slashed"] = True
+            d["slashed_fp"] = pk
+            self._set_status(ctx, d, SLASHED)
+            out.append(d)
+        return out
+
+    def active_sat(self, ctx: Context, btc_pk_hex: str) -> int:
+        """Sum of ``staking_value`` of the FP's ACTIVE delegations."""
+        return sum(d["staking_value"] for d in self.delegations_by_fp(ctx, btc_pk_hex) if d["status"] == ACTIVE)
+
+    # ------------------------------------------------------------------ delegations: storage + status
+    def delegation(self, ctx: Context, staking_tx_hash: str) -> dict | None:
+        """The stored delegation record or None."""
+        return self.store(ctx).get("del/" + staking_tx_hash.lower())
+
+    def delegations_by_fp(self, ctx: Context, btc_pk_hex: str) -> list[dict]:
+        """Every delegation naming this FP, by staking tx hash."""
+        try:
+            pk = to_xonly(bytes.fromhex(btc_pk_hex)).hex()
+        except ValueError:
+            return []
+        st = self.store(ctx)
+        pre = f"by_fp/{pk}/"
+        return [st.get("del/" + k[len(pre):]) for k, _ in st.items(pre)]
+
+    def _require(self, ctx: Context, staking_tx_hash: Any) -> dict:
+        h = _txid_arg(staking_tx_hash)
+        d = self.delegation(ctx, h)
+        if d is None:
+            raise RegistryError(f"delegation {h} not found")
+        self._refresh(ctx, d, self._btc_tip(ctx))
+        return d
+
+    def _derive(self, ctx: Context, d: dict, tip: int | None) -> str:
+        """Status from the record's facts and the BTC tip (see module docstring)."""
+        if d.get("slashed"):
+            return SLASHED
+        if d.get("withdrawn_height") is not None:
+            return WITHDRAWN
+        if d.get("unbonding_height") is not None:
+            return UNBONDING
+        if d.get("status") == EXPIRED:
+            return EXPIRED  # sticky: the timelock does not come back
+        if d.get("start_height") is None:
+            return VERIFIED if d["has_covenant_quorum"] else PENDING
+        if tip is not None and tip >= d["end_height"] - d["unbonding_time"]:
+            return EXPIRED
+        return ACTIVE if d["has_covenant_quorum"] else PENDING
+
+    def _save(self, ctx: Context, d: dict) -> None:
+        st = self.store(ctx)
+        h = d["staking_tx_hash"]
+        st.set("del/" + h, d)
+        if d["start_height"] is not None and d["status"] in (PENDING, ACTIVE):
+            st.set("live/" + h, 1)
+        else:
+            st.delete("live/" + h)
+
+    def _set_status(self, ctx: Context, d: dict, new: str | None = None) -> None:
+        """Save ``d`` with status ``new`` (default: derived); report a change to the hooks."""
+        old = d.get("status")
+        if new is None:
+            new = self._derive(ctx, d, self._btc_tip(ctx))
+        d["status"] = new
+        self._save(ctx, d)
+        if old != new:
+            ctx.emit("btc_delegation_status", staking_tx_hash=d["staking_tx_hash"], old_status=old or "",
+                     new_status=new)
+            if self.hooks is not None:
+                self.hooks.on_delegation_status(ctx, dict(d), old, new)
+
+    def _refresh(self, ctx: Context, d: dict, tip: int | None) -> None:
+        new = self._derive(ctx, d, tip)
+        if new != d["status"]:
+            self._set_status(ctx, d, new)
+
+    def end_block(self, ctx: Context) -> None:
+        """Recompute time-based statuses when the BTC tip height moved."""
+        tip = self._btc_tip(ctx)
+        st = self.store(ctx)
+        if tip is None or st.get("last_tip") == tip:
+            return
+        st.set("last_tip", tip)
+        for key, _ in list(st.items("live/")):
+            d = st.get("del/" + key[len("live/"):])
+            self._refresh(ctx, d, tip)
+
+    # ------------------------------------------------------------------ create
+    def exec_create_btc_delegation(self, ctx: Context, sender: str, body: dict[str, Any],
+                                   funds: list[Coin]) -> dict[str, Any]:
+        """Register a BTC delegation (checks: docs/CHAIN_MESSAGES.md)."""
+        version, p = self.params(ctx)
+        staker = _key_hex(body.get("staker_btc_pk"), "staker_btc_pk")
+        pop_sig = _bytes(body, "pop", 64)
+        fps_raw = body.get("fp_btc_pk_list")
+        if not isinstance(fps_raw, list) or not fps_raw:
+            raise InvalidRequestError("`fp_btc_pk_list` must be a non-empty list of keys")
+        fps = [_key_hex(k, "fp_btc_pk_list") for k in fps_raw]
+        if len(set(fps)) != len(fps):
+            raise InvalidRequestError("`fp_btc_pk_list` has duplicate keys")
+        staking_time = _int(body, "staking_time", 1)
+        staking_value = _int(body, "staking_value", 1)
+        out_idx = _int(body, "staking_output_index")
+        unbonding_time = _int(body, "unbonding_time", 1)
+        unbonding_value = _int(body, "unbonding_value", 1)
+        staking_tx = _tx(body, "staking_tx")
+        slashing_tx = _tx(body, "slashing_tx")
+        unbonding_tx = _tx(body, "unbonding_tx")
+        unbonding_slashing_tx = _tx(body, "unbonding_slashing_tx")
+        slash_sig = _bytes(body, "delegator_slashing_sig", 64)
+        ub_slash_sig = _bytes(body, "delegator_unbonding_slashing_sig", 64)
+
+        h = staking_tx.txid_hex()
+        if self.store(ctx).has("del/" + h):
+            raise RegistryError(f"delegation {h} already registered")
+        try:
+            p.check_staking_time(staking_time)
+            p.check_staking_value(staking_value)
+        except StakingError as exc:
+            raise RegistryError(f"params version {version}: {exc}") from exc
+        if unbonding_time != p.unbonding_time_blocks:
+            raise RegistryError(f"unbonding_time {unbonding_time} != params unbonding_time_blocks "
+                                f"{p.unbonding_time_blocks}")
+        if not _pop_ok(staker, sender, pop_sig):
+            raise RegistryError(f"invalid proof of possession for staker {staker} "
+                                "(BIP-340 signature over sha256(sender address))")
+        for fp in fps:
+            rec = self.store(ctx).get("fp/" + fp)
+            if rec is None:
+                raise RegistryError(f"unknown finality provider {fp}")
+            if rec.get("slashed_height") is not None:
+                raise RegistryError(f"finality provider {fp} is slashed")
+        cov_hex = {k.hex() for k in p.covenant_pks}
+        if staker in fps or staker in cov_hex:
+            raise RegistryError("staker key must differ from the finality provider and covenant keys")
+
+        fp_bytes = [bytes.fromhex(k) for k in fps]
+        staker_b = bytes.fromhex(staker)
+        try:
+            info = build_staking_info(staker_b, fp_bytes, p.covenant_pks, p.covenant_quorum, staking_time,
+                                      staking_value)
+        except StakingError as exc:
+            raise RegistryError(f"cannot build the staking output: {exc}") from exc
+        if out_idx >= len(staking_tx.outputs):
+            raise RegistryError(f"wrong staking script: staking tx has no output {out_idx}")
+        out = staking_tx.outputs[out_idx]
+        if out.script_pubkey != info.pk_script:
+            raise RegistryError(f"wrong staking script: output {out_idx} of {h} is not the staking output "
+                                "rebuilt from the params, staker, finality providers and staking time")
+        if out.value != staking_value:
+            raise RegistryError(f"wrong staking script: output {out_idx} holds {out.value} sat, "
+                                f"staking_value says {staking_value}")
+        staking_outpoint = OutPoint(staking_tx.txid(), out_idx)
+        try:
+            validate_unbonding_tx(unbonding_tx, staking_outpoint, staking_value, staker_b, fp_bytes, p)
+        except StakingError as exc:
+            raise RegistryError(f"invalid unbonding tx: {exc}") from exc
+        if unbonding_value != unbonding_tx.outputs[0].value or unbonding_value != staking_value - p.unbonding_fee_sat:
+            raise RegistryError(f"invalid unbonding tx: unbonding_value {unbonding_value} != staking value − "
+                                f"unbonding fee = {staking_value - p.unbonding_fee_sat}")
+        ub_info = build_unbonding_info(staker_b, fp_bytes, p.covenant_pks, p.covenant_quorum,
+                                       p.unbonding_time_blocks, unbonding_value)
+        try:
+            validate_slashing_tx(slashing_tx, staking_outpoint, staking_value, staker_b, p)
+        except StakingError as exc:
+            raise RegistryError(f"invalid slashing tx: {exc}") from exc
+        try:
+            validate_slashing_tx(unbonding_slashing_tx, OutPoint(unbonding_tx.txid(), 0), unbonding_value,
+                                 staker_b, p)
+        except StakingError as exc:
+            raise RegistryError(f"invalid unbonding slashing tx: {exc}") from exc
+        if not schnorr_verify(staker_b, _sighash(slashing_tx, out, info.slashing_script), slash_sig):
+            raise RegistryError("invalid delegator slashing signature (staker's signature of the slashing tx)")
+        if not schnorr_verify(staker_b, _sighash(unbonding_slashing_tx, ub_info.output, ub_info.slashing_script),
+                              ub_slash_sig):
+            raise RegistryError("invalid delegator unbonding slashing signature "
+                                "(staker's signature of the unbonding slashing tx)")
+
+        d: dict[str, Any] = {
+            "staking_tx_hash": h, "staker_btc_pk": staker, "staker_addr": sender, "fp_btc_pk_list": fps,
+            "staking_time": staking_time, "staking_value": staking_value, "total_sat": staking_value,
+            "staking_output_index": out_idx, "staking_tx": body["staking_tx"].lower(),
+            "start_height": None, "end_height": None, "inclusion_block_hash": None,
+            "unbonding_time": unbonding_time, "unbonding_value": unbonding_value,
+            "unbonding_tx": body["unbonding_tx"].lower(), "slashing_tx": body["slashing_tx"].lower(),
+            "unbonding_slashing_tx": body["unbonding_slashing_tx"].lower(),
+            "delegator_slashing_sig": slash_sig.hex(), "delegator_unbonding_slashing_sig": ub_slash_sig.hex(),
+            "covenant_sigs": [], "covenant_unbonding_sigs": [], "covenant_slashing_unbonding_sigs": [],
+            "has_covenant_quorum": False, "status": None,
+            "unbonding_height": None, "unbonding_btc_txid": None,
+            "withdrawn_height": None, "withdrawal_btc_txid": None,
+            "slashed": False, "slashing_btc_txid": None,
+            "params_version": version, "created_height": ctx.height,
+        }
+        if body.get("inclusion_proof") is not None:
+            height, block_hash = self._verify_inclusion(ctx, staking_tx.txid(), body["inclusion_proof"],
+                                                        p.confirmation_depth, "staking tx")
+            d.update(start_height=height, end_height=height + staking_time, inclusion_block_hash=block_hash)
+        st = self.store(ctx)
+        st.set(f"by_staker/{staker}/{h}", 1)
+        for fp in fps:
+            st.set(f"by_fp/{fp}/{h}", 1)
+        self._set_status(ctx, d)
+        ctx.emit("new_btc_delegation", staking_tx_hash=h, staker_btc_pk=staker, status=d["status"],
+                 staking_value=str(staking_value))
+        return {"staking_tx_hash": h, "status": d["status"]}
+
+    def exec_add_btc_delegation_inclusion_proof(self, ctx: Context, sender: str, body: dict[str, Any],
+                                                funds: list[Coin]) -> dict[str, Any]:
+        """``{staking_tx_hash, inclusion_proof}`` for a delegation created without one."""
+        d = self._require(ctx, body.get("staking_tx_hash"))
+        if d["start_height"] is not None:
+            raise RegistryError(f"delegation {d['staking_tx_hash']} already has an inclusion proof")
+        if d["status"] in _CLOSED:
+            raise RegistryError(f"delegation {d['staking_tx_hash']} is {d['status']}")
+        _, p = self.params(ctx, d["params_version"])
+        txid = bytes.fromhex(d["staking_tx_hash"])[::-1]
+        height, block_hash = self._verify_inclusion(ctx, txid, body.get("inclusion_proof"), p.confirmation_depth,
+                                                    "staking tx")
+        d.update(start_height=height, end_height=height + d["staking_time"], inclusion_block_hash=block_hash)
+        self._set_status(ctx, d)
+        return {"staking_tx_hash": d["staking_tx_hash"], "status": d["status"]}
+
+    # ------------------------------------------------------------------ covenant
+    def exec_add_covenant_sigs(self, ctx: Context, sender: str, body: dict[str, Any],
+                               funds: list[Coin]) -> dict[str, Any]:
+        """One covenant member's signatures (verified; a member's second submission is ignored)."""
+        d = self._require(ctx, body.get("staking_tx_hash"))
+        h = d["staking_tx_hash"]
+        _, p = self.params(ctx, d["params_version"])
+        cov = _key_hex(body.get("pk"), "pk")
+        if cov not in {k.hex() for k in p.covenant_pks}:
+            raise RegistryError(f"{cov} is not a covenant committee member (params version {d['params_version']})")
+        if any(c["pk"] == cov for c in d["covenant_sigs"]):
+            return {"staking_tx_hash": h, "status": d["status"], "ignored": True}
+        if d["status"] in _CLOSED or d["status"] == EXPIRED:
+            raise RegistryError(f"delegation {h} is {d['status']}: covenant signatures are no longer accepted")
+        fps = [bytes.fromhex(k) for k in d["fp_btc_pk_list"]]
+        slash_sigs = body.get("slashing_tx_sigs")
+        ub_slash_sigs = body.get("slashing_unbonding_tx_sigs")
+        for name, sigs in (("slashing_tx_sigs", slash_sigs), ("slashing_unbonding_tx_sigs", ub_slash_sigs)):
+            if not isinstance(sigs, list) or len(sigs) != len(fps):
+                raise InvalidRequestError(f"`{name}` must list one adaptor signature per finality provider "
+                                          f"({len(fps)})")
+        ub_sig = _bytes(body, "unbonding_tx_sig", 64)
+        cov_b = bytes.fromhex(cov)
+        staker = bytes.fromhex(d["staker_btc_pk"])
+        info = build_staking_info(staker, fps, p.covenant_pks, p.covenant_quorum, d["staking_time"],
+                                  d["staking_value"])
+        ub_info = build_unbonding_info(staker, fps, p.covenant_pks, p.covenant_quorum, p.unbonding_time_blocks,
+                                       d["unbonding_value"])
+        slashing_tx = Tx.parse(bytes.fromhex(d["slashing_tx"]))
+        unbonding_tx = Tx.parse(bytes.fromhex(d["unbonding_tx"]))
+        ub_slashing_tx = Tx.parse(bytes.fromhex(d["unbonding_slashing_tx"]))
+        checks = (
+            ("slashing tx", slash_sigs, _sighash(slashing_tx, info.output, info.slashing_script)),
+            ("unbonding slashing tx", ub_slash_sigs,
+             _sighash(ub_slashing_tx, ub_info.output, ub_info.slashing_script)),
+        )
+        parsed: dict[str, list[str]] = {}
+        for what, sigs, msg in checks:
+            out = []
+            for fp, s in zip(fps, sigs):
+                try:
+                    sig = AdaptorSignature.parse(bytes.fromhex(s) if isinstance(s, str) else b"")
+                    ok = sig.verify(cov_b, fp, msg)
+                except (StakingError, ValueError) as exc:
+                    raise RegistryError(f"invalid covenant adaptor signature on the {what} for finality provider "
+                                        f"{fp.hex()}: {exc}") from exc
+                if not ok:
+                    raise RegistryError(f"invalid covenant adaptor signature on the {what} for finality provider "
+                                        f"{fp.hex()} (covenant {cov})")
+                out.append(sig.serialize().hex())
+            parsed[what] = out
+        if not schnorr_verify(cov_b, _sighash(unbonding_tx, info.output, info.unbonding_script), ub_sig):
+            raise RegistryError(f"invalid covenant unbonding signature (covenant {cov})")
+        d["covenant_sigs"].append({"pk": cov, "adaptor_sigs": parsed["slashing tx"]})
+        d["covenant_unbonding_sigs"].append({"pk": cov, "sig": ub_sig.hex()})
+        d["covenant_slashing_unbonding_sigs"].append({"pk": cov, "adaptor_sigs": parsed["unbonding slashing tx"]})
+        d["has_covenant_quorum"] = len(d["covenant_sigs"]) >= p.covenant_quorum
+        self._set_status(ctx, d)
+        ctx.emit("covenant_sigs_added", staking_tx_hash=h, covenant_pk=cov, status=d["status"])
+        return {"staking_tx_hash": h, "status": d["status"], "ignored": False}
+
+    # ------------------------------------------------------------------ BTC spends
+    def exec_btc_undelegate(self, ctx: Context, sender: str, body: dict[str, Any],
+                            funds: list[Coin]) -> dict[str, Any]:
+        """``{staking_tx_hash, unbonding_tx, inclusion_proof}``: the registered unbonding tx is k-deep."""
+        d = self._require(ctx, body.get("staking_tx_hash"))
+        h = d["staking_tx_hash"]
+        if d["status"] in _CLOSED:
+            raise RegistryError(f"delegation {h} is already {d['status']}")
+        tx = _tx(body, "unbonding_tx")
+        registered = Tx.parse(bytes.fromhex(d["unbonding_tx"]))
+        if tx.txid() != registered.txid():
+            raise RegistryError(f"unbonding tx {tx.txid_hex()} is not the registered unbonding tx "
+                                f"{registered.txid_hex()} of delegation {h}")
+        _, p = self.params(ctx, d["params_version"])
+        height, _ = self._verify_inclusion(ctx, tx.txid(), body.get("inclusion_proof"), p.confirmation_depth,
+                                           "unbonding tx")
+        d.update(unbonding_height=height, unbonding_btc_txid=tx.txid_hex())
+        self._set_status(ctx, d)
+        return {"staking_tx_hash": h, "status": d["status"], "unbonding_height": height}
+
+    def exec_report_withdrawal(self, ctx: Context, sender: str, body: dict[str, Any],
+                               funds: list[Coin]) -> dict[str, Any]:
+        """``{staking_tx_hash, spend_tx, inclusion_proof}``: a k-deep timelock-path spend → WITHDRAWN."""
+        d = self._require(ctx, body.get("staking_tx_hash"))
+        h = d["staking_tx_hash"]
+        if d.get("withdrawn_height") is not None:
+            raise RegistryError(f"delegation {h} is already withdrawn")
+        tx = _tx(body, "spend_tx")
+        _, p = self.params(ctx, d["params_version"])
+        staker = bytes.fromhex(d["staker_btc_pk"])
+        fps = [bytes.fromhex(k) for k in d["fp_btc_pk_list"]]
+        staking_outpoint = OutPoint(bytes.fromhex(h)[::-1], d["staking_output_index"])
+        unbonding_outpoint = OutPoint(Tx.parse(bytes.fromhex(d["unbonding_tx"])).txid(), 0)
+        txin = next((i for i in tx.inputs if i.prevout in (staking_outpoint, unbonding_outpoint)), None)
+        if txin is None:
+            raise RegistryError(f"spend tx {tx.txid_hex()} spends neither the staking nor the unbonding output "
+                                f"of delegation {h}")
+        if txin.prevout == staking_outpoint:
+            leaf = build_staking_info(staker, fps, p.covenant_pks, p.covenant_quorum, d["staking_time"],
+                                      d["staking_value"]).timelock_script
+            what = "staking"
+        else:
+            if d.get("unbonding_height") is None:
+                raise RegistryError(f"delegation {h}: the unbonding tx has not been reported (btc_undelegate) yet")
+            leaf = build_unbonding_info(staker, fps, p.covenant_pks, p.covenant_quorum, p.unbonding_time_blocks,
+                                        d["unbonding_value"]).timelock_script
+            what = "unbonding"
+        wit = txin.witness
+        if len(wit) >= 2 and wit[-1][:1] == b"\x50":  # BIP-341 annex
+            wit = wit[:-1]
+        if len(wit) < 2 or wit[-2] != leaf:
+            raise RegistryError(f"spend tx {tx.txid_hex()} does not spend the {what} output through its timelock path")
+        height, _ = self._verify_inclusion(ctx, tx.txid(), body.get("inclusion_proof"), p.confirmation_depth,
+                                           "withdrawal tx")
+        d.update(withdrawn_height=height, withdrawal_btc_txid=tx.txid_hex())
+        self._set_status(ctx, d)
+        return {"staking_tx_hash": h, "status": d["status"], "withdrawn_height": height}
+
+    def exec_report_btc_slashing(self, ctx: Context, sender: str, body: dict[str, Any],
+                                 funds: list[Coin]) -> dict[str, Any]:
+        """``{staking_tx_hash, slashing_tx, inclusion_proof}``: record a k-deep slashing tx (bookkeeping)."""
+        d = self._require(ctx, body.get("staking_tx_hash"))
+        h = d["staking_tx_hash"]
+        tx = _tx(body, "slashing_tx")
+        known = {Tx.parse(bytes.fromhex(d[k])).txid(): k for k in ("slashing_tx", "unbonding_slashing_tx")}
+        if tx.txid() not in known:
+            raise RegistryError(f"tx {tx.txid_hex()} is not a registered slashing tx of delegation {h}")
+        _, p = self.params(ctx, d["params_version"])
+        height, _ = self._verify_inclusion(ctx, tx.txid(), body.get("inclusion_proof"), p.confirmation_depth,
+                                           "slashing tx")
+        d.update(slashing_btc_txid=tx.txid_hex(), slashing_btc_height=height, slashing_btc_path=known[tx.txid()])
+        self._save(ctx, d)
+        ctx.emit("btc_slashing_reported", staking_tx_hash=h, slashing_txid=tx.txid_hex(), height=str(height))
+        return {"staking_tx_hash": h, "slashing_btc_txid": tx.txid_hex(), "status": d["status"]}
+
+    # ------------------------------------------------------------------ queries
+    def query_params(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+        """``{params_versions: [{version, ...}]}``."""
+        return {"params_versions": [{"version": i, **v} for i, v in enumerate(self.params_versions(ctx))]}
+
+    def _fp_view(self, ctx: Context, rec: dict) -> dict[str, Any]:
+        out = dict(rec)
+        out["active_sat"] = self.active_sat(ctx, rec["btc_pk"])
+        out["slashed"] = rec.get("slashed_height") is not None
+        return out
+
+    def query_finality_provider(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+        """``{btc_pk}`` → the FP record with ``active_sat``; error if unknown."""
+        pk = _key_hex(body.get("btc_pk"), "btc_pk")
+        rec = self.store(ctx).get("fp/" + pk)
+        if rec is None:
+            raise RegistryError(f"finality provider {pk} not found")
+        return self._fp_view(ctx, rec)
+
+    def query_finality_providers(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+        """``{}`` → ``{finality_providers: [...]}`` in registration order."""
+        st = self.store(ctx)
+        return {"finality_providers": [self._fp_view(ctx, st.get("fp/" + pk)) for _, pk in st.items("fp_order/")]}
+
+    @staticmethod
+    def _view(d: dict) -> dict[str, Any]:
+        out = dict(d)
+        # the name checkpoint.slasher looks for first (same list as covenant_slashing_unbonding_sigs)
+        out["covenant_unbonding_slashing_sigs"] = d["covenant_slashing_unbonding_sigs"]
+        return out
+
+    def query_delegation(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+        """``{staking_tx_hash}`` → ``{delegation}``; error ``delegation ... not found``."""
+        h = _txid_arg(body.get("staking_tx_hash"))
+        d = self.delegation(ctx, h)
+        if d is None:
+            raise RegistryError(f"delegation {h} not found")
+        return {"delegation": self._view(d)}
+
+    def query_delegations(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+        """``{staker_pk?, fp_btc_pk?, status?, start_after?, limit?}`` → ``{delegations, next_key}``
+        (by staking tx hash; ``next_key`` is the last hash returned when more follow, else null)."""
+        st = self.store(ctx)
+        if body.get("staker_pk") is not None:
+            pre = f"by_staker/{_key_hex(body['staker_pk'], 'staker_pk')}/"
+        elif body.get("fp_btc_pk") is not None:
+            pre = f"by_fp/{_key_hex(body['fp_btc_pk'], 'fp_btc_pk')}/"
+        else:
+            pre = "del/"
+        fp_filter = _key_hex(body["fp_btc_pk"], "fp_btc_pk") if body.get("fp_btc_pk") is not None else None
+        status = body.get("status")
+        if status is not None:
+            if not isinstance(status, str) or status.upper() not in STATUSES:
+                raise InvalidRequestError(f"`status` must be one of {', '.join(STATUSES)}")
+            status = status.upper()
+        start_after = _txid_arg(body["start_after"], "start_after") if body.get("start_after") else None
+        limit = body.get("limit", DEFAULT_PAGE)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequestError(f"`limit` must be an integer in [1, {MAX_PAGE}]")
+        out: list[dict] = []
+        more = False
+        for key, _ in st.items(pre):
+            h = key[len(pre):]
+            if start_after is not None and h <= start_after:
+                continue
+            d = st.get("del/" + h) if pre != "del/" else _
+            if status is not None and d["status"] != status:
+                continue
+            if fp_filter is not None and fp_filter not in d["fp_btc_pk_list"]:
+                continue
+            if len(out) == limit:
+                more = True
+                break
+            out.append(self._view(d))
+        return {"delegations": out, "next_key": out[-1]["staking_tx_hash"] if more else None}
