@@ -42,6 +42,18 @@ fewer than `unbonding_time` blocks of staking timelock left is `UNBONDING` (sub-
 `TIMELOCK`) and `WITHDRAWABLE` once the staking timelock passes. A timelock of `T` blocks on an
 output confirmed at height `h` has passed when `tip + 1 >= h + T` (BIP-68). A withdrawal spend
 makes it `WITHDRAWN`; a slashed finality provider makes its delegations `SLASHED`.
+
+| registry status | API state |
+|---|---|
+| `PENDING` | `PENDING` |
+| `VERIFIED` | `VERIFIED` |
+| `ACTIVE` | `ACTIVE` (or `UNBONDING`/`WITHDRAWABLE` once the tip passed the thresholds above) |
+| `EXPIRED` (tip ≥ end − unbonding time) | `UNBONDING` (`TIMELOCK`), then `WITHDRAWABLE` once the staking timelock passed |
+| `UNBONDING` (unbonding tx proven) | `UNBONDING` (`EARLY_UNBONDING`), then `WITHDRAWABLE` once the unbonding timelock passed |
+| `WITHDRAWN` | `WITHDRAWN` |
+| `SLASHED` | `SLASHED` (a delegation without covenant quorum stays `PENDING`: nothing of it can be slashed on BTC) |
+
+`/healthcheck` answers 503 with the reason when the chain cannot be reached.
 """
 
 TAGS = [
