@@ -57,6 +57,16 @@ def _positive_int(value: str) -> int:
     return n
 
 
+def _non_negative_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {n}")
+    return n
+
+
 def _positive_float(value: str) -> float:
     try:
         x = float(value)
@@ -116,11 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
                                    "stops on Ctrl-C, SIGTERM or the `stop` RPC.")
     n.add_argument("--backend", choices=("embedded", "btcd"), default="embedded", help="node implementation")
     n.add_argument("--port", type=_port, default=18443, help="RPC port (default 18443; 0 = any free port)")
-    n.add_argument("--user", default="btcmesh", help="RPC user (default btcmesh)")
-    n.add_argument("--password", help="RPC password (default: random, printed on the ready line)")
+    n.add_argument("--user", default="btcmesh", help="RPC user (default btcmesh; embedded only)")
+    n.add_argument("--password", help="RPC password (default: random, printed on the ready line; embedded only)")
     n.add_argument("--datadir", type=Path, help="persist the chain here (embedded: default in memory; "
                                                   "btcd: default a temporary directory)")
-    n.add_argument("--mine", type=int, default=0, metavar="N", help="mine N blocks right after start")
+    n.add_argument("--mine", type=_non_negative_int, default=0, metavar="N", help="mine N blocks right after start")
     n.add_argument("--wall-clock", action="store_true", help="embedded: block times from the wall clock")
     n.add_argument("--btcd", type=Path, help="path of the btcd binary (default: found like the tests do)")
     n.set_defaults(func=cmd_node)
@@ -256,8 +266,6 @@ def cmd_node(args: argparse.Namespace) -> int:
     from btc_staking.signing import p2tr_key_path_script
 
     mining_script = p2tr_key_path_script(demo_secret(DEVNET_SEED, "btc/miner"), is_secret=True)
-    if args.mine < 0:
-        raise CliError("--mine must be >= 0")
     stop = getattr(args, "stop", None) or threading.Event()
     if args.backend == "btcd":
         return _node_btcd(args, mining_script, script_to_address(mining_script), stop)

@@ -62,6 +62,7 @@ def test_subcommand_help(cmd: str, capsys: pytest.CaptureFixture[str]) -> None:
     (["api", "--chain-rest", "127.0.0.1:1317"], "expected a URL like http://127.0.0.1:PORT"),
     (["api", "--chain-rest", "http://127.0.0.1"], "the URL needs an explicit port"),
     (["demo", "-k", "zero"], "expected a positive integer, got 'zero'"),
+    (["node", "--mine", "-1"], "expected a non-negative integer, got -1"),
 ])
 def test_argument_errors_are_clear(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
