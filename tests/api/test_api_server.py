@@ -127,3 +127,16 @@ def test_openapi_every_route_fully_documented():
     assert docs.status_code == 200 and "swagger-ui" in docs.text.lower() and "/openapi.json" in docs.text
     redoc = client.get("/redoc")
     assert redoc.status_code == 200 and "redoc" in redoc.text.lower()
+
+
+def test_hung_chain_times_out_with_503():
+    """A chain that accepts connections but never answers: bounded by the query timeout."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        client = TestClient(app_for_url(f"http://127.0.0.1:{port}", timeout=0.5))
+        resp = client.get("/healthcheck")
+    assert resp.status_code == 503
+    assert f"chain unreachable at http://127.0.0.1:{port}" in resp.json()["message"]
+    assert "timed out" in resp.json()["message"].lower()
