@@ -2,7 +2,9 @@
 through cosmpy-signed txs; honest FPs are never slashed; a double-sign records evidence, reveals
 the FP secret, slashes the FP and its delegations in the registry and its virtual stake and vault
 collateral in the mesh by the slashing rate; bad votes are rejected without state changes; two
-ChainApps fed the same blocks agree on every app hash."""
+ChainApps fed the same blocks agree on every app hash. These run on the real BTC light client and
+staking registry (Bitcoin txs from ``chain_helpers``); the transport tests (REST + cosmpy
+``LedgerClient``, two CometBFT validators) use ``StubRegistry`` to keep the setup short."""
 
 from __future__ import annotations
 
@@ -24,23 +26,30 @@ from cosmos_chain.app import ChainApp
 from cosmos_chain.comet import CometClient, CometNetwork, wait_until
 from cosmos_chain.node import EmbeddedChain
 from cosmos_chain.rest import RestServer
+from chain_helpers import K, QUORUM, BtcChain, StakeFixture, pop, small_params
 from mesh_chain_helpers import FEE, GAS_LIMIT, Chain, Key, StubRegistry, make_genesis
 
 pytestmark = pytest.mark.timeout(120)
 
 ADMIN, OP_A, OP_B, OP_C, RELAYER = (Key.from_seed(10 + i) for i in range(5))
 SK_A, SK_B, SK_C = ((0xFA00 + i).to_bytes(32, "big") for i in range(3))
+PK_A, PK_B = xonly_from_secret(SK_A), xonly_from_secret(SK_B)
 STAKER = "5b" * 32
 UNBONDING = 1000
 MESH_GENESIS = {"admin": ADMIN.address, "price": "2", "discount": "0.25", "unbonding_period": UNBONDING}
 N_RAND = 200
+PARAMS = small_params()
+#: the Net's delegations: 1 and 2 (later unbonding) on FP A, 3 on FP B
+STAKES = {1: StakeFixture("a1", [PK_A], 1_000_000, 100, PARAMS), 2: StakeFixture("a2", [PK_A], 500_000, 100, PARAMS),
+          3: StakeFixture("b1", [PK_B], 2_000_000, 100, PARAMS)}
 
 
 def h(n: int) -> str:
-    return f"{n:064x}"
+    return STAKES[n].staking_tx_hash if n in STAKES else f"{n:064x}"
 
 
 def set_status(chain: Chain, n: int, sk: bytes, value: int, status: str) -> None:
+    """Drive the stub registry (channel tests)."""
     d = {"staking_tx_hash": h(n), "staker_btc_pk": STAKER, "fp_btc_pk_list": [xonly_from_secret(sk).hex()],
          "staking_value": value}
     chain.ok(RELAYER, "btc_staking", {"set_status": {"delegation": d, "status": status}})
@@ -59,24 +68,49 @@ def virtual_on(chain: Chain, validator: str) -> int:
 
 
 class Net:
-    """A chain with FPs A (valA) and B (valB), delegations A1 1_000_000 + A2 500_000 (unbonding) on
-    A and B1 2_000_000 on B, and both FPs' randomness committed for heights [1, 1 + N_RAND)."""
+    """A chain with the real light client + staking registry: FPs A (valA) and B (valB); k-deep,
+    covenant-signed delegations 1 (1_000_000) and 2 (500_000, unbonded on Bitcoin) on A and
+    3 (2_000_000) on B; both FPs' randomness committed for heights [1, 1 + N_RAND)."""
 
     def __init__(self) -> None:
-        self.chain = Chain.start([ADMIN, OP_A, OP_B, OP_C, RELAYER], {"mesh": MESH_GENESIS},
-                                 modules=[StubRegistry()])
+        self.btc = BtcChain()
+        sections = {"mesh": MESH_GENESIS, "btc_light_client": self.btc.base(),
+                    "btc_staking": {"params": [PARAMS.to_dict()]}}
+        self.chain = Chain.start([ADMIN, OP_A, OP_B, OP_C, RELAYER], sections)
         deliver = lambda tx: self.chain.block([tx])[0]  # noqa: E731 - every tx recorded for replay
         self.fp_a = FinalityProvider(SK_A, AppChannel(self.chain.app, OP_A.wallet, deliver=deliver), b"mesh-test")
         self.fp_b = FinalityProvider(SK_B, AppChannel(self.chain.app, OP_B.wallet, deliver=deliver), b"mesh-test")
         for op, fp, val in ((OP_A, self.fp_a, "valA"), (OP_B, self.fp_b, "valB")):
-            self.chain.ok(op, "btc_staking", {"create_finality_provider": {"btc_pk": fp.btc_pk_hex, "validator": val}})
-        for n, sk, value in ((1, SK_A, 1_000_000), (2, SK_A, 500_000), (3, SK_B, 2_000_000)):
-            for st in ("VERIFIED", "ACTIVE"):
-                set_status(self.chain, n, sk, value, st)
-        set_status(self.chain, 2, SK_A, 500_000, "UNBONDING")
+            self.chain.ok(op, "btc_staking", {"create_finality_provider": {
+                "btc_pk": fp.btc_pk_hex, "pop": pop(fp.secret, op.address), "description": {"moniker": val},
+                "commission": "0.1", "validator": val}})
+        for s in STAKES.values():
+            self.btc.mine([s.staking_tx])
+            self.btc.mine(n=K)
+            self.relay()
+            self.chain.ok(RELAYER, "btc_staking", {"create_btc_delegation": s.create_msg(
+                RELAYER.address, self.btc.inclusion_proof(s.staking_tx))})
+            for i in range(QUORUM):
+                self.chain.ok(RELAYER, "btc_staking", {"add_covenant_sigs": s.covenant_sigs_msg(i)})
+        unbonding = STAKES[2].signed_unbonding_tx()  # staker + covenant quorum, kernel-verified
+        self.btc.mine([unbonding])
+        self.btc.mine(n=K)
+        self.relay()
+        self.chain.ok(RELAYER, "btc_staking", {"btc_undelegate": {
+            "staking_tx_hash": h(2), "unbonding_tx": unbonding.serialize().hex(),
+            "inclusion_proof": self.btc.inclusion_proof(unbonding)}})
+        assert [self.status(n) for n in STAKES] == ["ACTIVE", "UNBONDING", "ACTIVE"]
         for fp in (self.fp_a, self.fp_b):
             out = fp.commit_pub_rand(1, N_RAND)
             assert out == {"fp_btc_pk": fp.btc_pk_hex, "start_height": 1, "num_pub_rand": N_RAND}
+
+    def relay(self) -> None:
+        tip = self.chain.query("btc_light_client", {"tip": {}})["height"]
+        headers = [b.raw for b in self.btc.best if b.height > tip]
+        self.chain.ok(RELAYER, "btc_light_client", {"insert_headers": {"headers": headers}})
+
+    def status(self, n: int) -> str:
+        return self.chain.query("btc_staking", {"delegation": {"staking_tx_hash": h(n)}})["delegation"]["status"]
 
     def vote_honestly(self, fp: FinalityProvider, height: int) -> dict:
         return fp.vote(height, app_hash(self.chain, height))
@@ -128,7 +162,7 @@ def test_double_sign_slashes_fp_registry_and_mesh(net: Net) -> None:
     reg = chain.app.module("btc_staking")
     ctx = chain.app.query_context()
     assert reg.finality_provider(ctx, net.fp_a.btc_pk_hex)["slashed_height"] == bad_height
-    assert reg.finality_provider(ctx, net.fp_b.btc_pk_hex)["slashed_height"] == 0
+    assert reg.finality_provider(ctx, net.fp_b.btc_pk_hex)["slashed_height"] is None
     assert [d["status"] for d in reg.delegations_by_fp(ctx, net.fp_a.btc_pk_hex)] == ["SLASHED", "SLASHED"]
     assert [d["status"] for d in reg.delegations_by_fp(ctx, net.fp_b.btc_pk_hex)] == ["ACTIVE"]
 
@@ -226,7 +260,7 @@ def test_two_apps_fed_the_same_blocks_agree(net: Net) -> None:
         net.vote_honestly(net.fp_b, height)
     net.fp_a.double_sign(4, bytes(32 * [0x21]))
     chain.block(dt=UNBONDING)
-    replayed = chain.replay(modules=[StubRegistry()])
+    replayed = chain.replay()
     assert replayed == [app_hash(chain, b.height) for b in chain.blocks]
     assert len(set(replayed)) == len(replayed)  # every block changed the state (fees, records)
 

@@ -265,3 +265,102 @@ def test_restart_from_disk_continues_identically(tmp_path) -> None:
     assert lien(chain, 1) is None and adapter_del(chain, 2)["virtual_stake"] == 450_000
     replayed = chain.replay(modules=[StubRegistry()])
     assert replayed == [bytes.fromhex(chain.app.get_block(b.height)["result_app_hash"]) for b in chain.blocks]
+
+
+# ------------------------------------------------------------------------------------------------
+# with the real staking registry (Bitcoin txs, light client, covenant signatures) and FP clients
+
+
+def test_real_registry_lifecycle_and_double_sign_slashing() -> None:
+    """Real ``btc_staking`` + ``btc_light_client``: two FPs, k-deep proven delegations with covenant
+    quorum become mesh collateral + virtual stake; an on-Bitcoin unbonding releases after the mesh
+    period; FP A double-signs → registry and mesh slashed, FP B untouched."""
+    from btcmesh.finality_provider import AppChannel, FinalityProvider
+    from chain_helpers import (
+        K, QUORUM, BtcChain, StakeFixture, TestChain, fp_pk, fp_secret, make_genesis, pop, small_params, wallet,
+    )
+
+    btc = BtcChain()
+    params = small_params()
+    admin, op_a, op_b, relayer = (wallet(f"mesh-{n}") for n in ("admin", "op-a", "op-b", "relayer"))
+    mesh = {"admin": str(admin.address()), "price": "2", "discount": "0.25", "unbonding_period": 20}
+    chain = TestChain(make_genesis([admin, op_a, op_b, relayer], btc, [params], mesh=mesh))
+    assert chain.query("mesh", {"config": {}})["params"]["slashing_rate"] == "0.1"
+
+    def relay() -> None:
+        tip = chain.query("btc_light_client", {"tip": {}})["height"]
+        headers = [b.raw for b in btc.best if b.height > tip]
+        if headers:
+            chain.ok(relayer, "btc_light_client", {"insert_headers": {"headers": headers}})
+
+    def stake(label: str, fp: bytes, value: int) -> StakeFixture:
+        s = StakeFixture(label, [fp], value, 100, params)
+        btc.mine([s.staking_tx])
+        btc.mine(n=K)
+        relay()
+        sender = str(relayer.address())
+        chain.ok(relayer, "btc_staking", {"create_btc_delegation": s.create_msg(sender, btc.inclusion_proof(
+            s.staking_tx))})
+        for i in range(QUORUM):
+            chain.ok(relayer, "btc_staking", {"add_covenant_sigs": s.covenant_sigs_msg(i)})
+        return s
+
+    for op, label, val in ((op_a, "a", "valA"), (op_b, "b", "valB")):
+        chain.ok(op, "btc_staking", {"create_finality_provider": {
+            "btc_pk": fp_pk(label).hex(), "pop": pop(fp_secret(label), str(op.address())),
+            "description": {"moniker": f"fp-{label}"}, "commission": "0.05", "validator": val}})
+    s1 = stake("s1", fp_pk("a"), 1_000_000)
+    s2 = stake("s2", fp_pk("b"), 2_000_000)
+    s3 = stake("s3", fp_pk("b"), 300_000)
+
+    def reg(s: StakeFixture) -> str:
+        return chain.query("btc_staking", {"delegation": {"staking_tx_hash": s.staking_tx_hash}})["delegation"][
+            "status"]
+
+    def mesh_del(s: StakeFixture) -> dict:
+        return chain.query("mesh", {"adapter": {"delegation": {"staking_tx_hash": s.staking_tx_hash}}})["delegation"]
+
+    def virtual(v: str) -> int:
+        return int(chain.query("mesh", {"virtual_staking": {"delegation": {"validator": v}}})["amount"])
+
+    assert [reg(s) for s in (s1, s2, s3)] == ["ACTIVE"] * 3
+    assert (mesh_del(s1)["collateral_sat"], mesh_del(s1)["virtual_stake"]) == (1_000_000, 1_500_000)
+    assert virtual("valA") == 1_500_000 and virtual("valB") == 3_450_000
+
+    # s3 unbonds on Bitcoin (covenant-signed unbonding tx, k deep) → UNBONDING; lien kept 20 s
+    unbonding = s3.signed_unbonding_tx()
+    btc.mine([unbonding])
+    btc.mine(n=K)
+    relay()
+    chain.ok(relayer, "btc_staking", {"btc_undelegate": {"staking_tx_hash": s3.staking_tx_hash,
+                                                         "unbonding_tx": unbonding.serialize().hex(),
+                                                         "inclusion_proof": btc.inclusion_proof(unbonding)}})
+    assert reg(s3) == "UNBONDING" and virtual("valB") == 3_000_000
+    assert (mesh_del(s3)["status"], mesh_del(s3)["pending_sat"]) == ("UNBONDING", 300_000)
+    for _ in range(4):  # 4 blocks × 5 s = the mesh unbonding period
+        chain.block()
+    assert (mesh_del(s3)["pending_sat"], mesh_del(s3)["collateral_sat"]) == (0, 300_000)
+
+    # finality: both FPs commit randomness and vote; FP A double-signs
+    deliver = lambda tx: chain.block([tx])[0][0]  # noqa: E731
+    fp_a = FinalityProvider(fp_secret("a"), AppChannel(chain.app, op_a, deliver=deliver), b"real")
+    fp_b = FinalityProvider(fp_secret("b"), AppChannel(chain.app, op_b, deliver=deliver), b"real")
+    start = chain.app.last_height
+    for fp in (fp_a, fp_b):
+        fp.commit_pub_rand(start, 50)
+    for height in (start, start + 1, start + 2):
+        assert fp_a.vote_block(height)["result"] == "voted"
+        assert fp_b.vote_block(height)["result"] == "voted"
+    out = fp_a.double_sign(start + 1, bytes(32 * [0x99]))
+    assert out["result"] == "slashed"
+    assert xonly_from_secret(bytes.fromhex(out["extracted_btc_sk"])) == fp_pk("a")
+    fp_rec = chain.query("btc_staking", {"finality_provider": {"btc_pk": fp_pk("a").hex()}})
+    assert fp_rec["slashed"] and fp_rec["slashed_height"] == start + 1
+    assert [reg(s) for s in (s1, s2, s3)] == ["SLASHED", "ACTIVE", "UNBONDING"]
+    m1 = mesh_del(s1)
+    assert (m1["status"], m1["collateral_sat"], m1["slashed_sat"], m1["virtual_stake"]) == ("SLASHED", 900_000,
+                                                                                          100_000, 0)
+    assert virtual("valA") == 0 and virtual("valB") == 3_000_000
+    assert mesh_del(s2)["collateral_sat"] == 2_000_000
+    assert chain.query("mesh", {"external_staking": {"validator": {"valoper": "valA"}}})["state"] == "tombstoned"
+    assert not fp_b.is_slashed() and fp_b.vote_block(start + 3)["result"] == "voted"
