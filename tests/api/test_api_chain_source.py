@@ -19,9 +19,7 @@ with warnings.catch_warnings():
 from api.chain_source import RegistrySource
 from api.params import encode_pagination_key
 from api.server import app_for_chain, app_for_url
-pytest.importorskip("cosmos_chain.modules.btc_staking", reason="the chain's staking registry module has not landed yet")
-
-from api_chain_helpers import (  # noqa: E402
+from api_chain_helpers import (
     K,
     UNBONDING_TIME,
     Delegation,

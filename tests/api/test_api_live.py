@@ -8,9 +8,7 @@ import pytest
 
 from api.app import BackgroundServer
 from api.server import app_for_url
-pytest.importorskip("cosmos_chain.modules.btc_staking", reason="the chain's staking registry module has not landed yet")
-
-from api_chain_helpers import Delegation, FinalityProviderKey, MiniBtc, StakingChain, small_params  # noqa: E402
+from api_chain_helpers import Delegation, FinalityProviderKey, MiniBtc, StakingChain, small_params
 
 pytestmark = pytest.mark.timeout(120)
 
