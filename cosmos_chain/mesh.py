@@ -47,13 +47,12 @@ another of its FPs is slashed, its mesh stake leaves the (honest) validator like
 from __future__ import annotations
 
 import contextlib
-import json
 from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, Any, Iterator
 
 from mesh_adapter.btc_adapter import BtcMeshAdapter, normalize_pk
 from mesh_adapter.deploy import BtcMeshParams, adapter_config, deployment_plan
-from mesh_adapter.errors import AlreadyTombstoned, UnknownFinalityProvider, ValidatorNotActive
+from mesh_adapter.errors import AlreadyTombstoned
 from mesh_adapter.framework import BlockInfo, MeshApp
 from mesh_adapter.numeric import Dec
 from mesh_adapter.plugin import contract_from_state
