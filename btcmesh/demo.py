@@ -166,6 +166,7 @@ class DemoResult:
     extracted_key_matches: bool = False
     slasher_key_matches: bool = False
     slashing_txid: str = ""
+    chain_slashing_btc_txid: str = ""  # what the registry recorded from report_btc_slashing
     spends: dict[str, SpendRecord] = field(default_factory=dict)
     api_answers: dict[str, dict] = field(default_factory=dict)
     kernel_checked_spent_coins: int = 0
@@ -551,6 +552,18 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         mine(max(0, slash_rec.height + params.unbonding_time_blocks - node.get_block_count() - 1))
         confirm("slashing change withdrawal A", back, [slash_tx.outputs[1]])
         st.detail = f"{back.outputs[0].value} sat back to staker A"
+
+    with run.step("the slashing tx, k deep, is reported to the registry") as st:
+        slash_rec = res.spends["slashing tx A"]
+        mine(max(0, slash_rec.height + cfg.k - node.get_block_count()))
+        checkpoint_round()  # relays the headers up to the tip
+        client.execute(addr[REGISTRY], {"report_btc_slashing": {
+            "staking_tx_hash": dels["A"].staking_tx_hash, "slashing_tx": slash_rec.raw.hex(),
+            "inclusion_proof": inclusion_proof(node, slash_rec.txid)}}, cp_wallet)
+        res.chain_slashing_btc_txid = str(delegation(dels["A"].staking_tx_hash).get("slashing_btc_txid") or "")
+        if res.chain_slashing_btc_txid != slash_rec.txid:
+            raise DemoError(f"registry records slashing tx {res.chain_slashing_btc_txid!r}, not {slash_rec.txid}")
+        st.detail = f"registry: delegation A slashed on Bitcoin by {slash_rec.txid[:16]}… (block {slash_rec.height})"
 
     # ---------------------------------------------------------------- 9. honest unbonding
     with run.step("staker B unbonds (covenant-signed unbonding tx) → UNBONDING") as st:

@@ -67,6 +67,7 @@ def test_btc_burned_at_the_slashing_rate_and_the_rest_returned(demo: DemoResult)
     floor = int((Decimal(CFG.value_a) * p.slashing_rate).to_integral_value(ROUND_FLOOR))
     assert a.burned_sat == demo.expected_burned_sat == mul_f64(CFG.value_a, p.slashing_rate) == floor == 100_000
     slash = Tx.parse(demo.spends["slashing tx A"].raw)
+    assert demo.chain_slashing_btc_txid == demo.slashing_txid == slash.txid_hex()  # recorded by the registry
     assert slash.outputs[0].script_pubkey == p.slashing_pk_script and slash.outputs[0].value == a.burned_sat
     change = CFG.value_a - a.burned_sat - p.min_slashing_tx_fee_sat
     assert slash.outputs[1].value == change
