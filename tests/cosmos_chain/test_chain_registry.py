@@ -20,6 +20,7 @@ from btc_staking.params import covenant_secret
 from btc_staking.sighash import taproot_sighash
 from btc_staking.signing import sign_script_path
 from chain_helpers import (
+    CHAIN_ID,
     K,
     UNBONDING_TIME,
     BtcChain,
@@ -31,9 +32,11 @@ from chain_helpers import (
     make_genesis,
     pop,
     secret,
+    sign_execute,
     small_params,
     wallet,
 )
+from cosmos_chain.app import ChainApp
 from cosmos_chain.modules.base import Context, Module
 
 pytestmark = pytest.mark.timeout(180)
@@ -385,6 +388,49 @@ def test_slashed_finality_provider_takes_no_new_delegations(world):
     ctx = world.chain.app.query_context()
     assert {d["staking_tx_hash"] for d in reg.delegations_by_fp(ctx, FPB.hex())} == {s2.staking_tx_hash}
     assert reg.active_sat(ctx, FPB.hex()) == 0
+
+
+def _noop_twin_app_hash(chain: TestChain, w) -> bytes:
+    """App hash of the last block if its only tx had been a no-op failing tx from the same sender
+    (same fee, same sequence): replay every earlier block into a fresh node, then that tx."""
+    other = ChainApp(CHAIN_ID, modules=[SlashTrigger()])
+    other.init_chain(chain.genesis)
+    *earlier, (height, time_unix, _, _) = chain.blocks
+    for h, t, txs, _ in earlier:
+        other.finalize_block(h, t, txs)
+        other.commit()
+    acct = other.account(str(w.address()))
+    noop = sign_execute(w, other.module(REG).address, {"no_such_message": {}},
+                        account_number=acct["account_number"], sequence=acct["sequence"])
+    results, app_hash = other.finalize_block(height, time_unix, [noop])
+    assert results[0].code != 0 and "unknown execute message" in results[0].log
+    return app_hash
+
+
+def test_failing_txs_leave_the_app_hash_of_a_no_op():
+    """Each rejected registry tx yields exactly the app hash of a tx that does nothing but pay its fee."""
+    world = World()  # default (mesh) hooks, as on the replaying node
+    world.register_fp("a")
+    sender = str(SUBMITTER.address())
+    s = world.stake("pia")
+    world.create(s)
+    proof = world.btc.inclusion_proof(s.staking_tx)
+    t = world.stake("quinn")
+    world.mine([t.staking_tx])
+    world.mine(n=K)
+    t_proof = world.btc.inclusion_proof(t.staking_tx)
+    failing = [
+        (SUBMITTER, {"create_btc_delegation": s.create_msg(sender, proof)}, "already registered"),
+        (SUBMITTER, {"create_btc_delegation": t.create_msg(sender, dict(t_proof, index=1 - t_proof["index"]))},
+         "invalid inclusion proof"),
+        (SUBMITTER, {"create_btc_delegation": dict(t.create_msg(sender, t_proof), staking_time=300)},
+         "wrong staking script"),
+        (COVENANT, {"add_covenant_sigs": dict(s.covenant_sigs_msg(0), unbonding_tx_sig="11" * 64)},
+         "invalid covenant unbonding signature"),
+    ]
+    for w, msg, why in failing:
+        assert why in world.fails(w, msg)
+        assert world.chain.blocks[-1][3] == _noop_twin_app_hash(world.chain, w), why
 
 
 # ---------------------------------------------------------------------------- BTC spends and time
