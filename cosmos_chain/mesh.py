@@ -40,7 +40,8 @@ falls back to ``ChainFinalityHooks`` and this module installs the staking hooks 
 every block), so every node of a testnet behaves the same without manual wiring.
 
 Mesh validators of finality providers count as active from height 0: an FP is slashable for
-any height it ever signed. A delegation naming several FPs is mapped to the first one; if
+any height it ever signed. A mesh validator backs one FP only (Mesh slashes per validator, so a
+second FP naming it would share the first one's slashing): delegations of the second are skipped. A delegation naming several FPs is mapped to the first one; if
 another of its FPs is slashed, its mesh stake leaves the (honest) validator like a withdrawal.
 """
 
@@ -106,6 +107,8 @@ def mesh_params_from_genesis(section: dict[str, Any]) -> tuple[BtcMeshParams, st
             kw["fp_to_validator"] = {normalize_pk(k, "fp_to_validator key"): v for k, v in m.items()}
         except ValueError as exc:
             raise InvalidRequestError(f"mesh genesis: {exc}") from exc
+        if len(set(m.values())) != len(m):
+            raise InvalidRequestError("mesh genesis: fp_to_validator maps two finality providers to one validator")
     admin = section.get("admin")
     if admin is not None and not (isinstance(admin, str) and admin):
         raise InvalidRequestError("mesh genesis: admin must be an address")
@@ -254,6 +257,9 @@ class MeshModule(Module):
         if mapped is not None and mapped != validator:
             if any(r["fp_btc_pk"] == fp for r in adapter.records.values()):
                 raise MeshModuleError(f"finality provider {fp} is mapped to {mapped}, registry says {validator}")
+        other = sorted(f for f, v in adapter.config.fp_to_validator.items() if v == validator and f != fp)
+        if other:  # a mesh slash hits every staker of a validator: one FP per validator
+            return f"mesh validator {validator} already backs finality provider {other[0]}"
         state = host.query(adapter.config.external_staking, {"validator": {"valoper": validator}})["state"]
         if state is None:
             adapter.register_finality_provider(fp, validator, 0)

@@ -169,6 +169,11 @@ def test_fp_without_mesh_validator_is_left_out_of_the_mesh(chain: Chain) -> None
     assert chain.query("btc_staking", {"delegation": {"staking_tx_hash": h(9)}})["delegation"]["status"] == "ACTIVE"
     assert set_status(chain, 9, FP_C, 500_000, "UNBONDING").code == 0  # unknown to the mesh: ignored
     assert chain.store_items("mesh") == mesh_before
+    # an FP naming a validator that already backs another FP is kept out too (no shared slashing)
+    chain.ok(RELAYER, "btc_staking", {"create_finality_provider": {"btc_pk": FP_C, "validator": "valA"}})
+    res = set_status(chain, 10, FP_C, 500_000, "ACTIVE")
+    assert res.code == 0 and f"already backs finality provider {FP_A}" in json.dumps(res.events)
+    assert chain.store_items("mesh") == mesh_before
 
 
 def test_failing_hook_rolls_back_registry_and_mesh(chain: Chain) -> None:
@@ -233,6 +238,9 @@ def test_genesis_validation() -> None:
     app = ChainApp("g-2", modules=[StubRegistry()])
     with pytest.raises(InvalidRequestError, match="must equal the staking registry"):
         app.init_chain({"mesh": {"slashing_rate": "0.2"}})
+    app = ChainApp("g-2b", modules=[StubRegistry()])
+    with pytest.raises(InvalidRequestError, match="two finality providers to one validator"):
+        app.init_chain({"mesh": {"fp_to_validator": {FP_A: "valA", FP_B: "valA"}}})
     app = ChainApp("g-3", modules=[StubRegistry()])
     app.init_chain({"mesh": {"fp_to_validator": {FP_A: "valA"}}})
     assert app.smart_query("mesh", {"external_staking": {"validator": {"valoper": "valA"}}})["state"] == "active"
