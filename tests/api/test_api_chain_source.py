@@ -252,6 +252,9 @@ def test_finality_providers_with_active_tvl(world):
         assert fps[ALPHA.pk.hex()]["description"]["moniker"] == "fp-alpha"
         assert fps[ALPHA.pk.hex()]["description"]["website"] == "https://fp-alpha.example"
         assert fps[BETA.pk.hex()]["commission"] == "0.10"
+        for pk, fp in fps.items():  # the registry's own bookkeeping agrees
+            assert fp["active_tvl"] == world.chain.query(world.chain.registry, {"finality_provider": {"btc_pk": pk}})[
+                "active_sat"], pk
         order = [f["btc_pk"] for f in _get(client, "/v2/finality-providers")["data"]]
         assert order[0] == ALPHA.pk.hex() and order[1] == BETA.pk.hex()
 
