@@ -330,7 +330,7 @@ class MeshModule(Module):
             self.slash_finality_provider(ctx, fp, height)
             return None
         with self.session(ctx) as (_, adapter):
-            if adapter.records[staking_tx_hash]["status"] != "ACTIVE":
+            if adapter.records[staking_tx_hash]["status"] not in ("ACTIVE", "UNBONDING"):
                 return None
             return adapter.on_delegation_withdrawn(staking_tx_hash)
 
