@@ -32,6 +32,7 @@ Store (``m/btc_staking/``)::
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from decimal import Decimal, InvalidOperation
 from typing import Any, Protocol
@@ -51,6 +52,7 @@ from btc_staking.staking import (
 from btc_staking.tx import OutPoint, Tx
 
 from ..errors import ContractError, InvalidRequestError
+from ..store import CacheKV
 from .base import Coin, Context, Module, register_module
 
 __all__ = [
@@ -372,8 +374,17 @@ class BtcStakingModule(Module):
             return
         st.set("last_tip", tip)
         for key, _ in list(st.items("live/")):
-            d = st.get("del/" + key[len("live/"):])
-            self._refresh(ctx, d, tip)
+            # each delegation on its own journal: a failing hook (e.g. the mesh refusing the change)
+            # must not halt the chain; that delegation keeps its status and is retried next time
+            sub = dataclasses.replace(ctx, kv=CacheKV(ctx.kv), events=[])
+            d = self.store(sub).get("del/" + key[len("live/"):])
+            try:
+                self._refresh(sub, d, tip)
+            except ValueError as exc:
+                ctx.emit("btc_delegation_status_error", staking_tx_hash=d["staking_tx_hash"], error=str(exc))
+                continue
+            sub.kv.write()  # type: ignore[union-attr]
+            ctx.events.extend(sub.events)
 
     # ------------------------------------------------------------------ create
     def exec_create_btc_delegation(self, ctx: Context, sender: str, body: dict[str, Any],

@@ -512,6 +512,32 @@ def test_expiry_at_end_minus_unbonding_time_then_timelock_withdrawal(world):
     assert "already withdrawn" in world.fails(SUBMITTER, again)
 
 
+class RefusingHooks(Recorder):
+    """Hooks that refuse EXPIRED (like a mesh that cannot apply the change)."""
+
+    def on_delegation_status(self, ctx: Context, delegation: dict, old_status: str | None, new_status: str) -> None:
+        if new_status == "EXPIRED":
+            raise ValueError("mesh refuses")
+        super().on_delegation_status(ctx, delegation, old_status, new_status)
+
+
+def test_a_failing_hook_in_end_block_does_not_halt_the_chain(world):
+    s = world.stake("rita", time=12)
+    world.create(s)
+    world.covenants(s)
+    world.chain.app.module(REG).hooks = RefusingHooks()
+    end = world.delegation(s)["end_height"]
+    world.mine(n=end - UNBONDING_TIME - world.btc.tip.height)  # crosses the expiry boundary
+    assert world.status(s) == "ACTIVE"  # the change was refused and rolled back, the block committed
+    events = world.chain.app.latest_block()["events"]
+    errors = [e for e in events if e["type"] == "btc_delegation_status_error"]
+    assert errors and {"key": "error", "value": "mesh refuses"} in errors[0]["attributes"]
+    world.chain.app.module(REG).hooks = world.recorder
+    world.mine(n=1)  # next tip move: retried
+    assert world.status(s) == "EXPIRED"
+    assert world.recorder.calls[-1] == (s.staking_tx_hash, "ACTIVE", "EXPIRED")
+
+
 # ---------------------------------------------------------------------------- queries, determinism, restart
 
 
