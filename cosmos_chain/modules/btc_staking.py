@@ -9,10 +9,12 @@ signatures; the covenant committee adds its signatures; an inclusion proof of th
 
 Statuses (Babylon names)::
 
-    PENDING ──quorum──► VERIFIED ──k-deep proof──► ACTIVE ──tip ≥ end − unbonding_time──► EXPIRED
-       └──k-deep proof──► (PENDING with proof) ──quorum──► ACTIVE        │ report_withdrawal
-    any live ──btc_undelegate──► UNBONDING ──report_withdrawal──► WITHDRAWN ◄──┘
-    any non-withdrawn of a slashed FP ──► SLASHED
+    PENDING ──quorum──► VERIFIED ──k-deep proof──► ACTIVE
+    PENDING ──k-deep proof──► PENDING (with proof) ──quorum──► ACTIVE
+    ACTIVE / PENDING with proof ──BTC tip ≥ end_height − unbonding_time──► EXPIRED
+    PENDING / VERIFIED / ACTIVE / EXPIRED ──btc_undelegate──► UNBONDING
+    EXPIRED / UNBONDING ──report_withdrawal──► WITHDRAWN
+    any non-withdrawn delegation of a slashed FP ──► SLASHED
 
 Time-based changes (→ EXPIRED) are recomputed in ``end_block`` whenever the light-client tip
 height moved, and before any message touches a delegation. Every status change (creation

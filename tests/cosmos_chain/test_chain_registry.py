@@ -26,7 +26,6 @@ from chain_helpers import (
     BtcChain,
     StakeFixture,
     TestChain,
-    TxFailed,
     fp_pk,
     fp_secret,
     make_genesis,
@@ -160,7 +159,8 @@ def test_finality_provider_registration_and_queries(world):
     assert world.chain.query(REG, {"finality_provider": {"btc_pk": "02" + FPA.hex()}})["btc_pk"] == FPA.hex()
     fps = world.chain.query(REG, {"finality_providers": {}})["finality_providers"]
     assert [f["btc_pk"] for f in fps] == [FPA.hex(), FPB.hex()]  # registration order
-    assert world.chain.app.module(REG).finality_provider(world.chain.app.query_context(), FPB.hex())["validator"] == "val-b"
+    reg = world.chain.app.module(REG)
+    assert reg.finality_provider(world.chain.app.query_context(), FPB.hex())["validator"] == "val-b"
 
 
 def test_finality_provider_rejections(world):
