@@ -16,7 +16,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from api.chain_source import RegistrySource
+from api.chain_source import ChainAppSource, RegistrySource
 from api.params import encode_pagination_key
 from api.server import app_for_chain, app_for_url
 from api_chain_helpers import (
@@ -313,6 +313,11 @@ def test_registry_source_maps_the_chain_records(world):
     assert {n: recs[d.staking_tx_hash].chain_status for n, d in world.d.items()} == CHAIN_STATUS
     assert src.get_delegation("cd" * 32) is None
     assert src.btc_tip_height() == world.chain.btc.tip_height
+    # the in-process source over the same ChainApp sees the same records
+    local = ChainAppSource(world.chain.chain.app)
+    assert {r.staking_tx_hash_hex: r for r in local.list_delegations()} == recs
+    assert local.list_finality_providers() == src.list_finality_providers()
+    assert local.params() == src.params() and local.btc_tip_height() == src.btc_tip_height()
 
 
 def test_chain_refuses_what_the_api_must_never_show(world):
