@@ -162,7 +162,9 @@ class Detector:
                             staking_time, value)
         watch = WatchedOutput(f"{tx.txid}:{vout}", "staking", tx.txid, tx.txid, s.timelock_script,
                               s.unbonding_script, s.slashing_script)
-        kind = "delegation" if intent_id is not None and "delegation" in self.submit_kinds else None
+        # with an intent the service registers the lock; a V0 lock without one may be registered by
+        # the staker itself (pre-approval flow) and then only needs its inclusion proof
+        kind = "delegation" if "delegation" in self.submit_kinds else None
         return DetectedTx(txid=tx.txid, kind="staking", tx_index=index, raw_tx=tx.raw, staking_txid=tx.txid,
                           staking_vout=vout, value=value, intent_id=intent_id, staker_pk=staker_pk,
                           fp_pks=tuple(fp_pks), staking_time=staking_time, new_watched=(watch,),

@@ -24,7 +24,9 @@ One :meth:`CheckpointService.run_once` round is deterministic:
    output; sent after the delegation and, for the unbonding output, after the
    undelegation are on the chain). A delegation the registry already has
    *without* a proof (Babylon's pre-approval flow) gets
-   ``add_btc_delegation_inclusion_proof`` instead. The chain is asked first whether it already has it (idempotence;
+   ``add_btc_delegation_inclusion_proof`` instead; a V0 (OP_RETURN) lock without
+   an intent is only proven once its staker registered it (asked every
+   ``retry_max_s``, given up when its timelock expires). The chain is asked first whether it already has it (idempotence;
    e.g. after a crash between broadcast and bookkeeping). Transient failures
    are retried with bounded exponential backoff (``retry_base_s·2^n`` capped at
    ``retry_max_s``, at most ``max_attempts``); deterministic rejections go to
@@ -86,6 +88,7 @@ class RunReport:
     dead_lettered: list[str] = field(default_factory=list)
     skipped_not_on_best_chain: list[str] = field(default_factory=list)
     reorged_attested: list[str] = field(default_factory=list)
+    awaiting_registration: list[str] = field(default_factory=list)
 
 
 def _hex(x: bytes | str) -> str:
@@ -388,6 +391,9 @@ class CheckpointService:
         self.store.mark_submitting(sub.key, tx.block_hash)
         try:
             state = self._chain_state(sub)
+            if state == "absent" and sub.kind == "delegation" and tx.intent_id is None:
+                self._await_registration(sub, tx, report)
+                return
             if state == "present":
                 self.store.mark_done(sub.key, None, tx.block_hash, note="already on chain")
                 report.already_on_chain.append(sub.key)
@@ -407,6 +413,21 @@ class CheckpointService:
             return
         self.store.mark_done(sub.key, chain_hash, tx.block_hash)
         report.submitted.append(sub.key)
+
+    def _await_registration(self, sub: Submission, tx: BtcTx, report: RunReport) -> None:
+        """A V0 lock without intent the chain does not know: its staker may still register it.
+
+        Asked again every ``retry_max_s``; given up (dead-lettered) once its timelock has expired."""
+        assert tx.block_height is not None
+        tip_h = self.backend.get_block_count()
+        if tx.staking_time is not None and tip_h - tx.block_height >= tx.staking_time:
+            self.store.dead_letter(sub.key, None, "V0 lock never registered on the chain (and no intent) "
+                                                  "before its staking timelock expired")
+            report.dead_lettered.append(sub.key)
+            return
+        self.store.postpone(sub.key, self.clock() + self.retry_max_s,
+                            "waiting for the staker to register this V0 lock (or for an intent)")
+        report.awaiting_registration.append(sub.key)
 
     def _prerequisites(self, sub: Submission, tx: BtcTx) -> list[str]:
         """Submission keys that must be on the chain before ``sub`` (delegation, then undelegation)."""

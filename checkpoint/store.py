@@ -507,6 +507,9 @@ class CheckpointStore:
                 "next_attempt_at, updated_at) VALUES (?, 'delegation', ?, ?, 'waiting', 0, 0, ?)",
                 (submission_key("delegation", staking_txid), staking_txid, staking_txid, now),
             )
+            # a V0 lock postponed while waiting for its registration: the material is here now
+            c.execute("UPDATE submissions SET next_attempt_at=0, updated_at=? WHERE key=? AND status='waiting'",
+                      (now, submission_key("delegation", staking_txid)))
 
     # ------------------------------------------------------------------ submissions
     def submission(self, key: str) -> Submission | None:
@@ -572,6 +575,11 @@ class CheckpointStore:
     def record_transient_failure(self, key: str, error: str, next_attempt_at: float) -> None:
         """A retryable failure: go back to waiting until ``next_attempt_at``."""
         self._set_status(key, ("waiting", "submitting"), status="waiting", last_error=error,
+                         next_attempt_at=next_attempt_at)
+
+    def postpone(self, key: str, next_attempt_at: float, note: str) -> None:
+        """Not a failure: wait until ``next_attempt_at`` (attempt counter reset)."""
+        self._set_status(key, ("waiting", "submitting"), status="waiting", attempts=0, last_error=note,
                          next_attempt_at=next_attempt_at)
 
     def dead_letter(self, key: str, code: int | None, reason: str) -> None:

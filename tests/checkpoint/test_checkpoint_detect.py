@@ -97,9 +97,13 @@ def test_v0_op_return_stake_and_slashing_change_withdraw(tmp_path, keys):
     row = svc.store.btc_tx(stx.txid_hex())
     assert row.kind == "staking" and row.intent_id is None and row.staking_time == 200
     key = submission_key("delegation", stx.txid_hex())
-    assert svc.store.submission(key) is None                      # no material yet
+    # no material yet: still a submission (the staker may register it itself and need only the proof)
+    assert svc.store.submission(key).status == "waiting" and row.intent_id is None
+    svc.store.postpone(key, 1e12, "waiting for registration")
     svc.register_intent(staker, [fp], 200, 70_000, {"pop": "ab" * 64})  # material arrives later
-    assert svc.store.submission(key).status == "waiting"
+    sub = svc.store.submission(key)
+    assert sub.status == "waiting" and sub.next_attempt_at == 0       # due again right away
+    assert svc.store.btc_tx(stx.txid_hex()).intent_id is not None
 
     info = build_staking_info(staker, [fp], PARAMS.covenant_pks, PARAMS.covenant_quorum, 200, 70_000)
     sl = build_slashing_tx(OutPoint(stx.txid(), 0), 70_000, staker, PARAMS)

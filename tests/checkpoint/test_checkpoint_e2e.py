@@ -236,9 +236,11 @@ def test_service_dead_letters_a_rejected_attestation_with_the_chain_reason(env):
         svc.close()
 
 
-def test_lock_registered_by_the_staker_without_proof_is_proven_by_the_service(env):
+@pytest.mark.parametrize("with_intent", [True, False])
+def test_lock_registered_by_the_staker_without_proof_is_proven_by_the_service(env, with_intent):
     """Babylon's pre-approval flow: the staker registers first (no proof), the covenant signs
-    (VERIFIED); the service sends only ``add_btc_delegation_inclusion_proof`` → ACTIVE."""
+    (VERIFIED); the service sends only ``add_btc_delegation_inclusion_proof`` → ACTIVE. Without an
+    intent the service finds the lock by its V0 OP_RETURN."""
     svc = env.service()
     try:
         staker = env.staker("pre-approval")
@@ -248,11 +250,13 @@ def test_lock_registered_by_the_staker_without_proof_is_proven_by_the_service(en
         assert env.delegation(d.staking_tx_hash)["start_height"] is None
         env.covenant_quorum(d.staking_tx_hash)
         assert env.delegation(d.staking_tx_hash)["status"] == "VERIFIED"
-        svc.register_intent(staker.pk, list(d.fp_pks), STAKING_TIME, VALUE, env.material(staker, d))
+        if with_intent:
+            svc.register_intent(staker.pk, list(d.fp_pks), STAKING_TIME, VALUE, env.material(staker, d))
         env.broadcast(d.staking_tx)
         env.mine(1 + K)
         key = submission_key("delegation", d.staking_tx_hash)
         env.rounds(svc, lambda r: key in r.submitted)
+        assert (svc.store.btc_tx(d.staking_tx_hash).intent_id is not None) == with_intent
         (proof_msg,) = env.chain_msgs("add_btc_delegation_inclusion_proof")
         assert proof_msg["code"] == 0 and proof_msg["sender"] == env.cp_address
         assert proof_msg["body"] == {"staking_tx_hash": d.staking_tx_hash,

@@ -254,3 +254,51 @@ def test_delegation_registered_without_proof_gets_the_proof(tmp_path):
     assert chain.sent[-1][1]["staking_tx_hash"] == stx.txid_hex()
     assert chain.records[stx.txid_hex()]["start_height"] == base_h + 1
     assert svc.run_once().submitted == []
+
+
+def test_v0_lock_without_intent_waits_for_its_registration_then_is_proven(tmp_path):
+    btc = MemChain()
+    base_h = btc.get_block_count()
+    chain = RecordingChain(base_h, btc.get_block_header(btc.best[-1]))
+    now = [1000.0]
+    svc = CheckpointService(btc, chain, tmp_path / "s.sqlite", PARAMS, K, object(), 0.01,  # type: ignore[arg-type]
+                            start_height=base_h, retry_max_s=30.0, clock=lambda: now[0])
+    staker, fp = xonly_from_secret(generate_secret()), xonly_from_secret(generate_secret())
+    stx = build_staking_tx(staker, fp, PARAMS, 150, 50_000)              # with the V0 OP_RETURN
+    stx.inputs.append(TxIn(OutPoint(b"\x0a" * 32, 0)))
+    btc.mine(1, [_ctx(stx)])
+    btc.mine(K)
+    key = submission_key("delegation", stx.txid_hex())
+    rep = svc.run_once()
+    assert rep.awaiting_registration == [key] and chain.kinds() == []      # nobody registered it: nothing sent
+    sub = svc.store.submission(key)
+    assert sub.status == "waiting" and sub.attempts == 0 and sub.next_attempt_at == 1030.0
+    assert svc.run_once().awaiting_registration == []                      # not asked again before then
+    chain.submit_delegation({"staking_tx": stx.serialize().hex()}, None)   # the staker registers it
+    now[0] = 1030.0
+    rep = svc.run_once()
+    assert rep.submitted == [key]
+    assert chain.kinds() == ["create_btc_delegation", "add_btc_delegation_inclusion_proof"]
+    assert chain.records[stx.txid_hex()]["start_height"] == base_h + 1
+
+
+def test_v0_lock_never_registered_is_given_up_when_its_timelock_expires(tmp_path):
+    btc = MemChain()
+    base_h = btc.get_block_count()
+    chain = RecordingChain(base_h, btc.get_block_header(btc.best[-1]))
+    now = [0.0]
+    svc = CheckpointService(btc, chain, tmp_path / "s.sqlite", PARAMS, K, object(), 0.01,  # type: ignore[arg-type]
+                            start_height=base_h, retry_max_s=1.0, clock=lambda: now[0])
+    staker, fp = xonly_from_secret(generate_secret()), xonly_from_secret(generate_secret())
+    stx = build_staking_tx(staker, fp, PARAMS, 100, 50_000)
+    stx.inputs.append(TxIn(OutPoint(b"\x0b" * 32, 0)))
+    btc.mine(1, [_ctx(stx)])
+    btc.mine(99)                                                           # depth 99 < staking time 100
+    key = submission_key("delegation", stx.txid_hex())
+    assert svc.run_once().awaiting_registration == [key]
+    btc.mine(1)
+    now[0] = 2.0
+    rep = svc.run_once()
+    assert rep.dead_lettered == [key] and chain.kinds() == []
+    (dl,) = svc.dead_letters()
+    assert "never registered" in dl.reason and "timelock expired" in dl.reason
