@@ -19,10 +19,12 @@ from btc_staking.keys import schnorr_verify, xonly_from_secret
 from btc_staking.params import covenant_secret
 from btc_staking.sighash import taproot_sighash
 from btc_staking.signing import sign_script_path
+from checkpoint.slasher import SlashableDelegation, complete_slashing_tx
 from chain_helpers import (
     CHAIN_ID,
     K,
     UNBONDING_TIME,
+    kernel_verify,
     BtcChain,
     StakeFixture,
     TestChain,
@@ -433,6 +435,16 @@ def test_failing_txs_leave_the_app_hash_of_a_no_op():
         assert world.chain.blocks[-1][3] == _noop_twin_app_hash(world.chain, w), why
 
 
+def test_staker_key_must_differ_from_fp_and_covenant_keys(world):
+    sender = str(SUBMITTER.address())
+    s = world.stake("sly")
+    for sk in (covenant_secret(0), fp_secret("a")):
+        # the library refuses to build such an output, so only the claimed key and its PoP change
+        msg = dict(s.create_msg(sender), staker_btc_pk=xonly_from_secret(sk).hex(), pop=pop(sk, sender))
+        log = world.fails(SUBMITTER, {"create_btc_delegation": msg})
+        assert "staker key must differ from the finality provider and covenant keys" in log
+
+
 # ---------------------------------------------------------------------------- BTC spends and time
 
 
@@ -510,6 +522,34 @@ def test_expiry_at_end_minus_unbonding_time_then_timelock_withdrawal(world):
     again = {"report_withdrawal": {"staking_tx_hash": s.staking_tx_hash, "spend_tx": wd.serialize().hex(),
                                    "inclusion_proof": world.btc.inclusion_proof(wd)}}
     assert "already withdrawn" in world.fails(SUBMITTER, again)
+
+
+def test_slasher_completes_a_slashing_tx_from_the_registry_record_and_it_is_reported(world):
+    """The stored delegation (covenant adaptor sigs, staker pre-signature) is enough for
+    ``checkpoint.slasher`` to build a consensus-valid slashing tx once the FP key is known."""
+    s = world.stake("sam")
+    world.create(s)
+    world.covenants(s)
+    world.chain.ok(SUBMITTER, "slash_trigger", {"slash": {"btc_pk": FPA.hex(), "height": 3}})
+    d = world.delegation(s)
+    sd = SlashableDelegation.from_json(d)
+    assert len(sd.covenant_unbonding_slashing_sigs) == 2
+    tx = complete_slashing_tx(sd.slashing_tx, s.info.output, s.info.slashing_script,
+                              s.info.control_block(s.info.slashing_script), P.covenant_pks, P.covenant_quorum,
+                              sd.covenant_slashing_sigs, sd.fp_pks, fp_secret("a"), s.staker_pk,
+                              sd.delegator_slashing_sig)
+    assert kernel_verify(tx, [s.info.output]), "slashing spend rejected by libbitcoinkernel"
+    world.mine([tx])
+    world.mine(n=K)
+    proof = world.btc.inclusion_proof(tx)
+    bad = {"report_btc_slashing": {"staking_tx_hash": s.staking_tx_hash,
+                                   "slashing_tx": s.unbonding_tx.serialize().hex(), "inclusion_proof": proof}}
+    assert "is not a registered slashing tx" in world.fails(SUBMITTER, bad)
+    out = world.chain.ok(SUBMITTER, REG, {"report_btc_slashing": {
+        "staking_tx_hash": s.staking_tx_hash, "slashing_tx": tx.serialize().hex(), "inclusion_proof": proof}})
+    assert out == {"staking_tx_hash": s.staking_tx_hash, "slashing_btc_txid": tx.txid_hex(), "status": "SLASHED"}
+    d = world.delegation(s)
+    assert d["slashing_btc_txid"] == tx.txid_hex() and d["status"] == "SLASHED"
 
 
 class RefusingHooks(Recorder):
