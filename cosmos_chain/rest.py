@@ -472,6 +472,7 @@ class RestApi:
 # ---------------------------------------------------------------------- HTTP transport
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # replies go out in two writes; Nagle would delay the second by ~40 ms
     server: "_Server"
     MAX_BODY = 4 << 20
     timeout = 60  # idle keep-alive connections are closed after this many seconds
