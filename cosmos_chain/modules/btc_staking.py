@@ -16,7 +16,9 @@ Statuses (Babylon names)::
     EXPIRED / UNBONDING ──report_withdrawal──► WITHDRAWN
     any non-withdrawn delegation of a slashed FP ──► SLASHED
 
-Time-based changes (→ EXPIRED) are recomputed in ``end_block`` whenever the light-client tip
+A proof that arrives when the timelock is already that close to its end registers the delegation
+as EXPIRED (it never counts as stake). Like Babylon, the registry relies on k-depth: a BTC reorg
+deeper than k is not undone here. Time-based changes (→ EXPIRED) are recomputed in ``end_block`` whenever the light-client tip
 height moved, and before any message touches a delegation. Every status change (creation
 included, with ``old_status=None``) is reported to ``hooks.on_delegation_status`` (the mesh
 wiring sets the hooks; ``None`` means no-op).

@@ -578,6 +578,16 @@ def test_a_failing_hook_in_end_block_does_not_halt_the_chain(world):
     assert world.recorder.calls[-1] == (s.staking_tx_hash, "ACTIVE", "EXPIRED")
 
 
+def test_a_late_proof_registers_the_delegation_as_expired(world):
+    s = world.stake("tom", time=10)
+    world.mine([s.staking_tx])
+    world.mine(n=10 - UNBONDING_TIME)  # tip == start + staking_time - unbonding_time
+    out = world.chain.ok(SUBMITTER, REG, {"create_btc_delegation": s.create_msg(
+        str(SUBMITTER.address()), world.btc.inclusion_proof(s.staking_tx))})
+    assert out["status"] == "EXPIRED"
+    assert world.recorder.calls == [(s.staking_tx_hash, None, "EXPIRED")]
+
+
 # ---------------------------------------------------------------------------- queries, determinism, restart
 
 
