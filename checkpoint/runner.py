@@ -89,7 +89,7 @@ def make_wallet(*, mnemonic: str | None = None, private_key: bytes | str | None 
         except Exception as exc:  # cosmpy raises bare ValueError/KeyError for bad words
             raise InvalidInputError(f"invalid mnemonic: {type(exc).__name__}") from None
     try:
-        raw = bytes.fromhex(private_key) if isinstance(private_key, str) else bytes(private_key)  # type: ignore[arg-type]
+        raw = bytes.fromhex(private_key) if isinstance(private_key, str) else bytes(private_key)  # type: ignore
     except ValueError:
         raise InvalidInputError("private key must be 32 bytes or 64 hex characters") from None
     if len(raw) != 32:

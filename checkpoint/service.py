@@ -26,8 +26,9 @@ One :meth:`CheckpointService.run_once` round is deterministic:
    *without* a proof (Babylon's pre-approval flow) gets
    ``add_btc_delegation_inclusion_proof`` instead; a V0 (OP_RETURN) lock without
    an intent is only proven once its staker registered it (asked every
-   ``retry_max_s``, given up when its timelock expires). The chain is asked first whether it already has it (idempotence;
-   e.g. after a crash between broadcast and bookkeeping). Transient failures
+   ``retry_max_s``, given up when its timelock expires). The chain is asked
+   first whether it already has the attestation (idempotence; e.g. after a
+   crash between broadcast and bookkeeping). Transient failures
    are retried with bounded exponential backoff (``retry_base_s·2^n`` capped at
    ``retry_max_s``, at most ``max_attempts``); deterministic rejections go to
    the dead-letter list with the chain's reason.
