@@ -266,3 +266,36 @@ def test_lock_registered_by_the_staker_without_proof_is_proven_by_the_service(en
         assert record["status"] == "ACTIVE" and record["start_height"] == env.node.get_block_count() - K
     finally:
         svc.close()
+
+
+def test_runner_loop_in_a_thread_attests_while_bitcoin_moves_and_stops_on_the_event(env):
+    import threading
+    import time
+
+    from checkpoint.runner import run
+
+    svc = env.service()
+    stop = threading.Event()
+    rounds: list[int] = []
+    worker = threading.Thread(target=lambda: rounds.append(run(svc, stop)), daemon=True)
+    worker.start()
+    try:
+        staker = env.staker("threaded")
+        d = env.new_lock(staker)
+        svc.register_intent(staker.pk, list(d.fp_pks), STAKING_TIME, VALUE, env.material(staker, d))
+        env.broadcast(d.staking_tx)
+        for _ in range(1 + K):                                 # blocks arrive while the loop runs
+            env.mine(1)
+            time.sleep(0.05)
+        deadline = time.monotonic() + 30
+        while env.delegation(d.staking_tx_hash) is None:
+            assert time.monotonic() < deadline, "the running service did not attest the lock"
+            time.sleep(0.05)
+        assert env.delegation(d.staking_tx_hash)["start_height"] == env.node.get_block_count() - K
+    finally:
+        stop.set()
+        worker.join(10)
+    assert not worker.is_alive() and rounds and rounds[0] > 0
+    assert len(env.chain_msgs("create_btc_delegation")) == 1
+    assert svc.store.submission(submission_key("delegation", d.staking_tx_hash)).status == "done"
+    svc.close()

@@ -120,6 +120,7 @@ def test_reorg_after_attestation_flags_it_reorged(env):
         # still flagged on the next rounds, and nothing is (re)submitted
         assert svc.run_once().submitted == [] and svc.store.submission(key).status == "reorged"
         assert len(env.chain_msgs("create_btc_delegation")) == 1
+        assert env.delegation(d.staking_tx_hash) is not None      # the registry has no un-attest message
     finally:
         svc.close()
 
