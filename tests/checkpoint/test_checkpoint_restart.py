@@ -160,14 +160,24 @@ def test_sigkill_and_restart_of_the_runner_process(env):
     try:
         # the intent is registered in the store the process will open (same SQLite file)
         svc = env.service(store)
-        locks = [_lock(env, svc, f"proc-{i}") for i in range(2)]
+        locks = [_lock(env, svc, f"proc-{i}") for i in range(3)]
         svc.close()
         env.mine(1 + K)
-        procs.append(_start_runner(env, rpc, store, keyfile, log))
-        # kill it the moment the chain has the first delegation (its bookkeeping may not have happened)
-        _wait(lambda: len(env.chain_msgs("create_btc_delegation")) >= 1, 60, "the first delegation on chain")
-        procs[-1].send_signal(signal.SIGKILL)
-        procs[-1].wait(10)
+
+        def creates() -> int:
+            return len(env.chain_msgs("create_btc_delegation"))
+
+        def relays() -> int:
+            return len([m for m in env.chain_msgs("insert_headers") if m["sender"] == env.cp_address])
+
+        # SIGKILL it the moment the chain shows progress (its bookkeeping may or may not have
+        # happened), three times: after the first header batch, after the 1st and the 2nd delegation
+        for what, reached in (("a header batch", lambda: relays() >= 1), ("1 delegation", lambda: creates() >= 1),
+                              ("2 delegations", lambda: creates() >= 2)):
+            procs.append(_start_runner(env, rpc, store, keyfile, log))
+            _wait(reached, 60, f"{what} on chain")
+            procs[-1].send_signal(signal.SIGKILL)
+            procs[-1].wait(10)
         procs.append(_start_runner(env, rpc, store, keyfile, log))
 
         def all_done() -> bool:
@@ -175,17 +185,20 @@ def test_sigkill_and_restart_of_the_runner_process(env):
                 return all(s.submission(submission_key("delegation", d.staking_tx_hash)).status == "done"
                            for d in locks)
 
-        _wait(all_done, 60, "both delegations done in the restarted process's store")
+        _wait(all_done, 60, "every delegation done in the last process's store")
         procs[-1].send_signal(signal.SIGTERM)
         assert procs[-1].wait(10) == 0, log.read_text()[-2000:]
         msgs = env.chain_msgs("create_btc_delegation")
         assert sorted(m["body"]["staking_tx"] for m in msgs if m["code"] == 0) == sorted(
             d.staking_tx.serialize().hex() for d in locks)
-        # the kill came after the first delegation was committed: the restarted process asks the
-        # chain before sending, so no duplicate (not even a rejected one) exists
-        assert len(msgs) == 2, [(m["height"], m["code"]) for m in msgs]
+        # every kill came after the chain committed what it was waiting for; a restarted process asks
+        # the chain before sending, so no duplicate (not even a rejected one) exists
+        assert len(msgs) == 3, [(m["height"], m["code"]) for m in msgs]
         for d in locks:
             assert env.delegation(d.staking_tx_hash) is not None
+        # nothing lost either: the light client has every header, the signer sent only these txs
+        assert env.light_client_tip() == (env.node.get_block_count(), env.node.get_best_block_hash())
+        assert env.account_sequence(env.cp_wallet) == relays() + 3
     finally:
         for p in procs:
             if p.poll() is None:
