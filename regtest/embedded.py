@@ -44,7 +44,7 @@ from btc_staking.params import is_dust
 from btc_staking.tx import MAX_MONEY, OutPoint, Tx, TxOut, hash256, is_op_return
 
 from .backend import BackendError, TxRejected
-from .mining import COINBASE_MATURITY, build_block, parse_block
+from .mining import COINBASE_MATURITY, build_block, kernel_block, parse_block
 
 __all__ = ["Coin", "MempoolEntry", "BlockRejected", "EmbeddedNode", "GENESIS_TIME", "BLOCK_INTERVAL"]
 
@@ -198,7 +198,7 @@ class _Kernel:
             _log_sink = lines
             failed = False
             try:
-                self.chainman.process_block(pbk.Block(raw))
+                self.chainman.process_block(kernel_block(raw))
             except pbk.ProcessBlockException:
                 failed = True
             finally:
