@@ -102,6 +102,10 @@ class ChainClient:
         """Send ``report_withdrawal`` (a proven timelock spend); returns the chain tx hash."""
         return self.execute(self.contracts.btc_staking, {"report_withdrawal": withdrawal}, wallet)
 
+    def report_slashing(self, slashing: dict[str, Any], wallet: Wallet) -> str:
+        """Send ``report_btc_slashing`` (a proven slashing tx); returns the chain tx hash."""
+        return self.execute(self.contracts.btc_staking, {"report_btc_slashing": slashing}, wallet)
+
     def execute(self, contract: str, msg: dict[str, Any], wallet: Wallet) -> str:
         """Sign, broadcast and wait for one ``MsgExecuteContract``; raise ``ChainError`` on failure."""
         tx = Transaction()

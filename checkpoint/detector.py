@@ -5,7 +5,8 @@
   about), or a V0 OP_RETURN-identified staking tx (tag from the params) whose
   staking output rebuilds from the OP_RETURN fields;
 * unbonding: a tx spending a known staking outpoint through the unbonding leaf;
-* slashing: a spend through the slashing leaf (tracked; its change outputs are watched);
+* slashing: a spend through the slashing leaf (reported with ``report_btc_slashing``; its change
+  outputs are watched);
 * withdraw: a spend of a staking / unbonding output through the timelock leaf
   (reported with ``report_withdrawal``), or any spend of a slashing-change output
   (its only path is the timelock; tracked, not reported: the registry has no
@@ -104,7 +105,8 @@ class Detector:
     """Classifies the txs of one block against intents and watched outputs."""
 
     def __init__(self, params: Any, store: CheckpointStore,
-                 submit_kinds: frozenset[str] = frozenset({"delegation", "undelegate", "withdraw"})) -> None:
+                 submit_kinds: frozenset[str] = frozenset({"delegation", "undelegate", "withdraw", "slashing"})
+                 ) -> None:
         """``submit_kinds``: which detected kinds become chain submissions."""
         self.params = params
         self.store = store
@@ -191,7 +193,7 @@ class Detector:
 
     def _det(self, index: int, tx: ParsedTx, kind: str, w: WatchedOutput, op: str,
              watch: tuple[WatchedOutput, ...] = ()) -> DetectedTx:
-        sub = {"unbonding": "undelegate", "withdraw": "withdraw"}.get(kind)
+        sub = {"unbonding": "undelegate", "withdraw": "withdraw", "slashing": "slashing"}.get(kind)
         if kind == "withdraw" and w.role == "slashing_change":
             sub = None  # the registry only takes withdrawals of the staking / unbonding output
         return DetectedTx(txid=tx.txid, kind=kind, tx_index=index, raw_tx=tx.raw, staking_txid=w.staking_txid,

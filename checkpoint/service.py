@@ -22,7 +22,8 @@ One :meth:`CheckpointService.run_once` round is deterministic:
    output index and inclusion proof), ``btc_undelegate`` (a proven unbonding tx)
    and ``report_withdrawal`` (a proven timelock spend of the staking or unbonding
    output; sent after the delegation and, for the unbonding output, after the
-   undelegation are on the chain). A delegation the registry already has
+   undelegation are on the chain) and ``report_btc_slashing`` (a proven slashing
+   tx, bookkeeping). A delegation the registry already has
    *without* a proof (Babylon's pre-approval flow) gets
    ``add_btc_delegation_inclusion_proof`` instead; a V0 (OP_RETURN) lock without
    an intent is only proven once its staker registered it (asked every
@@ -153,7 +154,8 @@ class CheckpointService:
                  start_height: int = 0, header_batch: int = 50, max_blocks_per_run: int = 500,
                  max_reorg_depth: int = 2016, retry_base_s: float = 1.0, retry_max_s: float = 60.0,
                  max_attempts: int = 8, clock: Callable[[], float] = time.time,
-                 submit_kinds: frozenset[str] = frozenset({"delegation", "undelegate", "withdraw"})) -> None:
+                 submit_kinds: frozenset[str] = frozenset({"delegation", "undelegate", "withdraw", "slashing"})
+                 ) -> None:
         """Open (or resume from) the SQLite store at ``store_path``."""
         if not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
@@ -361,22 +363,28 @@ class CheckpointService:
 
     # ------------------------------------------------------------------ submissions
     def _submit_due(self, report: RunReport) -> None:
-        tip_h = self.backend.get_block_count()
-        for sub in self.store.due_submissions(tip_h, self.k, self.clock()):
-            self._submit_one(sub, report)
+        # depth counts from the tip we followed (and relayed to the light client), not from the
+        # backend's tip now: blocks mined since are unknown to the chain, which would answer
+        # "not k-deep" for a lock they make k deep
+        ours = self.store.tip()
+        if ours is None:
+            return
+        for sub in self.store.due_submissions(ours.height, self.k, self.clock()):
+            self._submit_one(sub, report, ours.height)
 
-    def _still_k_deep(self, tx: BtcTx) -> bool:
-        """Re-verify against the backend that tx's block is on the best chain and k deep (depth ≥ k)."""
+    def _still_k_deep(self, tx: BtcTx, followed_tip: int) -> bool:
+        """Re-verify against the backend that tx's block is on its best chain, and k deep (depth ≥ k)
+        below both the followed tip and the backend's tip."""
         if tx.block_hash is None or tx.block_height is None:
             return False
         tip_h = self.backend.get_block_count()
         if tx.block_height > tip_h or self.backend.get_block_hash(tx.block_height) != tx.block_hash:
             return False
-        return tip_h - tx.block_height >= self.k
+        return min(tip_h, followed_tip) - tx.block_height >= self.k
 
-    def _submit_one(self, sub: Submission, report: RunReport) -> None:
+    def _submit_one(self, sub: Submission, report: RunReport, followed_tip: int) -> None:
         tx = self.store.btc_tx(sub.btc_txid)
-        if tx is None or not self._still_k_deep(tx):
+        if tx is None or not self._still_k_deep(tx, followed_tip):
             report.skipped_not_on_best_chain.append(sub.key)
             return
         assert tx.block_hash is not None
@@ -467,6 +475,8 @@ class CheckpointService:
             return "present" if record.get("start_height") else "needs_proof"
         if sub.kind == "undelegate":
             done = status in ("UNBONDING", "WITHDRAWN") or bool(record.get("unbonding_height"))
+        elif sub.kind == "slashing":
+            done = record.get("slashing_btc_txid") == sub.btc_txid
         else:
             done = status == "WITHDRAWN" or bool(record.get("withdrawn_height"))
         return "present" if done else "absent"
@@ -507,6 +517,8 @@ class CheckpointService:
         if sub.kind == "undelegate":
             return {"staking_tx_hash": tx.staking_txid, "unbonding_tx": tx.raw_tx.hex(),
                     "inclusion_proof": proof}
+        if sub.kind == "slashing":
+            return {"staking_tx_hash": tx.staking_txid, "slashing_tx": tx.raw_tx.hex(), "inclusion_proof": proof}
         return {"staking_tx_hash": tx.staking_txid, "spend_tx": tx.raw_tx.hex(), "inclusion_proof": proof}
 
     def _send(self, sub: Submission, msg: dict[str, Any]) -> str:
@@ -516,6 +528,8 @@ class CheckpointService:
             return self.chain.submit_undelegate(msg, self.wallet)
         if sub.kind == "withdraw":
             return self.chain.report_withdrawal(msg, self.wallet)
+        if sub.kind == "slashing":
+            return self.chain.report_slashing(msg, self.wallet)
         raise InvalidInputError(f"the chain has no message for {sub.kind}")
 
     # ------------------------------------------------------------------ views

@@ -4,7 +4,7 @@ Every public method runs in one SQLite transaction (``BEGIN IMMEDIATE`` …
 ``COMMIT``, rolled back on any error), so the state on disk is never half
 written; WAL + ``synchronous=FULL`` make a committed step survive a crash.
 
-Schema (version 1)::
+Schema (version 2)::
 
     meta(key TEXT PK, value TEXT)                       -- schema version, config fingerprint
     blocks(height INT PK, hash TEXT UNIQUE, prev_hash TEXT, header BLOB)
@@ -21,7 +21,7 @@ Schema (version 1)::
             staking_txid TEXT, created_by TEXT, timelock_script TEXT, unbonding_script TEXT,
             slashing_script TEXT)
         -- outputs whose spends are classified (unbonding / withdraw / slashing)
-    submissions(key TEXT PK "<kind>:<btc txid>", kind delegation|undelegate|withdraw,
+    submissions(key TEXT PK "<kind>:<btc txid>", kind delegation|undelegate|withdraw|slashing,
             btc_txid TEXT, staking_txid TEXT,
             status waiting|submitting|done|dead|reorged, attempts INT, next_attempt_at REAL,
             last_error TEXT, chain_tx_hash TEXT, attested_block_hash TEXT, updated_at REAL)
@@ -44,9 +44,9 @@ from typing import Any
 
 from checkpoint.errors import InvalidInputError, StoreError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: submissions.kind also 'slashing' (v1 stores are migrated on open)
 
-SUBMISSION_KINDS = ("delegation", "undelegate", "withdraw")
+SUBMISSION_KINDS = ("delegation", "undelegate", "withdraw", "slashing")
 TX_KINDS = ("staking", "unbonding", "withdraw", "slashing")
 WATCH_ROLES = ("staking", "unbonding", "slashing_change")
 
@@ -98,7 +98,7 @@ CREATE TABLE IF NOT EXISTS watched_outputs (
 );
 CREATE TABLE IF NOT EXISTS submissions (
     key TEXT PRIMARY KEY,
-    kind TEXT NOT NULL CHECK (kind IN ('delegation','undelegate','withdraw')),
+    kind TEXT NOT NULL CHECK (kind IN ('delegation','undelegate','withdraw','slashing')),
     btc_txid TEXT NOT NULL REFERENCES btc_txs(txid),
     staking_txid TEXT NOT NULL,
     status TEXT NOT NULL CHECK (status IN ('waiting','submitting','done','dead','reorged')),
@@ -246,6 +246,7 @@ class CheckpointStore:
         self._conn.row_factory = sqlite3.Row
         self._conn.execute("PRAGMA journal_mode=WAL")
         self._conn.execute("PRAGMA synchronous=FULL")
+        self._migrate_v1()
         self._conn.execute("PRAGMA foreign_keys=ON")
         with self._tx() as c:
             for stmt in _SCHEMA.split(";"):
@@ -256,6 +257,28 @@ class CheckpointStore:
                 c.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?)", (SCHEMA_VERSION,))
             elif row["value"] != SCHEMA_VERSION:
                 raise StoreError(f"store {self.path} has schema {row['value']}, expected {SCHEMA_VERSION}")
+
+    def _migrate_v1(self) -> None:
+        """Schema 1 → 2: rebuild ``submissions`` with the wider ``kind`` check, in one transaction
+        (foreign keys off meanwhile, as SQLite's table-rebuild procedure requires)."""
+        try:
+            row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:  # a new, empty database
+            return
+        if row is None or row["value"] != "1":
+            return
+        self._conn.execute("PRAGMA foreign_keys=OFF")
+        with self._tx() as c:
+            table = _SCHEMA[_SCHEMA.index("CREATE TABLE IF NOT EXISTS submissions"):]
+            table = table[:table.index(";")].replace("IF NOT EXISTS submissions", "submissions_v2")
+            c.execute(table)
+            c.execute("INSERT INTO submissions_v2 SELECT * FROM submissions")
+            c.execute("DROP TABLE submissions")
+            c.execute("ALTER TABLE submissions_v2 RENAME TO submissions")
+            c.execute("UPDATE meta SET value=? WHERE key='schema_version'", (SCHEMA_VERSION,))
+            bad = c.execute("PRAGMA foreign_key_check").fetchall()
+            if bad:
+                raise StoreError(f"store {self.path}: migration to schema {SCHEMA_VERSION} broke foreign keys")
 
     # ------------------------------------------------------------------ plumbing
     @contextmanager

@@ -119,6 +119,7 @@ def test_v0_op_return_stake_and_slashing_change_withdraw(tmp_path, keys):
     chain.mine(1, [_ctx(wd)])
     svc.follow()
     assert svc.store.btc_tx(sl.txid_hex()).kind == "slashing"
+    assert svc.store.submission(submission_key("slashing", sl.txid_hex())).status == "waiting"  # report_btc_slashing
     assert svc.store.btc_tx(wd.txid_hex()).kind == "withdraw"
     assert svc.store.watched_output(f"{sl.txid_hex()}:0") is None    # the slashed part is not ours
     # the registry has no message for a slashing-change withdrawal: tracked, not submitted

@@ -299,3 +299,36 @@ def test_runner_loop_in_a_thread_attests_while_bitcoin_moves_and_stops_on_the_ev
     assert len(env.chain_msgs("create_btc_delegation")) == 1
     assert svc.store.submission(submission_key("delegation", d.staking_tx_hash)).status == "done"
     svc.close()
+
+
+def test_slashing_tx_on_bitcoin_is_reported(env):
+    """The FP's key (what an EOTS double sign reveals) completes the pre-signed slashing tx with the
+    covenant adaptor signatures (``checkpoint.slasher``); the node (libbitcoinkernel) accepts it and
+    the service reports it with ``report_btc_slashing``."""
+    from checkpoint.slasher import SlashableDelegation, Slasher
+
+    svc = env.service()
+    try:
+        staker = env.staker("slashed")
+        d = env.new_lock(staker)
+        svc.register_intent(staker.pk, list(d.fp_pks), STAKING_TIME, VALUE, env.material(staker, d))
+        env.broadcast(d.staking_tx)
+        env.mine(1 + K)
+        key = submission_key("delegation", d.staking_tx_hash)
+        env.rounds(svc, lambda r: key in r.submitted)
+        env.covenant_quorum(d.staking_tx_hash)
+        record = env.delegation(d.staking_tx_hash)
+        assert record["status"] == "ACTIVE"
+        path, slashing, _ = Slasher(chain=None, bitcoin=env.node).build(  # type: ignore[arg-type]
+            SlashableDelegation.from_json(record), env.fp_sks[0], env.params)
+        assert path == "staking"
+        env.broadcast(slashing)                                   # consensus-checked by the node
+        env.mine(1 + K)
+        skey = submission_key("slashing", slashing.txid_hex())
+        env.rounds(svc, lambda r: skey in r.submitted)
+        (msg,) = env.chain_msgs("report_btc_slashing")
+        assert msg["code"] == 0 and msg["body"]["slashing_tx"] == slashing.serialize().hex()
+        assert env.delegation(d.staking_tx_hash)["slashing_btc_txid"] == slashing.txid_hex()
+        assert svc.dead_letters() == []
+    finally:
+        svc.close()

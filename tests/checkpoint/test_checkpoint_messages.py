@@ -128,6 +128,13 @@ class RecordingChain:
         rec.update(status="WITHDRAWN", withdrawn_height=1)
         return f"tx{len(self.sent)}"
 
+    def report_slashing(self, msg: dict[str, Any], wallet: Any) -> str:
+        self.sent.append(("report_btc_slashing", msg))
+        self._check_proof(msg["slashing_tx"], msg["inclusion_proof"])
+        txid = Tx.parse(bytes.fromhex(msg["slashing_tx"])).txid_hex()
+        self.records[msg["staking_tx_hash"]]["slashing_btc_txid"] = txid
+        return f"tx{len(self.sent)}"
+
     def kinds(self) -> list[str]:
         return [k for k, _ in self.sent if k != "insert_headers"]
 
@@ -302,3 +309,57 @@ def test_v0_lock_never_registered_is_given_up_when_its_timelock_expires(tmp_path
     assert rep.dead_lettered == [key] and chain.kinds() == []
     (dl,) = svc.dead_letters()
     assert "never registered" in dl.reason and "timelock expired" in dl.reason
+
+
+def test_slashing_tx_is_reported_after_the_delegation(tmp_path):
+    from btc_staking.staking import build_slashing_tx
+    from btc_staking.witness import slashing_witness
+
+    btc = MemChain()
+    base_h = btc.get_block_count()
+    chain = RecordingChain(base_h, btc.get_block_header(btc.best[-1]))
+    svc = CheckpointService(btc, chain, tmp_path / "s.sqlite", PARAMS, K, object(), 0.01,  # type: ignore[arg-type]
+                            start_height=base_h)
+    staker, fp = xonly_from_secret(generate_secret()), xonly_from_secret(generate_secret())
+    svc.register_intent(staker, [fp], 150, 50_000, {"pop": "aa" * 64})
+    stx = build_staking_tx(staker, fp, PARAMS, 150, 50_000)
+    stx.inputs.append(TxIn(OutPoint(b"\x0c" * 32, 0)))
+    info = build_staking_info(staker, [fp], PARAMS.covenant_pks, PARAMS.covenant_quorum, 150, 50_000)
+    sl = build_slashing_tx(OutPoint(stx.txid(), 0), 50_000, staker, PARAMS)
+    covsigs = {pk: SIG for pk in PARAMS.covenant_pks[:PARAMS.covenant_quorum]}
+    _witnessed(sl, slashing_witness(PARAMS.covenant_pks, covsigs, PARAMS.covenant_quorum, [fp], {fp: SIG}, SIG,
+                                    info.slashing_script, info.control_block(info.slashing_script)))
+    btc.mine(1, [_ctx(stx), _ctx(sl)])                 # lock and its slashing in the same block
+    btc.mine(K)
+    rep = svc.run_once()
+    skey, lkey = submission_key("slashing", sl.txid_hex()), submission_key("delegation", stx.txid_hex())
+    assert rep.submitted == [lkey, skey]
+    assert chain.kinds() == ["create_btc_delegation", "report_btc_slashing"]
+    assert chain.sent[-1][1] == {"staking_tx_hash": stx.txid_hex(), "slashing_tx": sl.serialize().hex(),
+                                 "inclusion_proof": chain.sent[-1][1]["inclusion_proof"]}
+    assert chain.records[stx.txid_hex()]["slashing_btc_txid"] == sl.txid_hex()
+    assert svc.run_once().submitted == []
+
+
+def test_depth_counts_from_the_relayed_tip_not_from_blocks_mined_since(tmp_path):
+    """Blocks the light client has not been sent yet do not make a lock due (the chain would say
+    "not k-deep" and the attempt would be wasted)."""
+    btc = MemChain()
+    base_h = btc.get_block_count()
+    chain = RecordingChain(base_h, btc.get_block_header(btc.best[-1]))
+    svc = CheckpointService(btc, chain, tmp_path / "s.sqlite", PARAMS, K, object(), 0.01,  # type: ignore[arg-type]
+                            start_height=base_h)
+    staker, fp = xonly_from_secret(generate_secret()), xonly_from_secret(generate_secret())
+    svc.register_intent(staker, [fp], 150, 50_000, {"pop": "aa" * 64})
+    stx = build_staking_tx(staker, fp, PARAMS, 150, 50_000)
+    stx.inputs.append(TxIn(OutPoint(b"\x0d" * 32, 0)))
+    btc.mine(1, [_ctx(stx)])
+    btc.mine(K - 1)
+    svc.follow()
+    svc.relay_headers()                               # the chain knows depth k-1
+    btc.mine(1)                                       # a block arrives between relaying and submitting
+    rep = svc.submit_due()
+    assert rep.submitted == [] and rep.retried == [] and chain.kinds() == []
+    rep = svc.run_once()                              # followed and relayed: now k deep for both
+    assert rep.submitted == [submission_key("delegation", stx.txid_hex())]
+    assert chain.kinds() == ["create_btc_delegation"]

@@ -106,3 +106,40 @@ def test_schema_constraints_hold(tmp_path):
     with pytest.raises(sqlite3.IntegrityError):
         conn.execute("INSERT INTO submissions(key, kind, btc_txid, staking_txid, status, updated_at) "
                      "VALUES ('k','delegation','t','t','bogus',0)")
+
+
+def test_schema_1_store_is_migrated_on_open(tmp_path):
+    from checkpoint import store as store_mod
+
+    path = tmp_path / "v1.sqlite"
+    v1 = store_mod._SCHEMA.replace("CHECK (kind IN ('delegation','undelegate','withdraw','slashing'))",
+                                   "CHECK (kind IN ('delegation','undelegate','withdraw'))")
+    assert v1 != store_mod._SCHEMA
+    con = sqlite3.connect(path)
+    con.executescript(v1)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    con.execute("INSERT INTO blocks VALUES (0, 'a0', ?, ?)", ("00" * 32, H))
+    con.execute("INSERT INTO btc_txs(txid, kind, staking_txid, raw_tx, block_hash, block_height, detected_at) "
+                "VALUES ('t1', 'staking', 't1', x'01', 'a0', 0, 1.0)")
+    con.execute("INSERT INTO submissions(key, kind, btc_txid, staking_txid, status, updated_at) "
+                "VALUES ('delegation:t1', 'delegation', 't1', 't1', 'dead', 1.0)")
+    con.execute("INSERT INTO dead_letters VALUES ('delegation:t1', 4, 'bad signature', 1.0)")
+    with pytest.raises(sqlite3.IntegrityError):   # schema 1 has no 'slashing' submissions
+        con.execute("INSERT INTO submissions(key, kind, btc_txid, staking_txid, status, updated_at) "
+                    "VALUES ('slashing:t1', 'slashing', 't1', 't1', 'waiting', 1.0)")
+    con.commit()
+    con.close()
+
+    s = CheckpointStore(path)
+    assert s.get_meta("schema_version") == "2"
+    assert s.submission("delegation:t1").status == "dead"
+    (dl,) = s.dead_letters()
+    assert (dl.key, dl.code, dl.reason) == ("delegation:t1", 4, "bad signature")
+    assert s._conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    s._conn.execute("INSERT INTO submissions(key, kind, btc_txid, staking_txid, status, updated_at) "
+                    "VALUES ('slashing:t1', 'slashing', 't1', 't1', 'waiting', 1.0)")
+    assert s.submission("slashing:t1").kind == "slashing"
+    s.close()
+    s = CheckpointStore(path)                      # reopening a migrated store is a no-op
+    assert s.get_meta("schema_version") == "2" and len(s.submissions()) == 2
+    s.close()
