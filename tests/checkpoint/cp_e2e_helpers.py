@@ -60,10 +60,13 @@ class E2E:
     """One Bitcoin node + one chain + helpers; ``close()`` stops everything."""
 
     def __init__(self, tmp_path: Path, *, node_dir: Path | None = None, premine: int = PREMINE,
-                 num_fps: int = 1) -> None:
+                 num_fps: int = 1, backend: Any = None, on_close: Callable[[], None] | None = None) -> None:
+        """``backend``: any ``BitcoinBackend`` mining to ``miner_wallet_address()`` (default: a new
+        EmbeddedNode); ``on_close`` runs last in :meth:`close`."""
         self.tmp = Path(tmp_path)
         self.params = small_params()
-        self.node = EmbeddedNode(node_dir)
+        self.node = EmbeddedNode(node_dir) if backend is None else backend
+        self._on_close = on_close
         self.chain: LocalChain | None = None
         try:
             self.miner = Wallet(self.node, secret("miner"))
@@ -213,3 +216,11 @@ class E2E:
             self.chain.close()
             self.chain = None
         self.node.close()
+        if self._on_close is not None:
+            self._on_close()
+            self._on_close = None
+
+
+def miner_wallet_address() -> str:
+    """The address the E2E miner wallet owns (what an external node must mine to)."""
+    return Wallet(None, secret("miner")).address  # type: ignore[arg-type]
