@@ -121,6 +121,16 @@ def test_reorg_after_attestation_flags_it_reorged(env):
         assert svc.run_once().submitted == [] and svc.store.submission(key).status == "reorged"
         assert len(env.chain_msgs("create_btc_delegation")) == 1
         assert env.delegation(d.staking_tx_hash) is not None      # the registry has no un-attest message
+
+        # the lock is mined again on the new branch: once k deep there it is found registered → done
+        if d.staking_tx_hash not in env.node.get_mempool():
+            env.broadcast(d.staking_tx)
+        env.mine(1 + K)
+        rep = env.rounds(svc, lambda r: key in r.already_on_chain)
+        sub = svc.store.submission(key)
+        assert sub.status == "done" and sub.last_error == "already on chain"
+        assert sub.attested_block_hash == env.node.get_tx_block(d.staking_tx_hash)[0] != lock_block
+        assert len(env.chain_msgs("create_btc_delegation")) == 1   # never re-sent
     finally:
         svc.close()
 
