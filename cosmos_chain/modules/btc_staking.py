@@ -21,7 +21,8 @@ as EXPIRED (it never counts as stake). Like Babylon, the registry relies on k-de
 deeper than k is not undone here. Time-based changes (→ EXPIRED) are recomputed in ``end_block`` whenever the light-client tip
 height moved, and before any message touches a delegation. Every status change (creation
 included, with ``old_status=None``) is reported to ``hooks.on_delegation_status`` (the mesh
-wiring sets the hooks; ``None`` means no-op).
+wiring sets the hooks; ``None`` falls back to :class:`cosmos_chain.mesh.ChainStakingHooks`, a
+no-op on an app without the ``mesh`` module).
 
 Store (``m/btc_staking/``)::
 
@@ -161,6 +162,16 @@ class BtcStakingModule(Module):
     def __init__(self) -> None:
         super().__init__()
         self.hooks: StakingHooks | None = None
+
+    def _hooks(self) -> StakingHooks:
+        """The hooks set on the module, else the chain's mesh hooks (so ``check_tx``/``simulate``
+        on a node restarted from disk, before any ``begin_block`` installed them, run exactly
+        what delivery runs)."""
+        if self.hooks is not None:
+            return self.hooks
+        from ..mesh import ChainStakingHooks  # local: cosmos_chain.mesh imports the modules package
+
+        return ChainStakingHooks()
 
     # ------------------------------------------------------------------ genesis
     def init_genesis(self, ctx: Context, genesis: dict[str, Any]) -> None:
@@ -362,8 +373,7 @@ class BtcStakingModule(Module):
         if old != new:
             ctx.emit("btc_delegation_status", staking_tx_hash=d["staking_tx_hash"], old_status=old or "",
                      new_status=new)
-            if self.hooks is not None:
-                self.hooks.on_delegation_status(ctx, dict(d), old, new)
+            self._hooks().on_delegation_status(ctx, dict(d), old, new)
 
     def _refresh(self, ctx: Context, d: dict, tip: int | None) -> None:
         new = self._derive(ctx, d, tip)

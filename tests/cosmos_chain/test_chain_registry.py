@@ -657,3 +657,30 @@ def test_state_survives_a_restart(tmp_path):
     assert w.status(s) == "EXPIRED"
     json.dumps(w.delegation(s))  # JSON-able reply
     reopened.app.close()
+
+def test_restarted_node_simulates_status_changes_like_delivery(tmp_path):
+    """A node reopened from disk has run no block yet (no hooks installed): ``simulate`` and
+    ``check_tx`` of a tx that makes a delegation ACTIVE already go through the mesh hooks, so
+    they give what delivering it gives (result, events, gas)."""
+    w = World(tmp_path / "home")
+    w.register_fp("a", validator="valoper-a")
+    s = w.stake("una", value=300_000)
+    w.create(s)
+    w.covenants(s, range(1))
+    assert w.status(s) == "PENDING"
+    w.chain.app.close()
+    node = TestChain(w.chain.genesis, tmp_path / "home", init=False, modules=[SlashTrigger()])
+    assert node.app.module(REG).hooks is None  # nothing has installed them yet
+    tx = node.sign(COVENANT, REG, {"add_covenant_sigs": s.covenant_sigs_msg(1)})
+    checked = node.app.check_tx(tx)
+    simulated = node.app.simulate(tx)
+    assert checked.code == 0 and simulated.code == 0, (checked.log, simulated.log)
+    delivered = node.block([tx])[0][0]
+    assert delivered.code == 0, delivered.log
+    mesh_events = [e for e in delivered.events if e["type"] == "mesh_delegation"]
+    assert len(mesh_events) == 1  # the delegation became mesh collateral
+    assert simulated.events == delivered.events
+    assert (simulated.data, simulated.gas_used) == (delivered.data, delivered.gas_used)
+    got = node.query("mesh", {"adapter": {"delegation": {"staking_tx_hash": s.staking_tx_hash}}})["delegation"]
+    assert (got["validator"], got["collateral_sat"]) == ("valoper-a", 300_000)
+    node.app.close()
