@@ -13,6 +13,7 @@ signature, unknown delegation, ...), which the service dead-letters.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import time
@@ -38,7 +39,7 @@ TRANSIENT_REASONS = (
     "header not found", "unknown header", "not in light client", "unknown block",
     "not on the btc main chain",
 )
-_HTTP_ERROR = re.compile(r"Response: (\d{3}), b'(.*)'\)?\s*$", re.S)
+_HTTP_ERROR = re.compile(r"Response: (\d{3}), (b(['\"]).*\3)", re.S)
 
 
 def _query_failure(exc: Exception) -> tuple[int | None, str]:
@@ -47,12 +48,15 @@ def _query_failure(exc: Exception) -> tuple[int | None, str]:
     m = _HTTP_ERROR.search(text)
     if m is None:
         return None, text
-    body = m.group(2)
     try:
-        message = str(json.loads(body.encode().decode("unicode_escape")).get("message", body))
-    except (ValueError, AttributeError):
-        message = body
-    return int(m.group(1)), message
+        body = ast.literal_eval(m.group(2)).decode("utf-8", "replace")  # cosmpy quotes the raw body bytes
+    except (ValueError, SyntaxError):
+        return int(m.group(1)), m.group(2)
+    try:
+        reply = json.loads(body)
+    except ValueError:
+        return int(m.group(1)), body
+    return int(m.group(1)), str(reply.get("message", body)) if isinstance(reply, dict) else body
 
 
 @dataclass(frozen=True)

@@ -40,6 +40,13 @@ def test_runner_reads_params_k_and_light_client_base_from_the_chain(env):
         svc.close()
 
 
+def test_a_contract_error_in_a_query_is_not_transient(env):
+    assert env.delegation("ab" * 32) is None                          # "delegation ... not found"
+    with pytest.raises(ChainError) as info:
+        env.client.query(env.registry, {"delegation": {"staking_tx_hash": "zz"}})
+    assert not info.value.transient and "staking_tx_hash" in info.value.reason and info.value.code == 400
+
+
 def test_lock_attested_then_active_unbonded_and_withdrawn(env):
     svc = env.service()
     try:

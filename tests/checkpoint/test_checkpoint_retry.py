@@ -94,3 +94,14 @@ def test_run_forever_is_bounded_and_stops(tmp_path):
     assert svc.run_forever(stop, max_rounds=3) == 3
     stop.set()
     assert svc.run_forever(stop) == 0
+
+
+def test_query_failures_are_classified():
+    from checkpoint.chain_client import _query_failure
+
+    body = '{"code": 3, "message": "`x` must be an integer ≥ 1, it\'s \\"bad\\""}'.encode()
+    answered = RuntimeError(f"Error when sending a GET request.\n Response: 400, {body!r}")
+    assert _query_failure(answered) == (400, '`x` must be an integer ≥ 1, it\'s "bad"')
+    assert _query_failure(RuntimeError("Error ...\n Response: 502, b'<html>bad gateway</html>'")) == (
+        502, "<html>bad gateway</html>")
+    assert _query_failure(ConnectionRefusedError("refused")) == (None, "refused")
