@@ -31,6 +31,9 @@ Hooks (stateless; everything they touch comes from ``ctx``):
   ``on_delegation_unbonding`` (the lien stays slashable for the unbonding period); → WITHDRAWN
   → ``on_delegation_withdrawn``; → SLASHED → the FP-level mesh slash (once) if the delegation's
   mesh FP is the slashed one, else (another FP of a multi-FP output) like a withdrawal.
+  SLASHED → WITHDRAWN (the staker took back what the slashing left on Bitcoin) is a withdrawal
+  too: the collateral the vault still holds for that delegation is unbonded and burned, at once
+  or, while its lien on the tombstoned validator runs, in ``end_block`` when it matures.
 * :class:`ChainFinalityHooks` - for :class:`cosmos_chain.finality.FinalityModule`: FP lookup
   in the registry, canonical app hash = the finality module's recorded hash, slashing = registry
   ``slash_finality_provider`` then adapter ``on_finality_provider_slashed``.

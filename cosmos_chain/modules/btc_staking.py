@@ -14,7 +14,13 @@ Statuses (Babylon names)::
     ACTIVE / PENDING with proof ──BTC tip ≥ end_height − unbonding_time──► EXPIRED
     PENDING / VERIFIED / ACTIVE / EXPIRED ──btc_undelegate──► UNBONDING
     EXPIRED / UNBONDING ──report_withdrawal──► WITHDRAWN
-    any non-withdrawn delegation of a slashed FP ──► SLASHED
+    any non-withdrawn delegation of a slashed FP ──► SLASHED ──report_withdrawal──► WITHDRAWN
+
+A SLASHED delegation is withdrawn when the staker takes back what Bitcoin left: the change
+output of a slashing tx (after its ``unbonding_time`` timelock), or the staking / unbonding
+output itself if no slashing tx was ever mined. It keeps ``slashed: true`` (the API reports
+it as slashed-then-withdrawn) and the hooks see ``SLASHED → WITHDRAWN``, so the mesh burns
+the collateral it still held for it.
 
 A proof that arrives when the timelock is already that close to its end registers the delegation
 as EXPIRED (it never counts as stake). Like Babylon, the registry relies on k-depth: a BTC reorg
@@ -49,6 +55,7 @@ from btc_staking.merkle import verify_merkle_proof
 from btc_staking.params import StakingParams
 from btc_staking.sighash import taproot_sighash
 from btc_staking.staking import (
+    build_slashing_change_info,
     build_staking_info,
     build_unbonding_info,
     validate_slashing_tx,
@@ -340,10 +347,10 @@ class BtcStakingModule(Module):
 
     def _derive(self, ctx: Context, d: dict, tip: int | None) -> str:
         """Status from the record's facts and the BTC tip (see module docstring)."""
+        if d.get("withdrawn_height") is not None:
+            return WITHDRAWN  # the BTC left every script; ``slashed`` stays as a fact of the record
         if d.get("slashed"):
             return SLASHED
-        if d.get("withdrawn_height") is not None:
-            return WITHDRAWN
         if d.get("unbonding_height") is not None:
             return UNBONDING
         if d.get("status") == EXPIRED:
@@ -619,7 +626,8 @@ class BtcStakingModule(Module):
 
     def exec_report_withdrawal(self, ctx: Context, sender: str, body: dict[str, Any],
                                funds: list[Coin]) -> dict[str, Any]:
-        """``{staking_tx_hash, spend_tx, inclusion_proof}``: a k-deep timelock-path spend → WITHDRAWN."""
+        """``{staking_tx_hash, spend_tx, inclusion_proof}``: a k-deep timelock-path spend of the
+        staking or unbonding output (or, once slashed, of a slashing tx's change output) → WITHDRAWN."""
         d = self._require(ctx, body.get("staking_tx_hash"))
         h = d["staking_tx_hash"]
         if d.get("withdrawn_height") is not None:
@@ -630,14 +638,21 @@ class BtcStakingModule(Module):
         fps = [bytes.fromhex(k) for k in d["fp_btc_pk_list"]]
         staking_outpoint = OutPoint(bytes.fromhex(h)[::-1], d["staking_output_index"])
         unbonding_outpoint = OutPoint(Tx.parse(bytes.fromhex(d["unbonding_tx"])).txid(), 0)
-        txin = next((i for i in tx.inputs if i.prevout in (staking_outpoint, unbonding_outpoint)), None)
+        # validate_slashing_tx fixed both slashing txs' outputs as [slash, change → timelock(staker)]
+        change_outpoints = {OutPoint(Tx.parse(bytes.fromhex(d[k])).txid(), 1)
+                            for k in ("slashing_tx", "unbonding_slashing_tx")}
+        spendable = {staking_outpoint, unbonding_outpoint} | change_outpoints
+        txin = next((i for i in tx.inputs if i.prevout in spendable), None)
         if txin is None:
             raise RegistryError(f"spend tx {tx.txid_hex()} spends neither the staking nor the unbonding output "
-                                f"of delegation {h}")
+                                f"nor a slashing change output of delegation {h}")
         if txin.prevout == staking_outpoint:
             leaf = build_staking_info(staker, fps, p.covenant_pks, p.covenant_quorum, d["staking_time"],
                                       d["staking_value"]).timelock_script
             what = "staking"
+        elif txin.prevout in change_outpoints:
+            leaf = build_slashing_change_info(staker, p.unbonding_time_blocks).timelock_script
+            what = "slashing change"
         else:
             if d.get("unbonding_height") is None:
                 raise RegistryError(f"delegation {h}: the unbonding tx has not been reported (btc_undelegate) yet")

@@ -220,6 +220,36 @@ def test_registry_side_slash_propagates_once(chain: Chain) -> None:
     assert mesh_q(chain, {"balance": {"address": "mesh-vault"}})["amount"]["amount"] == "1900000"
 
 
+def test_slashed_then_withdrawn_burns_the_remaining_collateral(chain: Chain) -> None:
+    """Registry SLASHED → WITHDRAWN (the staker took back what Bitcoin left): that delegation's
+    remaining collateral is unbonded and burned once its lien matures; the others keep theirs."""
+    activate(chain, 1, FP_A, 1_000_000)
+    activate(chain, 4, FP_A, 500_000)
+    activate(chain, 2, FP_B, 1_000_000)
+    assert chain.ok(RELAYER, "btc_staking", {"slash": {"btc_pk": FP_A, "height": 7}}) == {"slashed": [h(1), h(4)]}
+    d1, d4 = adapter_del(chain, 1), adapter_del(chain, 4)
+    assert (d1["status"], d1["collateral_sat"], d1["pending_sat"]) == ("SLASHED", 900_000, 900_000)
+    assert (d4["status"], d4["collateral_sat"], d4["pending_sat"]) == ("SLASHED", 450_000, 450_000)
+    assert mesh_q(chain, {"balance": {"address": "mesh-vault"}})["amount"]["amount"] == "2350000"
+    res = set_status(chain, 1, FP_A, 1_000_000, "WITHDRAWN")
+    assert res.code == 0, res.log
+    d1 = adapter_del(chain, 1)  # the lien on the tombstoned validator is still running
+    assert (d1["status"], d1["collateral_sat"], d1["pending_sat"]) == ("WITHDRAWING", 900_000, 900_000)
+    chain.block(dt=UNBONDING)
+    d1 = adapter_del(chain, 1)
+    assert (d1["status"], d1["collateral_sat"], d1["pending_sat"], d1["staked_sat"]) == ("WITHDRAWN", 0, 0, 0)
+    assert lien(chain, 1) is None
+    assert mesh_q(chain, {"balance": {"address": f"btcdel1{h(1)}"}})["amount"]["amount"] == "0"
+    assert mesh_q(chain, {"balance": {"address": "mesh-vault"}})["amount"]["amount"] == "1450000"
+    d4 = adapter_del(chain, 4)  # same slashed FP, not withdrawn: keeps its (now unlocked) collateral
+    assert (d4["status"], d4["collateral_sat"], d4["pending_sat"]) == ("SLASHED", 450_000, 0)
+    d2 = adapter_del(chain, 2)
+    assert (d2["status"], d2["collateral_sat"], d2["staked_sat"]) == ("ACTIVE", 1_000_000, 1_000_000)
+    assert virtual_on(chain, "valB") == 1_500_000
+    assert set_status(chain, 1, FP_A, 1_000_000, "WITHDRAWN").code == 0  # reported twice: nothing left to do
+    assert mesh_q(chain, {"balance": {"address": "mesh-vault"}})["amount"]["amount"] == "1450000"
+
+
 def test_set_price_admin_only(chain: Chain) -> None:
     res = chain.execute(RELAYER, "mesh", {"set_price": {"price": "3"}})
     assert res.code != 0 and "only the admin" in res.log
@@ -283,9 +313,15 @@ def test_real_registry_lifecycle_and_double_sign_slashing() -> None:
     """Real ``btc_staking`` + ``btc_light_client``: two FPs, k-deep proven delegations with covenant
     quorum become mesh collateral + virtual stake; an on-Bitcoin unbonding releases after the mesh
     period; FP A double-signs → registry and mesh slashed, FP B untouched."""
+    from btc_staking.signing import sign_script_path
+    from btc_staking.staking import build_slashing_change_info, build_withdraw_tx
+    from btc_staking.tx import OutPoint, p2tr_script
+    from btc_staking.witness import timelock_witness
     from btcmesh.finality_provider import AppChannel, FinalityProvider
+    from checkpoint.slasher import SlashableDelegation, complete_slashing_tx
     from chain_helpers import (
-        K, QUORUM, BtcChain, StakeFixture, TestChain, fp_pk, fp_secret, make_genesis, pop, small_params, wallet,
+        K, QUORUM, BtcChain, StakeFixture, TestChain, fp_pk, fp_secret, kernel_verify, make_genesis, pop,
+        small_params, wallet,
     )
 
     btc = BtcChain()
@@ -372,3 +408,45 @@ def test_real_registry_lifecycle_and_double_sign_slashing() -> None:
     assert mesh_del(s2)["collateral_sat"] == 2_000_000
     assert chain.query("mesh", {"external_staking": {"validator": {"valoper": "valA"}}})["state"] == "tombstoned"
     assert not fp_b.is_slashed() and fp_b.vote_block(start + 3)["result"] == "voted"
+
+    # s1's slashing tx (completed by checkpoint.slasher with FP A's extracted key) is mined; after
+    # the change output's timelock the staker takes back the 90 % Bitcoin left → registry SLASHED →
+    # WITHDRAWN (still slashed) and the mesh burns the collateral it still held for s1
+    vault_before = int(chain.query("mesh", {"balance": {"address": "mesh-vault"}})["amount"]["amount"])
+    assert vault_before == 900_000 + 2_000_000 + 300_000
+    sd = SlashableDelegation.from_json(chain.query("btc_staking", {"delegation": {
+        "staking_tx_hash": s1.staking_tx_hash}})["delegation"])
+    slashing_tx = complete_slashing_tx(sd.slashing_tx, s1.info.output, s1.info.slashing_script,
+                                       s1.info.control_block(s1.info.slashing_script), params.covenant_pks,
+                                       params.covenant_quorum, sd.covenant_slashing_sigs, sd.fp_pks,
+                                       bytes.fromhex(out["extracted_btc_sk"]), s1.staker_pk, sd.delegator_slashing_sig)
+    assert kernel_verify(slashing_tx, [s1.info.output]), "slashing tx rejected by libbitcoinkernel"
+    btc.mine([slashing_tx])
+    change_info = build_slashing_change_info(s1.staker_pk, params.unbonding_time_blocks)
+    change = slashing_tx.outputs[1]
+    withdraw = build_withdraw_tx(OutPoint(slashing_tx.txid(), 1), change.value, params.unbonding_time_blocks,
+                                 p2tr_script(s1.staker_pk), 500)
+    sig = sign_script_path(s1.staker_sk, withdraw, 0, [change], change_info.timelock_script)
+    withdraw.inputs[0].witness = timelock_witness(sig, change_info.timelock_script, change_info.control_block())
+    assert kernel_verify(withdraw, [change]), "slashing change withdrawal rejected by libbitcoinkernel"
+    btc.mine(n=params.unbonding_time_blocks - 1)  # CSV: spendable unbonding_time blocks after the slashing
+    btc.mine([withdraw])
+    btc.mine(n=K)
+    relay()
+    chain.ok(relayer, "btc_staking", {"report_withdrawal": {"staking_tx_hash": s1.staking_tx_hash,
+                                                            "spend_tx": withdraw.serialize().hex(),
+                                                            "inclusion_proof": btc.inclusion_proof(withdraw)}})
+    d1 = chain.query("btc_staking", {"delegation": {"staking_tx_hash": s1.staking_tx_hash}})["delegation"]
+    assert (d1["status"], d1["slashed"]) == ("WITHDRAWN", True)
+    m1 = mesh_del(s1)  # unstaked from the tombstoned validator at the slash: the lien is still pending
+    assert (m1["status"], m1["collateral_sat"], m1["pending_sat"]) == ("WITHDRAWING", 900_000, 900_000)
+    for _ in range(4):  # the lien on the tombstoned validator matures after the mesh unbonding period
+        chain.block()
+    m1 = mesh_del(s1)
+    assert (m1["status"], m1["collateral_sat"], m1["staked_sat"], m1["pending_sat"]) == ("WITHDRAWN", 0, 0, 0)
+    assert chain.query("mesh", {"balance": {"address": f"btcdel1{s1.staking_tx_hash}"}})["amount"]["amount"] == "0"
+    assert int(chain.query("mesh", {"balance": {"address": "mesh-vault"}})["amount"]["amount"]) == \
+        vault_before - 900_000
+    assert (mesh_del(s2)["collateral_sat"], mesh_del(s2)["status"]) == (2_000_000, "ACTIVE")
+    assert (mesh_del(s3)["collateral_sat"], mesh_del(s3)["status"]) == (300_000, "UNBONDING")
+    assert virtual("valB") == 3_000_000

@@ -19,6 +19,11 @@ from btc_staking.keys import schnorr_verify, xonly_from_secret
 from btc_staking.params import covenant_secret
 from btc_staking.sighash import taproot_sighash
 from btc_staking.signing import sign_script_path
+from api.chain_source import delegation_from_json
+from api.states import DelegationState, derive_state
+from btc_staking.staking import build_slashing_change_info, build_withdraw_tx
+from btc_staking.tx import OutPoint, Tx, TxIn, p2tr_script
+from btc_staking.witness import timelock_witness
 from checkpoint.slasher import SlashableDelegation, complete_slashing_tx
 from chain_helpers import (
     CHAIN_ID,
@@ -552,6 +557,100 @@ def test_slasher_completes_a_slashing_tx_from_the_registry_record_and_it_is_repo
     assert d["slashing_btc_txid"] == tx.txid_hex() and d["status"] == "SLASHED"
 
 
+def _slash_on_bitcoin(world: World, s: StakeFixture) -> Tx:
+    """FP A slashed on the chain; ``checkpoint.slasher`` completes the staking slashing tx, mined k deep."""
+    world.chain.ok(SUBMITTER, "slash_trigger", {"slash": {"btc_pk": FPA.hex(), "height": 3}})
+    sd = SlashableDelegation.from_json(world.delegation(s))
+    tx = complete_slashing_tx(sd.slashing_tx, s.info.output, s.info.slashing_script,
+                              s.info.control_block(s.info.slashing_script), P.covenant_pks, P.covenant_quorum,
+                              sd.covenant_slashing_sigs, sd.fp_pks, fp_secret("a"), s.staker_pk,
+                              sd.delegator_slashing_sig)
+    assert kernel_verify(tx, [s.info.output]), "slashing spend rejected by libbitcoinkernel"
+    world.mine([tx])
+    world.mine(n=K)
+    return tx
+
+
+def _signed_change_withdrawal(s: StakeFixture, slashing_tx: Tx) -> Tx:
+    """The staker takes back the slashing change (output 1) through its timelock, kernel-verified."""
+    change_info = build_slashing_change_info(s.staker_pk, P.unbonding_time_blocks)
+    change = slashing_tx.outputs[1]
+    assert change.script_pubkey == change_info.pk_script
+    tx = build_withdraw_tx(OutPoint(slashing_tx.txid(), 1), change.value, P.unbonding_time_blocks,
+                           p2tr_script(s.staker_pk), 500)
+    sig = sign_script_path(s.staker_sk, tx, 0, [change], change_info.timelock_script)
+    tx.inputs[0].witness = timelock_witness(sig, change_info.timelock_script, change_info.control_block())
+    assert kernel_verify(tx, [change]), "slashing change withdrawal rejected by libbitcoinkernel"
+    return tx
+
+
+def test_slashed_delegation_withdrawn_from_the_slashing_change(world):
+    """SLASHED, slashing tx mined, the staker takes the change back after its timelock → WITHDRAWN,
+    still ``slashed``; the hooks see SLASHED → WITHDRAWN; the API reports it slashed and withdrawn."""
+    s = world.stake("sara", value=100_000)
+    other = world.stake("saul", value=50_000)
+    for x in (s, other):
+        world.create(x)
+        world.covenants(x)
+    slashing_tx = _slash_on_bitcoin(world, s)
+    assert world.status(s) == "SLASHED"
+    wd = _signed_change_withdrawal(s, slashing_tx)
+    world.mine(n=P.unbonding_time_blocks - K - 1)  # the change's CSV lock, counted from the slashing block
+    world.mine([wd])
+    world.mine(n=K)
+    proof = world.btc.inclusion_proof(wd)
+    # the other delegation's slashing change is not this delegation's output
+    foreign = {"report_withdrawal": {"staking_tx_hash": other.staking_tx_hash, "spend_tx": wd.serialize().hex(),
+                                     "inclusion_proof": proof}}
+    assert "nor a slashing change output" in world.fails(SUBMITTER, foreign)
+    # a witness that is not the change output's timelock leaf is refused (before any proof check)
+    bad = Tx(wd.version, [TxIn(wd.inputs[0].prevout, sequence=wd.inputs[0].sequence,
+                               witness=[b"\x01" * 64, b"\x51", b"\xc0"])], wd.outputs, wd.locktime)
+    msg = {"report_withdrawal": {"staking_tx_hash": s.staking_tx_hash, "spend_tx": bad.serialize().hex(),
+                                 "inclusion_proof": proof}}
+    assert "does not spend the slashing change output through its timelock path" in world.fails(SUBMITTER, msg)
+    out = world.chain.ok(SUBMITTER, REG, {"report_withdrawal": {
+        "staking_tx_hash": s.staking_tx_hash, "spend_tx": wd.serialize().hex(), "inclusion_proof": proof}})
+    height = world.btc.find(wd)[0].height
+    assert out == {"staking_tx_hash": s.staking_tx_hash, "status": "WITHDRAWN", "withdrawn_height": height}
+    d = world.delegation(s)
+    assert (d["status"], d["slashed"], d["withdrawn_height"], d["withdrawal_btc_txid"]) == (
+        "WITHDRAWN", True, height, wd.txid_hex())
+    assert [c[1:] for c in world.recorder.calls if c[0] == s.staking_tx_hash] == [
+        (None, "PENDING"), ("PENDING", "ACTIVE"), ("ACTIVE", "SLASHED"), ("SLASHED", "WITHDRAWN")]
+    assert world.status(other) == "SLASHED" and world.delegation(other)["withdrawn_height"] is None
+    assert "already withdrawn" in world.fails(SUBMITTER, {"report_withdrawal": {
+        "staking_tx_hash": s.staking_tx_hash, "spend_tx": wd.serialize().hex(), "inclusion_proof": proof}})
+    # the API keeps the slashing: withdrawn after being slashed (no timelock / early-unbonding sub-state)
+    rec = delegation_from_json(d)
+    assert rec.slashed and rec.withdrawn_height == height
+    derived = derive_state(rec, world.btc.tip.height)
+    assert (derived.state, derived.sub_state) == (DelegationState.WITHDRAWN, None)
+
+
+def test_slashed_delegation_withdrawn_through_the_staking_timelock(world):
+    """No slashing tx was ever mined: the staker withdraws the whole staking output once its
+    timelock passed → WITHDRAWN with ``slashed`` kept, hooks SLASHED → WITHDRAWN."""
+    s = world.stake("seth", time=12)
+    world.create(s)
+    world.covenants(s)
+    world.chain.ok(SUBMITTER, "slash_trigger", {"slash": {"btc_pk": FPA.hex(), "height": 3}})
+    d = world.delegation(s)
+    assert d["status"] == "SLASHED"
+    wd = s.signed_withdraw_tx(after_unbonding=False)
+    world.mine(n=max(0, d["start_height"] + 12 - world.btc.tip.height - 1))
+    world.mine([wd])
+    world.mine(n=K)
+    out = world.chain.ok(SUBMITTER, REG, {"report_withdrawal": {
+        "staking_tx_hash": s.staking_tx_hash, "spend_tx": wd.serialize().hex(),
+        "inclusion_proof": world.btc.inclusion_proof(wd)}})
+    assert out["status"] == "WITHDRAWN"
+    d = world.delegation(s)
+    assert d["slashed"] is True and d["withdrawn_height"] == world.btc.find(wd)[0].height
+    assert [c[1:] for c in world.recorder.calls if c[0] == s.staking_tx_hash] == [
+        (None, "PENDING"), ("PENDING", "ACTIVE"), ("ACTIVE", "SLASHED"), ("SLASHED", "WITHDRAWN")]
+
+
 class RefusingHooks(Recorder):
     """Hooks that refuse EXPIRED (like a mesh that cannot apply the change)."""
 
@@ -657,6 +756,7 @@ def test_state_survives_a_restart(tmp_path):
     assert w.status(s) == "EXPIRED"
     json.dumps(w.delegation(s))  # JSON-able reply
     reopened.app.close()
+
 
 def test_restarted_node_simulates_status_changes_like_delivery(tmp_path):
     """A node reopened from disk has run no block yet (no hooks installed): ``simulate`` and
