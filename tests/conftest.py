@@ -11,6 +11,8 @@ import pytest
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SHARED_DIR = REPO_ROOT.parent / "shared"
 VECTORS_PATH = SHARED_DIR / "conformance" / "babylon_btcstaking_vectors.json"
+# A byte-identical copy for checkouts that do not sit next to ../shared (test_bs_vectors checks they match).
+VENDORED_VECTORS_PATH = REPO_ROOT / "tests" / "data" / "babylon_btcstaking_vectors.json"
 
 
 def find_tool(name: str) -> Path | None:
@@ -55,7 +57,9 @@ def tool_path():
 
 @pytest.fixture(scope="session")
 def vectors_path() -> Path:
-    """Path to Babylon's official staking test vectors (../shared/conformance)."""
-    if not VECTORS_PATH.is_file():
-        pytest.fail(f"conformance vectors missing at {VECTORS_PATH}")
-    return VECTORS_PATH
+    """Babylon's official staking test vectors: ../shared/conformance, else the vendored copy."""
+    override = os.environ.get("BTCMESH_VECTORS")
+    for path in ([Path(override)] if override else []) + [VECTORS_PATH, VENDORED_VECTORS_PATH]:
+        if path.is_file():
+            return path
+    pytest.fail(f"conformance vectors missing at {VECTORS_PATH} and {VENDORED_VECTORS_PATH}")

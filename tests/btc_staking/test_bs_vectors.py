@@ -26,6 +26,15 @@ def test_five_cases_present(vectors_path):
     assert len(_cases(vectors_path)) == 5
 
 
+def test_vendored_copy_matches_shared_vectors():
+    """tests/data holds a byte-identical copy of ../shared/conformance for standalone clones."""
+    from conftest import VECTORS_PATH, VENDORED_VECTORS_PATH
+
+    if not VECTORS_PATH.is_file():
+        pytest.skip(f"no ../shared checkout next to this clone ({VECTORS_PATH}); the vendored copy is used")
+    assert VENDORED_VECTORS_PATH.read_bytes() == VECTORS_PATH.read_bytes()
+
+
 @pytest.mark.parametrize("idx", range(5))
 def test_vector_case(vectors_path, idx):
     case = _cases(vectors_path)[idx]
