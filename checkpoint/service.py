@@ -217,6 +217,7 @@ class CheckpointService:
         scripts = staking_scripts(self.params, staker, fps, staking_time, staking_value)
         material = check_material(dict(material or {}), staker.hex(), [f.hex() for f in fps], staking_time,
                                   staking_value)
+        self._check_material_against_config(staker, staking_value, material)
         intent = self.store.add_intent(scripts.pk_script, staking_value, staker.hex(), [f.hex() for f in fps],
                                        staking_time, material)
         # a V0 OP_RETURN lock already seen without material gets its attestation now
@@ -225,6 +226,35 @@ class CheckpointService:
                     and tx.staking_time == intent.staking_time and tx.value == intent.value):
                 self.store.attach_intent(tx.txid, intent.id)
         return intent
+
+    def _signer_address(self) -> str | None:
+        """Bech32 address of the account that submits (None when the signer has no address)."""
+        address = getattr(self.wallet, "address", None)
+        return str(address()) if callable(address) else None
+
+    def _check_material_against_config(self, staker: bytes, staking_value: int, material: dict[str, Any]) -> None:
+        """Early, typed refusals of material the registry would reject for sure: an unbonding time or
+        value off the params, or a PoP not made for the service's own (submitting) account."""
+        p = self.params
+        if "unbonding_time" in material and hasattr(p, "unbonding_time_blocks") \
+                and material["unbonding_time"] != p.unbonding_time_blocks:
+            raise InvalidInputError(f"material unbonding_time {material['unbonding_time']!r} != params "
+                                    f"unbonding_time_blocks {p.unbonding_time_blocks}")
+        if "unbonding_value" in material and hasattr(p, "unbonding_fee_sat") \
+                and material["unbonding_value"] != staking_value - p.unbonding_fee_sat:
+            raise InvalidInputError(f"material unbonding_value {material['unbonding_value']!r} != staking value − "
+                                    f"unbonding fee ({staking_value - p.unbonding_fee_sat})")
+        address = self._signer_address()
+        if "pop" in material and address is not None:
+            from btc_staking.signing import verify_pop_bip340
+
+            try:
+                ok = verify_pop_bip340(staker, address.encode(), bytes.fromhex(material["pop"]))
+            except ValueError:
+                ok = False
+            if not ok:
+                raise InvalidInputError(f"material pop is not the staker's proof of possession for the service's "
+                                        f"account {address} (the PoP signs sha256 of the submitter's address)")
 
     # ------------------------------------------------------------------ main loop
     def run_once(self) -> RunReport:

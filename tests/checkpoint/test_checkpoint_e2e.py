@@ -14,7 +14,7 @@ from cp_e2e_helpers import E2E, K, STAKING_TIME, UNBONDING_TIME, VALUE  # noqa: 
 
 from btc_staking.tx import p2tr_script  # noqa: E402
 from checkpoint.chain_client import ChainClient  # noqa: E402
-from checkpoint.errors import ChainError  # noqa: E402
+from checkpoint.errors import ChainError, InvalidInputError  # noqa: E402
 from checkpoint.runner import chain_info, connect  # noqa: E402
 from checkpoint.store import submission_key  # noqa: E402
 
@@ -337,5 +337,25 @@ def test_slashing_tx_on_bitcoin_is_reported(env):
         assert msg["code"] == 0 and msg["body"]["slashing_tx"] == slashing.serialize().hex()
         assert env.delegation(d.staking_tx_hash)["slashing_btc_txid"] == slashing.txid_hex()
         assert svc.dead_letters() == []
+    finally:
+        svc.close()
+
+
+def test_intent_material_refused_early_when_the_registry_would_refuse_it(env):
+    svc = env.service()
+    try:
+        staker = env.staker("early")
+        d = env.new_lock(staker)
+        good = env.material(staker, d)
+        wrong_pop = dict(good, pop=staker.pop(str(env.admin_wallet.address())).hex())   # for another submitter
+        with pytest.raises(InvalidInputError, match="proof of possession for the service's account"):
+            svc.register_intent(staker.pk, list(d.fp_pks), STAKING_TIME, VALUE, wrong_pop)
+        with pytest.raises(InvalidInputError, match="unbonding_time"):
+            svc.register_intent(staker.pk, list(d.fp_pks), STAKING_TIME, VALUE, dict(good, unbonding_time=7))
+        with pytest.raises(InvalidInputError, match="unbonding_value"):
+            svc.register_intent(staker.pk, list(d.fp_pks), STAKING_TIME, VALUE,
+                                dict(good, unbonding_value=VALUE - 1))
+        assert svc.store.intents() == []
+        assert svc.register_intent(staker.pk, list(d.fp_pks), STAKING_TIME, VALUE, good).material == good
     finally:
         svc.close()
