@@ -569,10 +569,9 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
     with run.step("staker B unbonds (covenant-signed unbonding tx) → UNBONDING") as st:
         d = dels["B"]
         cov_sigs = _covenant_unbonding_sigs(delegation(d.staking_tx_hash))
-        source = "chain"
-        if len(cov_sigs) < params.covenant_quorum:  # registry reply without them: ask the committee again
-            cov_sigs = CovenantCommittee.unbonding_sigs(committee.sign(delegation(d.staking_tx_hash)))
-            source = "committee"
+        if len(cov_sigs) < params.covenant_quorum:
+            raise DemoError(f"registry holds {len(cov_sigs)} covenant unbonding sigs for B, "
+                            f"quorum is {params.covenant_quorum}")
         ub = stakers["B"].signed_unbonding_tx(d, cov_sigs)
         confirm("unbonding tx B", ub, [d.staking_output])
         mine(cfg.k)
@@ -580,7 +579,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         status = _wait(lambda: (s := delegation(d.staking_tx_hash)["status"]) == "UNBONDING" and s,
                        cfg.timeout, "delegation B UNBONDING")
         res.delegations["B"].status_history.append(status)
-        st.detail = f"unbonding tx {ub.txid_hex()[:16]}… (covenant sigs from the {source}); status {status}"
+        st.detail = f"unbonding tx {ub.txid_hex()[:16]}… (covenant sigs from the registry); status {status}"
 
     with run.step("staker B waits out the unbonding time, withdraws → WITHDRAWN") as st:
         d = dels["B"]
@@ -631,13 +630,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
 
 def _covenant_unbonding_sigs(d: dict) -> dict[bytes, bytes]:
     """``{cov_pk: sig}`` from a registry delegation's ``covenant_unbonding_sigs`` (list of {pk, sig})."""
-    out: dict[bytes, bytes] = {}
-    for item in d.get("covenant_unbonding_sigs") or []:
-        if isinstance(item, dict):
-            pk, sig = item.get("pk") or item.get("cov_pk"), item.get("sig") or item.get("signature")
-            if isinstance(pk, str) and isinstance(sig, str):
-                out[bytes.fromhex(pk)] = bytes.fromhex(sig)
-    return out
+    return {bytes.fromhex(item["pk"]): bytes.fromhex(item["sig"]) for item in d["covenant_unbonding_sigs"]}
 
 
 # ---------------------------------------------------------------------------------------- summary
