@@ -14,7 +14,9 @@ One :meth:`CheckpointService.run_once` round is deterministic:
    to our tip — after a reorg that is the new, heavier branch.
 3. **Submit** attestations that are due: the tx's block is at least k deep
    (``depth = tip height - block height``, the tip has depth 0, exactly the
-   light client's ``depth`` and the registry's ``not k-deep: depth d < k`` rule).
+   light client's ``depth`` and the registry's ``not k-deep: depth d < k`` rule;
+   the tip is the one followed and relayed in this round, so blocks mined since
+   never make the chain answer "not k-deep").
    Right before each submission the tx's block is re-checked to still be on the
    backend's best chain at its height and k deep, so a lock that a reorg removed
    is never attested. Messages (``docs/CHAIN_MESSAGES.md``):
