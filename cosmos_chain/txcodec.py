@@ -10,6 +10,7 @@ import base64
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import coincurve
@@ -95,8 +96,17 @@ def tx_hash(tx_bytes: bytes) -> str:
 
 def pubkey_address(pubkey33: bytes, prefix: str) -> str:
     """bech32(prefix, ripemd160(sha256(pubkey33)))."""
+    if type(pubkey33) is bytes and type(prefix) is str:
+        return _pubkey_address_cached(pubkey33, prefix)
+    return _pubkey_address(pubkey33, prefix)
+
+
+def _pubkey_address(pubkey33: bytes, prefix: str) -> str:
     sha = hashlib.sha256(pubkey33).digest()
     return str(Address(hashlib.new("ripemd160", sha).digest(), prefix=prefix))
+
+
+_pubkey_address_cached = lru_cache(maxsize=8192)(_pubkey_address)  # once per signer per tx otherwise
 
 
 def _coins(coins: Any) -> list[dict[str, str]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from cosmpy.crypto.address import Address
@@ -16,6 +17,13 @@ def validate_address(addr: Any, prefix: str) -> str:
     """Return ``addr`` if it is a valid bech32 address with ``prefix`` (else InvalidRequestError)."""
     if not isinstance(addr, str):
         raise InvalidRequestError(f"address must be a string, got {type(addr).__name__}")
+    if type(addr) is str and type(prefix) is str:
+        _checked_address(addr, prefix)  # cached; only valid addresses are remembered
+        return addr
+    return _check_address(addr, prefix)
+
+
+def _check_address(addr: str, prefix: str) -> str:
     try:
         a = Address(addr)
     except Exception as exc:  # cosmpy raises RuntimeError/ValueError on bad bech32
@@ -23,6 +31,11 @@ def validate_address(addr: Any, prefix: str) -> str:
     if not addr.startswith(prefix + "1") or str(a) != addr:
         raise InvalidRequestError(f"address {addr!r} does not have the chain prefix {prefix!r}")
     return addr
+
+
+# bech32 decode + re-encode is ~0.2 ms; the same few addresses come back in every tx (lru_cache
+# never stores a call that raised, so invalid addresses are checked, and reported, every time)
+_checked_address = lru_cache(maxsize=8192)(_check_address)
 
 
 @register_module

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 from cosmpy.crypto.address import Address
@@ -54,7 +55,16 @@ def register_module(cls: type["Module"]) -> type["Module"]:
 
 def module_address(name: str, prefix: str = DEFAULT_PREFIX) -> str:
     """Deterministic contract address of a built-in module: bech32(prefix, sha256(name)[:20])."""
+    if type(name) is str and type(prefix) is str:
+        return _module_address_cached(name, prefix)
+    return _module_address(name, prefix)
+
+
+def _module_address(name: str, prefix: str) -> str:
     return str(Address(hashlib.sha256(name.encode()).digest()[:20], prefix=prefix))
+
+
+_module_address_cached = lru_cache(maxsize=1024)(_module_address)  # fee_collector etc.: once per tx
 
 
 def parse_coins(coins: Any) -> list[tuple[str, int]]:
