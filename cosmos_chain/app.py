@@ -68,6 +68,31 @@ FEE_COLLECTOR = "fee_collector"
 APP_VERSION = 1
 
 
+class _NotPlain(Exception):
+    """A value that is not plain JSON-like data (dict/list/str/int/float/bool/None)."""
+
+
+_ATOMS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plain_copy(obj: Any) -> Any:
+    """Copy of plain JSON-like data, equal to what ``dataclasses.asdict`` makes of it (new dicts and
+    lists, immutable leaves shared as deepcopy shares them); _NotPlain for anything else."""
+    t = type(obj)
+    if t in _ATOMS:
+        return obj
+    if t is list:
+        return [_plain_copy(v) for v in obj]
+    if t is dict:
+        out = {}
+        for k, v in obj.items():
+            if type(k) not in _ATOMS:
+                raise _NotPlain
+            out[k] = _plain_copy(v)
+        return out
+    raise _NotPlain
+
+
 @dataclass
 class TxResult:
     """Result of check/deliver/simulate. ``code`` 0 = ok; otherwise ``log`` says why."""
@@ -87,7 +112,20 @@ class TxResult:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (data base64)."""
-        d = asdict(self)
+        try:  # what dataclasses.asdict gives for plain JSON-like fields, without its generic deep copy
+            if type(self) is not TxResult:
+                raise _NotPlain
+            d = {
+                "code": _plain_copy(self.code),
+                "log": _plain_copy(self.log),
+                "gas_wanted": _plain_copy(self.gas_wanted),
+                "gas_used": _plain_copy(self.gas_used),
+                "events": _plain_copy(self.events),
+                "data": None,
+                "codespace": _plain_copy(self.codespace),
+            }
+        except _NotPlain:
+            d = asdict(self)
         d["data"] = base64.b64encode(self.data).decode()
         return d
 
