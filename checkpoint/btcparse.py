@@ -1,7 +1,7 @@
 """Minimal parsed view of Bitcoin blocks and transactions for the follower.
 
 Blocks come from the backend as raw bytes. Framing is done by
-:func:`regtest.mining.parse_block` (libbitcoinkernel splits the block), every
+:func:`regtest.mining.parse_block` (split in Python; anything unusual falls back to libbitcoinkernel's decoder), every
 transaction is parsed with :meth:`btc_staking.tx.Tx.parse` and the header with
 :class:`btc_staking.headers.BlockHeader`; the merkle root is recomputed with
 :func:`btc_staking.merkle.merkle_root`, so a backend serving a block whose txs
