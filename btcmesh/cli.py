@@ -3,6 +3,7 @@
 ::
 
     btcmesh demo                                   # the whole story in-process (< 1 min)
+    btcmesh demo --btc-backend btcd --comet 3      # the same on btcd + 3 CometBFT validators
     btcmesh node [--backend embedded|btcd]         # regtest Bitcoin node with JSON-RPC on 127.0.0.1
     btcmesh chain [--comet N]                      # the Cosmos chain + REST (LedgerClient) on 127.0.0.1
     btcmesh checkpoint --btc-rpc URL --chain-rest URL
@@ -115,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--unbonding-time", type=_positive_int, default=4, help="unbonding time in blocks (default 4)")
     d.add_argument("--seed", default="btcmesh-demo", help="seed all demo keys derive from")
     d.add_argument("--no-api", action="store_true", help="do not start the staking API")
+    d.add_argument("--btc-backend", choices=("embedded", "btcd"), default="embedded",
+                   help="Bitcoin node: the in-process node validated by libbitcoinkernel (default) or a btcd "
+                        "v0.26 regtest process")
+    d.add_argument("--comet", type=_non_negative_int, default=0, metavar="N",
+                   help="run the chain as N CometBFT v0.38 validators (0 = the embedded chain, default)")
+    d.add_argument("--btcd", type=Path, help="path of the btcd binary (default: found like the tests do)")
+    d.add_argument("--cometbft", type=Path, help="path of the cometbft binary (default: found like the tests do)")
     d.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
     d.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
     d.set_defaults(func=cmd_demo)
@@ -246,7 +254,10 @@ def _jsonable(obj: Any) -> Any:
 def cmd_demo(args: argparse.Namespace) -> int:
     from btcmesh.demo import DemoConfig, format_summary, run_demo
 
-    cfg = DemoConfig(k=args.k, unbonding_time=args.unbonding_time, seed=args.seed, with_api=not args.no_api)
+    cfg = DemoConfig(k=args.k, unbonding_time=args.unbonding_time, seed=args.seed, with_api=not args.no_api,
+                     btc_backend=args.btc_backend, comet=args.comet,
+                     btcd_binary=str(args.btcd) if args.btcd else None,
+                     cometbft_binary=str(args.cometbft) if args.cometbft else None)
     quiet = args.quiet or args.json
     if not quiet:
         _say("btcmesh demo: Bitcoin regtest → checkpoint → Cosmos chain → mesh → slashing, all on 127.0.0.1\n")

@@ -54,6 +54,8 @@ __all__ = ["DemoConfig", "DemoStep", "SpendRecord", "DelegationOutcome", "DemoRe
 DEMO_CHAIN_ID = "btcmesh-demo-1"
 DENOM = "ubbn"
 REGISTRY, LIGHT_CLIENT, FINALITY, MESH = "btc_staking", "btc_light_client", "finality", "mesh"
+BTC_BACKENDS = ("embedded", "btcd")
+TX_SCAN_DEPTH = 500  # blocks searched back from the tip for a tx on a node without a tx→block index
 
 
 class DemoError(RuntimeError):
@@ -79,6 +81,17 @@ class DemoConfig:
     chain_block_interval: float = 0.2
     with_api: bool = True
     timeout: float = 30.0          # bound of every single wait
+    btc_backend: str = "embedded"  # "embedded" (in-process, libbitcoinkernel) | "btcd" (a btcd v0.26 process)
+    comet: int = 0                 # 0: embedded chain; N: N CometBFT validators (REST in front of node 0)
+    comet_block_time: float = 0.3  # CometBFT timeout_commit (s) when comet > 0
+    btcd_binary: str | None = None     # default: found like the tests do ($BTCMESH_TOOLS, .tools/bin, PATH, ~/go/bin)
+    cometbft_binary: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.btc_backend not in BTC_BACKENDS:
+            raise ValueError(f"btc_backend must be one of {BTC_BACKENDS}, got {self.btc_backend!r}")
+        if not isinstance(self.comet, int) or self.comet < 0:
+            raise ValueError(f"comet must be a non-negative int (validators), got {self.comet!r}")
 
 
 def demo_secret(seed: str, label: str) -> bytes:
@@ -175,6 +188,13 @@ class DemoResult:
     withdrawal_reported_by: str = ""
     rest_url: str = ""
     api_url: str = ""
+    btc_backend: str = "embedded"
+    comet_validators: int = 0
+    comet_rpc_urls: list[str] = field(default_factory=list)
+    app_hash_height: int = 0                       # CometBFT: the height the app hashes below are for
+    validator_app_hashes: dict[str, str] = field(default_factory=dict)        # node → header app hash (RPC)
+    validator_local_app_hashes: dict[str, str] = field(default_factory=dict)  # node → its own app's hash
+    notes: list[str] = field(default_factory=list)  # checks skipped on this backend, and why
     elapsed_s: float = 0.0
 
     def step(self, name: str) -> DemoStep | None:
@@ -194,14 +214,42 @@ def _wait(pred: Callable[[], Any], timeout: float, what: str, interval: float = 
         time.sleep(interval)
 
 
+def tx_block(node: Any, txid_hex: str) -> tuple[str, int, int] | None:
+    """(block hash, position, height) of a confirmed tx, or None.
+
+    Uses the node's own tx index where it has one (``EmbeddedNode.get_tx_block``); on any other
+    ``BitcoinBackend`` (btcd over RPC) it searches the active chain back from the tip, at most
+    ``TX_SCAN_DEPTH`` blocks (the demo's txs are all recent)."""
+    from checkpoint.btcparse import parse_block
+
+    if hasattr(node, "get_tx_block"):
+        where = node.get_tx_block(txid_hex)
+        return None if where is None else (where[0], where[1], node.get_tx_height(txid_hex))
+    tip = node.get_block_count()
+    for height in range(tip, max(-1, tip - TX_SCAN_DEPTH), -1):
+        block_hash = node.get_block_hash(height)
+        txids = parse_block(node.get_block(block_hash)).txids
+        if txid_hex in txids:
+            return block_hash, txids.index(txid_hex), height
+    return None
+
+
+def tx_height(node: Any, txid_hex: str) -> int | None:
+    """Height of the active-chain block holding the tx, or None (see :func:`tx_block`)."""
+    if hasattr(node, "get_tx_height"):
+        return node.get_tx_height(txid_hex)
+    where = tx_block(node, txid_hex)
+    return None if where is None else where[2]
+
+
 def inclusion_proof(node: Any, txid_hex: str) -> dict[str, Any]:
     """``{block_hash, index, proof}`` of a confirmed tx (merkle proof checked locally)."""
     from checkpoint.btcparse import parse_block
 
-    where = node.get_tx_block(txid_hex)
+    where = tx_block(node, txid_hex)
     if where is None:
         raise DemoError(f"tx {txid_hex} is not confirmed")
-    block_hash, _ = where
+    block_hash = where[0]
     block = parse_block(node.get_block(block_hash))
     index = block.txids.index(txid_hex)
     internal = [bytes.fromhex(t)[::-1] for t in block.txids]
@@ -272,6 +320,133 @@ def run_demo(cfg: DemoConfig | None = None, out: Callable[[str], None] | None = 
         return run.result
 
 
+# ---------------------------------------------------------------------------------------- parts
+def _binary(name: str, given: str | None) -> Path:
+    """An external binary: ``given``, else found like the tests do; NotAvailable if missing."""
+    from btcmesh.cli import find_binary
+
+    path = Path(given).expanduser() if given else find_binary(name)
+    if path is None or not path.is_file():
+        raise NotAvailable(f"{name} binary not found{f' at {given}' if given else ''}: run "
+                           "`scripts/setup.sh --daemons` or set BTCMESH_TOOLS")
+    return path
+
+
+def _start_bitcoin(run: _Run, miner_secret: bytes) -> Any:
+    """The Bitcoin node: an EmbeddedNode, or a fresh btcd process (``--miningaddr`` = the miner's
+    address, so the miner's blocks come from btcd's own ``generate``) behind an ``RpcBackend``."""
+    if run.cfg.btc_backend == "embedded":
+        from regtest.embedded import EmbeddedNode
+
+        node = EmbeddedNode()
+        run.stack.callback(node.close)
+        return node
+    from btc_staking.signing import p2tr_key_path_script
+    from regtest.btcd import BtcdProcess
+    from regtest.rpc import script_to_address
+
+    address = script_to_address(p2tr_key_path_script(miner_secret, is_secret=True))
+    proc = BtcdProcess(_binary("btcd", run.cfg.btcd_binary), run.workdir / "btcd", address,
+                       start_timeout=run.cfg.timeout)
+    proc.start()
+    run.stack.callback(proc.stop)
+    proc.check_softforks()
+    return proc.backend(timeout=run.cfg.timeout)
+
+
+@dataclass
+class _Chain:
+    """The running chain as the demo sees it: REST URL, cosmpy client, height (backend-neutral)."""
+
+    rest_url: str
+    ledger: Any
+    height: Callable[[], int]
+    network: Any = None  # CometNetwork when running under CometBFT
+
+
+def _start_chain(run: _Run, genesis: dict[str, Any]) -> _Chain:
+    """EmbeddedChain + REST (``cfg.comet == 0``) or ``cfg.comet`` CometBFT validators with a
+    ``RestServer(CometBackend(...))`` in front of validator 0; stopped by the run's exit stack."""
+    cfg = run.cfg
+    if not cfg.comet:
+        from cosmos_chain.rest import LocalChain
+
+        local = LocalChain(DEMO_CHAIN_ID, genesis, home=str(run.workdir / "chain"),
+                           block_interval=cfg.chain_block_interval)
+        run.stack.callback(local.close)
+        ledger = local.ledger_client(query_interval_secs=0.05, query_timeout_secs=cfg.timeout)
+        return _Chain(local.rest.url, ledger, lambda: local.node.height)
+
+    from cosmpy.aerial.client import LedgerClient
+    from cosmpy.aerial.config import NetworkConfig
+
+    from cosmos_chain.comet import run_comet_chain
+    from cosmos_chain.comet_backend import CometBackend
+    from cosmos_chain.rest import RestServer
+
+    net = run_comet_chain(run.workdir / "comet", cfg.comet, genesis, chain_id=DEMO_CHAIN_ID,
+                          binary=_binary("cometbft", cfg.cometbft_binary), block_time=cfg.comet_block_time,
+                          timeout=max(60.0, cfg.timeout))
+    run.stack.callback(net.stop)
+    backend = CometBackend(net.rpc_urls[0], chain_id=DEMO_CHAIN_ID, timeout=cfg.timeout)
+    run.stack.callback(backend.close)
+    rest = RestServer(backend).start()
+    run.stack.callback(rest.stop)
+    run.result.comet_rpc_urls = list(net.rpc_urls)
+    fees = genesis["fees"]
+    ledger = LedgerClient(NetworkConfig(chain_id=DEMO_CHAIN_ID, url=rest.cosmpy_url,  # type: ignore[arg-type]
+                                        fee_denomination=fees["denom"], staking_denomination=fees["denom"],
+                                        fee_minimum_gas_price=float(fees["min_gas_price"])),
+                          query_interval_secs=0.05, query_timeout_secs=cfg.timeout)  # type: ignore[arg-type]
+    return _Chain(rest.url, ledger, backend.latest_height, net)
+
+
+def _kernel_cross_check(run: _Run, node: Any) -> int:
+    """libbitcoinkernel against the node's chain; returns the number of spent coins compared.
+
+    Embedded node: its own ``verify_against_kernel``. Any other node (btcd): every block of its
+    active chain is replayed into a fresh kernel-validated ``EmbeddedNode`` (full consensus checks,
+    scripts included), the tips must match, then the replica is cross-checked the same way."""
+    if hasattr(node, "verify_against_kernel"):
+        return int(node.verify_against_kernel())
+    from regtest.embedded import EmbeddedNode
+
+    tip = node.get_block_count()
+    with EmbeddedNode(clock=time.time) as replica:
+        if replica.get_block_hash(0) != node.get_block_hash(0):
+            raise DemoError("the node's genesis block is not the regtest genesis libbitcoinkernel knows")
+        for height in range(1, tip + 1):
+            replica.submit_block(node.get_block(node.get_block_hash(height)))
+        if replica.get_best_block_hash() != node.get_best_block_hash():
+            raise DemoError(f"libbitcoinkernel's tip {replica.get_best_block_hash()} != the node's "
+                            f"{node.get_best_block_hash()}")
+        compared = int(replica.verify_against_kernel())
+    run.note(f"{tip} {run.cfg.btc_backend} blocks re-validated by libbitcoinkernel, same tip; "
+             f"{compared} spent coins cross-checked")
+    return compared
+
+
+def _check_validator_app_hashes(run: _Run, chain: _Chain) -> None:
+    """Every CometBFT validator reports the same app hash at one final height: in the block header its
+    own RPC serves (height + 1 carries the state after ``height``) and as its own app computed it."""
+    net, res = chain.network, run.result
+    height = min(net.heights())
+    net.wait_for_height(height + 1, timeout=run.cfg.timeout)
+    res.app_hash_height = height
+    for node in net.nodes:
+        name = f"node{node.index}"
+        res.validator_app_hashes[name] = node.client.block_app_hash(height + 1).hex()
+        server = node.server
+        if server is not None:
+            with server.lock:
+                local = server.app_hashes.get(height)
+            res.validator_local_app_hashes[name] = local.hex() if local is not None else ""
+    seen = set(res.validator_app_hashes.values()) | set(res.validator_local_app_hashes.values())
+    if len(seen) != 1 or "" in seen:
+        raise DemoError(f"validators disagree on the app hash at height {height}: "
+                        f"headers {res.validator_app_hashes}, apps {res.validator_local_app_hashes}")
+
+
 def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
     cfg, res = run.cfg, run.result
     params = demo_params(cfg)
@@ -279,12 +454,12 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
     sec = lambda label: demo_secret(cfg.seed, label)  # noqa: E731
 
     # ---------------------------------------------------------------- 1. Bitcoin
-    with run.step("start the embedded regtest node and fund the wallets") as st:
-        from regtest.embedded import EmbeddedNode
+    res.btc_backend, res.comet_validators = cfg.btc_backend, cfg.comet
+    btc_what = "the embedded regtest node" if cfg.btc_backend == "embedded" else "btcd (v0.26, regtest)"
+    with run.step(f"start {btc_what} and fund the wallets") as st:
         from regtest.wallet import Wallet
 
-        node = EmbeddedNode()
-        run.stack.callback(node.close)
+        node = _start_bitcoin(run, sec("btc/miner"))
         miner = Wallet(node, sec("btc/miner"))
         wallet_a = Wallet(node, sec("btc/staker-a"))
         wallet_b = Wallet(node, sec("btc/staker-b"))
@@ -297,6 +472,8 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
                      f"staker B {wallet_b.balance()} sat spendable")
 
     def mine(n: int = 1) -> list[str]:
+        if n <= 0:  # RpcBackend refuses n = 0
+            return []
         hashes = node.mine_blocks(n, miner.script_pubkey)
         for w in (miner, wallet_a, wallet_b):
             w.scan()
@@ -305,7 +482,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
     def confirm(label: str, tx: Tx, prevouts: list[TxOut]) -> SpendRecord:
         txid = node.send_raw_transaction(tx.serialize())
         mine(1)
-        rec = SpendRecord(label, txid, tx.serialize(), list(prevouts), node.get_tx_height(txid))
+        rec = SpendRecord(label, txid, tx.serialize(), list(prevouts), tx_height(node, txid))
         if rec.height is None:
             raise DemoError(f"{label} {txid} was not mined")
         res.spends[label] = rec
@@ -324,9 +501,10 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
     admin = deterministic_wallet(f"{cfg.seed}/mesh-admin")
     addr = {n: module_address(n) for n in (REGISTRY, LIGHT_CLIENT, FINALITY, MESH)}
 
-    with run.step("start the chain (EmbeddedChain + REST on 127.0.0.1)") as st:
+    chain_what = ("EmbeddedChain" if not cfg.comet
+                  else f"{cfg.comet} CometBFT validator{'s' if cfg.comet > 1 else ''}")
+    with run.step(f"start the chain ({chain_what} + REST on 127.0.0.1)") as st:
         from cosmos_chain.app import ChainApp
-        from cosmos_chain.rest import LocalChain
 
         probe = ChainApp(DEMO_CHAIN_ID, None)
         missing = [m for m in (LIGHT_CLIENT, REGISTRY, FINALITY, MESH) if m not in probe.modules]
@@ -339,12 +517,12 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         funded = [str(w.address()) for w in (cp_wallet, cov_wallet, admin, *fp_wallets.values(),
                                               *staker_wallets.values())]
         genesis = chain_genesis(params, base_h, base_header, funded, str(admin.address()))
-        chain = LocalChain(DEMO_CHAIN_ID, genesis, home=str(run.workdir / "chain"),
-                           block_interval=cfg.chain_block_interval)
-        run.stack.callback(chain.close)
-        res.rest_url = chain.rest.url
-        ledger = chain.ledger_client(query_interval_secs=0.05, query_timeout_secs=cfg.timeout)
-        st.detail = f"{DEMO_CHAIN_ID} at {chain.rest.url}, light client base = BTC height {base_h}"
+        chain = _start_chain(run, genesis)
+        res.rest_url = chain.rest_url
+        ledger = chain.ledger
+        st.detail = f"{DEMO_CHAIN_ID} at {chain.rest_url}, light client base = BTC height {base_h}"
+        if cfg.comet:
+            st.detail += f"; CometBFT RPC {', '.join(res.comet_rpc_urls)}"
 
     from checkpoint.chain_client import ChainClient, ChainContracts
 
@@ -372,7 +550,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
             from api.app import BackgroundServer
             from api.server import app_for_url
 
-            api = BackgroundServer(app_for_url(chain.rest.url)).start(timeout=cfg.timeout)
+            api = BackgroundServer(app_for_url(chain.rest_url)).start(timeout=cfg.timeout)
             run.stack.callback(api.stop)
             api_url = res.api_url = api.url
         st.detail = f"k = {cfg.k}; API {api_url or 'disabled'}"
@@ -436,7 +614,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         mine(1)
         for who, d in dels.items():
             rec = res.spends[f"staking tx {who}"]
-            rec.height = node.get_tx_height(rec.txid)
+            rec.height = tx_height(node, rec.txid)
             if rec.height is None:
                 raise DemoError(f"staking tx {who} not mined")
         st.detail = "; ".join(f"{w}: {values[w]} sat in {dels[w].staking_tx_hash[:16]}… "
@@ -485,10 +663,10 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
 
     # ---------------------------------------------------------------- 7. finality: commit, vote, double-sign
     with run.step("FPs commit EOTS public randomness and vote") as st:
-        start = chain.node.height + 1
+        start = chain.height() + 1
         for fp in fps.values():
             fp.commit_pub_rand(start, 100)
-        vote_h = _wait(lambda: chain.node.height >= start + 1 and start, cfg.timeout, "a block to vote on")
+        vote_h = _wait(lambda: chain.height() >= start + 1 and start, cfg.timeout, "a block to vote on")
         for fp in fps.values():
             _wait(lambda: fp.block_app_hash(vote_h) is not None, cfg.timeout, f"app hash of block {vote_h}")
             fp.vote_block(vote_h)
@@ -535,7 +713,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         mine(1)
         res.slashing_txid = txid
         res.spends["slashing tx A"] = SpendRecord("slashing tx A", txid, slash_tx.serialize(), [d.staking_output],
-                                                  node.get_tx_height(txid))
+                                                  tx_height(node, txid))
         if res.spends["slashing tx A"].height is None:
             raise DemoError("slashing tx not mined")
         res.expected_burned_sat = mul_f64(d.staking_value, params.slashing_rate)
@@ -622,9 +800,13 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
                     body = r.json()
                     res.api_answers[who] = body
                     outc.api_state = str(body.get("data", {}).get("state", f"HTTP {r.status_code}"))
-        res.kernel_checked_spent_coins = node.verify_against_kernel()
         res.btc_height = node.get_block_count()
-        res.chain_height = chain.node.height
+        res.kernel_checked_spent_coins = _kernel_cross_check(run, node)
+        res.chain_height = chain.height()
+        if cfg.comet:
+            _check_validator_app_hashes(run, chain)
+            st.detail += (f"; {len(res.validator_app_hashes)} validators agree on the app hash "
+                          f"at height {res.app_hash_height}")
         st.detail = ", ".join(f"{w}: chain {o.status} / API {o.api_state or '-'}" for w, o in res.delegations.items())
 
 
@@ -671,7 +853,14 @@ def format_summary(res: DemoResult) -> str:
                   f"{res.delegations.get('A', DelegationOutcome('', '', '', '')).burned_sat} sat "
                   f"(expected floor(value × {rate}) = {res.expected_burned_sat})"]
     if res.kernel_checked_spent_coins:
-        parts.append(f"Bitcoin: {res.btc_height} blocks; chain state and {res.kernel_checked_spent_coins} spent "
-                     f"coins cross-checked with libbitcoinkernel. Cosmos chain height {res.chain_height}")
+        node = "embedded node" if res.btc_backend == "embedded" else f"{res.btc_backend} node"
+        parts.append(f"Bitcoin ({node}): {res.btc_height} blocks; chain state and {res.kernel_checked_spent_coins} "
+                     f"spent coins cross-checked with libbitcoinkernel. Cosmos chain height {res.chain_height}")
+    if res.validator_app_hashes:
+        hashes = set(res.validator_app_hashes.values())
+        parts.append(f"CometBFT: {len(res.validator_app_hashes)} validators, app hash at height {res.app_hash_height} "
+                     f"{'identical on every validator' if len(hashes) == 1 else 'DIFFERS'}: {min(hashes)[:16]}…")
+    for note in res.notes:
+        parts.append(f"Note: {note}")
     parts += ["", f"{'OK' if res.ok else 'FAILED'} in {res.elapsed_s:.1f} s" + (f": {res.error}" if res.error else "")]
     return "\n".join(parts)
