@@ -294,6 +294,12 @@ class ABCIServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def committed_hashes(self) -> dict[int, bytes]:
+        """A copy of ``app_hashes`` (height → app hash of every block committed through this
+        server) taken under the lock, so no Commit lands while it is read."""
+        with self.lock:
+            return dict(self.app_hashes)
+
     def locked_app(self) -> LockedApp:
         """The app behind a proxy that holds this server's lock for every method call."""
         return LockedApp(self.app, self.lock)

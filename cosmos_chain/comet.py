@@ -262,10 +262,15 @@ class CometClient:
         return binascii.unhexlify(self.raw_block(height)["block"]["header"]["app_hash"])
 
     def wait_for_height(self, height: int, timeout: float = 30.0) -> int:
-        """Block until the node has committed ``height``; return the latest height."""
-        return wait_until(
-            lambda: (h := self.latest_height()) >= height and h, timeout, f"height {height} at {self.rpc_url}"
-        )
+        """Block until the node has committed ``height`` - stored it *and* its app has committed it
+        (``/status`` counts a block as soon as CometBFT saved it, before FinalizeBlock/Commit ran) -
+        and return the latest height."""
+
+        def reached() -> int | None:
+            h = self.latest_height()
+            return h if h >= height and self.abci_info()[0] >= height else None
+
+        return wait_until(reached, timeout, f"height {height} committed by the node and its app at {self.rpc_url}")
 
     # ---- transactions ----------------------------------------------------------------------
 
@@ -453,6 +458,11 @@ class CometNode:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+    @property
+    def app_height(self) -> int:
+        """Last height the in-process app committed (0 when not started)."""
+        return self.server.committed_height if self.server is not None else 0
 
     def check_alive(self) -> None:
         """Raise :class:`CometError` with the log tail if cometbft exited."""
@@ -675,12 +685,15 @@ class CometNetwork:
         return [node.client.latest_height() for node in self.nodes]
 
     def wait_for_height(self, height: int, timeout: float = 30.0) -> list[int]:
-        """Block until every node has committed ``height`` (fails fast if a node died)."""
+        """Block until every node has committed ``height`` - CometBFT stored the block and the
+        node's app committed it (the RPC height runs ahead while the app executes the block) -
+        and return the nodes' RPC heights. Fails fast if a node died."""
 
         def reached() -> list[int] | None:
             self.check_alive()
             heights = self.heights()
-            return heights if min(heights) >= height else None
+            apps = [node.app_height for node in self.nodes]
+            return heights if min(heights) >= height and min(apps) >= height else None
 
         return wait_until(reached, timeout, f"all {len(self.nodes)} nodes at height {height}", interval=0.2)
 

@@ -37,10 +37,11 @@ def _common_hashes(net: CometNetwork, nodes: list[int]) -> dict[int, bytes]:
     """Heights every listed node's app committed, checked equal across them; height → app hash."""
     servers = [net.nodes[i].server for i in nodes]
     assert all(s is not None for s in servers)
-    common = set.intersection(*(set(s.app_hashes) for s in servers))  # type: ignore[union-attr]
+    seen = [s.committed_hashes() for s in servers]  # type: ignore[union-attr]
+    common = set.intersection(*(set(x) for x in seen))
     out: dict[int, bytes] = {}
     for h in sorted(common):
-        hashes = {s.app_hashes[h] for s in servers}  # type: ignore[union-attr]
+        hashes = {x[h] for x in seen}
         assert len(hashes) == 1, f"app hashes diverge at height {h}: {[x.hex() for x in hashes]}"
         out[h] = hashes.pop()
     return out
@@ -139,7 +140,7 @@ def test_chain_survives_one_validator_down_and_it_catches_up(net4: CometNetwork)
     catch_up = max(n.client.latest_height() for n in live) + 2
     net4.wait_for_height(catch_up, timeout=60)
     assert down.server is not None and down.server.info_responses[0].height == resume_from
-    assert min(down.server.app_hashes) == resume_from + 1  # synced the missing blocks, not from genesis
+    assert min(down.server.committed_hashes()) == resume_from + 1  # synced the missing blocks, not from genesis
     hashes = _common_hashes(net4, [0, 1, 2, 3])
     assert tx_height in hashes and catch_up in hashes
     assert query_balance(down.client, BOB.address) == before_bob + 5_000

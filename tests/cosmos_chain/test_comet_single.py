@@ -256,7 +256,7 @@ def test_restart_resumes_from_persisted_state(fresh_net: CometNetwork) -> None:
     assert "init_chain" not in server2.request_counts  # no replay from genesis
     client = net.client
     client.wait_for_height(height + 3, timeout=20)
-    assert min(server2.app_hashes) == height + 1  # the first block the new app saw is the next one
+    assert min(server2.committed_hashes()) == height + 1  # the first block the new app saw is the next one
     assert client.block_app_hash(height + 1) == app_hash
     assert client.abci_info()[0] >= height + 3
     assert query_balance(client, CAROL.address) == carol
@@ -290,10 +290,12 @@ def test_crash_and_replay_of_missing_blocks(fresh_net: CometNetwork) -> None:
         _copy_db(node.app_home, snapshot)
     # more blocks (one with a tx) after the snapshot
     late = client.submit(signed_send(client, chain_id, ALICE, CAROL.address, 200, memo="lost by the app"))
+    # waits until the *app* committed late + 2 too (CometBFT's RPC height counts a block before the
+    # app executed it; killing in that window would leave crash_height one short)
     client.wait_for_height(int(late["height"]) + 2, timeout=20)
     carol = query_balance(client, CAROL.address)
     node.kill()
-    hashes = dict(server.app_hashes)
+    hashes = server.committed_hashes()  # under its lock: a Commit still running finishes first
     crash_height = max(hashes)
     assert crash_height >= snap_height + 3
 
@@ -306,10 +308,11 @@ def test_crash_and_replay_of_missing_blocks(fresh_net: CometNetwork) -> None:
     assert server2 is not None
     assert server2.info_responses[0].height == snap_height
     assert "init_chain" not in server2.request_counts
-    replayed = [h for h in server2.app_hashes if h <= crash_height]
+    seen = server2.committed_hashes()
+    replayed = [h for h in seen if h <= crash_height]
     assert replayed == list(range(snap_height + 1, crash_height + 1))  # exactly the missing blocks, in order
     for h in replayed:
-        assert server2.app_hashes[h] == hashes[h], f"app hash differs at replayed height {h}"
+        assert seen[h] == hashes[h], f"app hash differs at replayed height {h}"
     assert net.client.block_app_hash(crash_height + 1) == hashes[crash_height]
     assert query_balance(net.client, CAROL.address) == carol
     assert net.client.tx(late["hash"]) is not None
@@ -325,15 +328,16 @@ def test_kill_and_restart_continues(fresh_net: CometNetwork) -> None:
     server = node.server
     assert server is not None
     node.kill()
-    hashes = dict(server.app_hashes)
+    hashes = server.committed_hashes()  # under its lock: a Commit still running finishes first
     net.start(timeout=60)
     server2 = node.server
     assert server2 is not None
     info = server2.info_responses[0]
     assert info.app_hash == hashes[info.height]
     net.client.wait_for_height(max(hashes) + 2, timeout=20)
-    for h in set(hashes) & set(server2.app_hashes):
-        assert server2.app_hashes[h] == hashes[h]
+    seen = server2.committed_hashes()
+    for h in set(hashes) & set(seen):
+        assert seen[h] == hashes[h]
     assert net.client.block_app_hash(max(hashes) + 1) == hashes[max(hashes)]
 
 
@@ -454,7 +458,7 @@ def test_run_comet_chain_context_manager_and_resume(tool_path, tmp_path: Path) -
             assert rec["result"]["code"] == 0
         finally:
             backend.close()
-        stopped_at = net.client.latest_height()
+        stopped_at = net.client.abci_info()[0]  # what the app had committed (and persisted) by then
     assert all(not n.running and n.server is None for n in net.nodes)
     with pytest.raises(ValueError, match="once"):
         run_comet_chain(home, 1, genesis, app_genesis={"other": 1})
