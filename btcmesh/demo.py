@@ -189,6 +189,7 @@ class DemoResult:
     rest_url: str = ""
     api_url: str = ""
     btc_backend: str = "embedded"
+    btc_rpc_url: str = ""                          # btcd's RPC (empty for the embedded node)
     comet_validators: int = 0
     comet_rpc_urls: list[str] = field(default_factory=list)
     app_hash_height: int = 0                       # CometBFT: the height the app hashes below are for
@@ -350,6 +351,7 @@ def _start_bitcoin(run: _Run, miner_secret: bytes) -> Any:
                        start_timeout=run.cfg.timeout)
     proc.start()
     run.stack.callback(proc.stop)
+    run.result.btc_rpc_url = proc.url
     proc.check_softforks()
     return proc.backend(timeout=run.cfg.timeout)
 
