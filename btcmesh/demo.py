@@ -444,10 +444,8 @@ def _check_validator_app_hashes(run: _Run, chain: _Chain) -> None:
     for node in net.nodes:
         name = f"node{node.index}"
         res.validator_app_hashes[name] = node.client.block_app_hash(height + 1).hex()
-        server = node.server
-        if server is not None:
-            with server.lock:
-                local = server.app_hashes.get(height)
+        if node.server is not None:
+            local = node.server.committed_hashes().get(height)
             res.validator_local_app_hashes[name] = local.hex() if local is not None else ""
     seen = set(res.validator_app_hashes.values()) | set(res.validator_local_app_hashes.values())
     if len(seen) != 1 or "" in seen:
