@@ -360,8 +360,9 @@ def test_two_cometbft_validators_agree_on_finality_and_mesh(tool_path, tmp_path)
             mesh = smart(node.client, "mesh", {"adapter": {"delegation": {"staking_tx_hash": h(1)}}})["delegation"]
             assert (mesh["status"], mesh["collateral_sat"]) == ("SLASHED", 900_000)
         servers = [n.server for n in net.nodes]
-        wait_until(lambda: all(done in s.app_hashes for s in servers), 30, "both apps past the slash")
-        common = set.intersection(*(set(s.app_hashes) for s in servers))
+        wait_until(lambda: all(done in s.committed_hashes() for s in servers), 30, "both apps past the slash")
+        snapshots = [s.committed_hashes() for s in servers]
+        common = set.intersection(*(set(snap) for snap in snapshots))
         assert done in common
         for height in common:
-            assert len({s.app_hashes[height] for s in servers}) == 1, f"app hashes diverge at {height}"
+            assert len({snap[height] for snap in snapshots}) == 1, f"app hashes diverge at {height}"
