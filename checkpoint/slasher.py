@@ -170,7 +170,9 @@ class SlashableDelegation:
             unbonding_slashing_tx=tx("unbonding_slashing_tx", required=False),
             delegator_unbonding_slashing_sig=None if ub_sig in (None, "") else _b(
                 ub_sig, "delegator_unbonding_slashing_sig", 64),
-            covenant_unbonding_slashing_sigs=covs("covenant_unbonding_slashing_sigs", "covenant_unbonding_sigs"),
+            # the documented name (docs/CHAIN_MESSAGES.md) first; the registry's alias too, for now
+            covenant_unbonding_slashing_sigs=covs("covenant_slashing_unbonding_sigs",
+                                                  "covenant_unbonding_slashing_sigs"),
             status=str(_pick(d, "status") or ""),
         )
 

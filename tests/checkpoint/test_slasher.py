@@ -213,3 +213,13 @@ def test_key_recovery_both_ways_must_agree(world):
     bad = dict(ev, fork_finality_sig="00" * 31 + "01")
     with pytest.raises(KeyMismatchError):
         recover_fp_secret(w["fp"], bad, None)
+
+
+def test_unbonding_slashing_sigs_read_by_documented_name_and_alias(world):
+    """``covenant_slashing_unbonding_sigs`` (docs/CHAIN_MESSAGES.md) is read; the registry's
+    ``covenant_unbonding_slashing_sigs`` alias still parses to the same signatures."""
+    d = dict(world["d"])
+    documented = SlashableDelegation.from_json(d).covenant_unbonding_slashing_sigs
+    assert len(documented) == N_COV  # every covenant signed in this fixture
+    d["covenant_unbonding_slashing_sigs"] = d.pop("covenant_slashing_unbonding_sigs")
+    assert SlashableDelegation.from_json(d).covenant_unbonding_slashing_sigs == documented

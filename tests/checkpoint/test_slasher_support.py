@@ -67,7 +67,7 @@ def presign_delegation(params: StakingParams, cov_sks: list[bytes], staker_sk: b
         "unbonding_slashing_tx": ub_slashing.serialize(include_witness=False).hex(),
         "delegator_unbonding_slashing_sig": sign_script_path(staker_sk, ub_slashing, 0, [ub_out],
                                                              ub_info.slashing_script).hex(),
-        "covenant_unbonding_slashing_sigs": _adaptor_sigs(cov_sks, fp_pks, ub_slashing, ub_out,
+        "covenant_slashing_unbonding_sigs": _adaptor_sigs(cov_sks, fp_pks, ub_slashing, ub_out,
                                                           ub_info.slashing_script, signers),
         "status": "ACTIVE",
     }
