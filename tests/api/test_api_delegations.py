@@ -128,7 +128,7 @@ def test_pagination_walks_all_pages_without_gaps_or_repeats(client):
     seen: list[str] = []
     key = ""
     pages = 0
-    while True:
+    for _ in range(10):  # bounded: 25 records in pages of 10
         params = {"staker_pk_hex": STAKER_B, "limit": 10}
         if key:
             params["pagination_key"] = key
@@ -139,6 +139,8 @@ def test_pagination_walks_all_pages_without_gaps_or_repeats(client):
         if not key:
             break
         assert len(body["data"]) == 10
+    else:
+        pytest.fail("pagination did not end")
     assert pages == 3
     assert seen == sorted(r.staking_tx_hash_hex for r in B_RECORDS)
 
@@ -176,7 +178,7 @@ def test_state_filter(client):
 
 def test_state_filter_with_pagination(client):
     keys, got = "", []
-    while True:
+    for _ in range(10):  # bounded
         params = {"staker_pk_hex": STAKER_A, "state": "UNBONDING", "limit": 1}
         if keys:
             params["pagination_key"] = keys
@@ -185,6 +187,8 @@ def test_state_filter_with_pagination(client):
         keys = body["pagination"]["next_key"]
         if not keys:
             break
+    else:
+        pytest.fail("pagination did not end")
     assert got == ["UNBONDING", "UNBONDING"]
 
 
