@@ -3,9 +3,8 @@ driven by cosmpy-signed ``MsgExecuteContract`` txs against ``LocalChain``.
 
 * ``MiniBtc`` mines real blocks (coinbase + our txs, real merkle roots, PoW at regtest ``bits``)
   and serves headers and merkle inclusion proofs to relay to the chain's BTC light client.
-* ``Delegation`` builds everything ``create_btc_delegation`` needs (staking tx, slashing txs,
-  unbonding tx, the staker's signatures) and the covenant signatures, the witnessed unbonding and
-  withdrawal spends (checked against libbitcoinkernel before they are "mined").
+* ``Delegation`` (:class:`btcmesh_testkit.btc.StakeFixture` with this suite's keys) builds everything
+  ``create_btc_delegation`` needs plus covenant signatures and oracle-checked spends.
 * ``StakingChain`` wraps ``LocalChain`` + a funded cosmpy wallet and sends the registry and light
   client messages of ``docs/CHAIN_MESSAGES.md``.
 """
@@ -15,32 +14,22 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
-import pbk
 from cosmpy.aerial.client.utils import prepare_and_broadcast_basic_transaction
 from cosmpy.aerial.exceptions import BroadcastError
 from cosmpy.aerial.tx import Transaction, TxFee
 from cosmpy.aerial.wallet import LocalWallet
 from cosmpy.protos.cosmwasm.wasm.v1.tx_pb2 import MsgExecuteContract
 
-from btc_staking.adaptor import encrypt_sign
-from btc_staking.headers import BlockHeader, check_proof_of_work
-from btc_staking.keys import schnorr_sign, xonly_from_secret
+from btcmesh_testkit.btc import StakeFixture, labelled_secret, mine_header, pop_hex
+
+from btc_staking.headers import BlockHeader
+from btc_staking.keys import xonly_from_secret
 from btc_staking.merkle import build_merkle_proof, merkle_root
-from btc_staking.params import StakingParams, covenant_secret, regtest_default_params
-from btc_staking.sighash import taproot_sighash
-from btc_staking.signing import sign_script_path
-from btc_staking.staking import (
-    build_slashing_tx,
-    build_staking_info,
-    build_unbonding_info,
-    build_unbonding_tx,
-    build_withdraw_tx,
-)
+from btc_staking.params import StakingParams, regtest_default_params
 from btc_staking.tx import OutPoint, Tx, TxIn, TxOut, p2tr_script
-from btc_staking.witness import timelock_witness, unbonding_witness
 from cosmos_chain.genesis import build_genesis, deterministic_wallet
 from cosmos_chain.modules.base import module_address
 from cosmos_chain.rest import LocalChain
@@ -48,7 +37,6 @@ from cosmos_chain.rest import LocalChain
 CHAIN_ID = "btcmesh-api-test"
 DENOM = "ubbn"
 GAS_LIMIT = 3_000_000
-REGTEST_BITS = 0x207FFFFF
 K = 2
 UNBONDING_TIME = 5
 NUM_COVENANTS = 3
@@ -56,9 +44,12 @@ QUORUM = 2
 TX_TIMEOUT = 20.0
 
 
+SECRET_NAMESPACE = b"btcmesh-api-test/"
+
+
 def secret(label: str) -> bytes:
     """Deterministic secp256k1 secret for a label."""
-    return hashlib.sha256(b"btcmesh-api-test/" + label.encode()).digest()
+    return labelled_secret(SECRET_NAMESPACE, label)
 
 
 def small_params(**overrides: Any) -> StakingParams:
@@ -67,18 +58,6 @@ def small_params(**overrides: Any) -> StakingParams:
                                   unbonding_time_blocks=UNBONDING_TIME, confirmation_depth=K)
     fields.update(overrides)
     return regtest_default_params(NUM_COVENANTS, QUORUM, **fields)
-
-
-def kernel_verify(tx: Tx, prevouts: list[TxOut], index: int = 0) -> bool:
-    """Bitcoin Core's consensus check (libbitcoinkernel, all flags) of one input."""
-    ptx = pbk.Transaction(tx.serialize())
-    spent = [pbk.TransactionOutput(pbk.ScriptPubkey(o.script_pubkey), o.value) for o in prevouts]
-    pre = pbk.script.PrecomputedTransactionData(ptx, spent)
-    spk = pbk.ScriptPubkey(prevouts[index].script_pubkey)
-    try:
-        return bool(spk.verify(prevouts[index].value, ptx, pre, index, pbk.ScriptVerificationFlags.ALL))
-    except pbk.ScriptVerifyException:
-        return False
 
 
 # ---------------------------------------------------------------------------- Bitcoin side
@@ -121,12 +100,7 @@ class MiniBtc:
             txids = [t.txid() for t in block_txs]
             prev = self.blocks[-1].header.hash() if self.blocks else b"\0" * 32
             self._time += 600
-            nonce = 0
-            while True:
-                header = BlockHeader(0x20000000, prev, merkle_root(txids), self._time, REGTEST_BITS, nonce)
-                if check_proof_of_work(header):
-                    break
-                nonce += 1
+            header = mine_header(prev, merkle_root(txids), self._time)
             block = MinedBlock(header, height, txids)
             self.blocks.append(block)
             out.append(block)
@@ -169,113 +143,10 @@ class FinalityProviderKey:
         return xonly_from_secret(self.sk)
 
 
-@dataclass
-class Delegation:
-    """One staker's BTC delegation with every tx and signature the registry needs."""
+class Delegation(StakeFixture):
+    """One staker's BTC delegation with every tx and signature the registry needs (keys from :func:`secret`)."""
 
-    staker_label: str
-    fps: list[bytes]
-    value: int
-    staking_time: int
-    params: StakingParams
-    funding_label: str = ""
-    staking_tx: Tx = field(init=False)
-    unbonding_tx: Tx = field(init=False)
-
-    def __post_init__(self) -> None:
-        p = self.params
-        self.staker_sk = secret("staker/" + self.staker_label)
-        self.staker_pk = xonly_from_secret(self.staker_sk)
-        self.info = build_staking_info(self.staker_pk, self.fps, p.covenant_pks, p.covenant_quorum,
-                                       self.staking_time, self.value)
-        funding = OutPoint(hashlib.sha256(f"funding/{self.staker_label}/{self.funding_label}".encode()).digest(), 0)
-        change = TxOut(50_000, p2tr_script(self.staker_pk))
-        self.staking_tx = Tx(2, [TxIn(funding)], [self.info.output, change], 0)
-        self.staking_outpoint = OutPoint(self.staking_tx.txid(), 0)
-        self.slashing_tx = build_slashing_tx(self.staking_outpoint, self.value, self.staker_pk, p)
-        self.unbonding_tx = build_unbonding_tx(self.staking_outpoint, self.value, self.staker_pk, self.fps, p)
-        self.unbonding_value = self.value - p.unbonding_fee_sat
-        self.unbonding_info = build_unbonding_info(self.staker_pk, self.fps, p.covenant_pks, p.covenant_quorum,
-                                                   p.unbonding_time_blocks, self.unbonding_value)
-        self.unbonding_outpoint = OutPoint(self.unbonding_tx.txid(), 0)
-        self.unbonding_slashing_tx = build_slashing_tx(self.unbonding_outpoint, self.unbonding_value,
-                                                       self.staker_pk, p)
-
-    @property
-    def staking_tx_hash(self) -> str:
-        """Display-order staking txid."""
-        return self.staking_tx.txid_hex()
-
-    def _sighash(self, tx: Tx, prevout: TxOut, leaf: bytes) -> bytes:
-        return taproot_sighash(tx, 0, [prevout], 0, leaf_script=leaf)
-
-    def create_msg(self, sender: str, inclusion_proof: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``create_btc_delegation`` body (signed by the staker)."""
-        pop = schnorr_sign(self.staker_sk, hashlib.sha256(sender.encode()).digest())
-        body: dict[str, Any] = {
-            "staker_btc_pk": self.staker_pk.hex(),
-            "pop": pop.hex(),
-            "fp_btc_pk_list": [k.hex() for k in self.fps],
-            "staking_time": self.staking_time,
-            "staking_value": self.value,
-            "staking_tx": self.staking_tx.serialize().hex(),
-            "staking_output_index": 0,
-            "slashing_tx": self.slashing_tx.serialize().hex(),
-            "delegator_slashing_sig": sign_script_path(self.staker_sk, self.slashing_tx, 0, [self.info.output],
-                                                       self.info.slashing_script).hex(),
-            "unbonding_time": self.params.unbonding_time_blocks,
-            "unbonding_tx": self.unbonding_tx.serialize().hex(),
-            "unbonding_value": self.unbonding_value,
-            "unbonding_slashing_tx": self.unbonding_slashing_tx.serialize().hex(),
-            "delegator_unbonding_slashing_sig": sign_script_path(
-                self.staker_sk, self.unbonding_slashing_tx, 0, [self.unbonding_info.output],
-                self.unbonding_info.slashing_script).hex(),
-        }
-        if inclusion_proof is not None:
-            body["inclusion_proof"] = inclusion_proof
-        return body
-
-    def covenant_sigs_msg(self, i: int) -> dict[str, Any]:
-        """``add_covenant_sigs`` body of covenant member ``i``."""
-        sk = covenant_secret(i)
-        slash_msg = self._sighash(self.slashing_tx, self.info.output, self.info.slashing_script)
-        unb_slash_msg = self._sighash(self.unbonding_slashing_tx, self.unbonding_info.output,
-                                      self.unbonding_info.slashing_script)
-        return {
-            "pk": xonly_from_secret(sk).hex(),
-            "staking_tx_hash": self.staking_tx_hash,
-            "slashing_tx_sigs": [encrypt_sign(sk, fp, slash_msg).serialize().hex() for fp in self.fps],
-            "unbonding_tx_sig": sign_script_path(sk, self.unbonding_tx, 0, [self.info.output],
-                                                 self.info.unbonding_script).hex(),
-            "slashing_unbonding_tx_sigs": [encrypt_sign(sk, fp, unb_slash_msg).serialize().hex() for fp in self.fps],
-        }
-
-    def signed_unbonding_tx(self) -> Tx:
-        """The unbonding tx with staker + covenant-quorum witness (kernel-verified)."""
-        p = self.params
-        cov = {xonly_from_secret(covenant_secret(i)): sign_script_path(
-            covenant_secret(i), self.unbonding_tx, 0, [self.info.output], self.info.unbonding_script)
-            for i in range(p.covenant_quorum)}
-        staker_sig = sign_script_path(self.staker_sk, self.unbonding_tx, 0, [self.info.output], self.info.unbonding_script)
-        wit = unbonding_witness(p.covenant_pks, cov, p.covenant_quorum, staker_sig, self.info.unbonding_script,
-                                self.info.control_block(self.info.unbonding_script))
-        tx = Tx(2, [TxIn(self.staking_outpoint, witness=wit)], self.unbonding_tx.outputs, 0)
-        assert tx.txid() == self.unbonding_tx.txid()
-        assert kernel_verify(tx, [self.info.output]), "unbonding spend rejected by libbitcoinkernel"
-        return tx
-
-    def signed_withdraw_tx(self, *, after_unbonding: bool) -> Tx:
-        """Timelock-path withdrawal of the staking (or unbonding) output, kernel-verified."""
-        if after_unbonding:
-            info, outpoint, value, lock = (self.unbonding_info, self.unbonding_outpoint, self.unbonding_value,
-                                           self.params.unbonding_time_blocks)
-        else:
-            info, outpoint, value, lock = self.info, self.staking_outpoint, self.value, self.staking_time
-        tx = build_withdraw_tx(outpoint, value, lock, p2tr_script(self.staker_pk), 500)
-        sig = sign_script_path(self.staker_sk, tx, 0, [info.output], info.timelock_script)
-        tx.inputs[0].witness = timelock_witness(sig, info.timelock_script, info.control_block(info.timelock_script))
-        assert kernel_verify(tx, [info.output]), "withdrawal spend rejected by libbitcoinkernel"
-        return tx
+    SECRET_NAMESPACE = SECRET_NAMESPACE
 
 
 # ---------------------------------------------------------------------------- chain side
@@ -342,9 +213,8 @@ class StakingChain:
     def register_fp(self, fp: FinalityProviderKey, moniker: str, commission: str = "0.05",
                     validator: str = "") -> None:
         """``create_finality_provider`` signed by our wallet."""
-        pop = schnorr_sign(fp.sk, hashlib.sha256(self.sender.encode()).digest())
         self.execute(self.registry, {"create_finality_provider": {
-            "btc_pk": fp.pk.hex(), "pop": pop.hex(),
+            "btc_pk": fp.pk.hex(), "pop": pop_hex(fp.sk, self.sender),
             "description": {"moniker": moniker, "identity": "", "website": f"https://{moniker}.example",
                             "security_contact": f"sec@{moniker}.example", "details": ""},
             "commission": commission, "validator": validator or f"val-{moniker}"}})

@@ -6,24 +6,20 @@ interpreters (libbitcoinkernel via pbk, btclib) and then accepted by the Embedde
 from __future__ import annotations
 
 import hashlib
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "btc_staking"))
+from btcmesh_testkit.oracles import both_accept
 
-from bs_oracles import both_accept  # noqa: E402
-
-from btc_staking.adaptor import AdaptorSignature  # noqa: E402
-from btc_staking.keys import xonly_from_secret  # noqa: E402
-from btc_staking.params import covenant_secret, mul_f64, regtest_default_params  # noqa: E402
-from btc_staking.sighash import taproot_sighash  # noqa: E402
-from btc_staking.signing import verify_pop_bip340  # noqa: E402
-from btc_staking.tx import OutPoint, Tx, TxIn, TxOut, p2tr_script  # noqa: E402
-from btcmesh.covenant import CovenantCommittee, CovenantError, CovenantMember  # noqa: E402
-from btcmesh.staker import Staker, StakerError  # noqa: E402
-from checkpoint.slasher import CovenantAdaptorSigs, complete_slashing_tx  # noqa: E402
+from btc_staking.adaptor import AdaptorSignature
+from btc_staking.keys import xonly_from_secret
+from btc_staking.params import covenant_secret, mul_f64, regtest_default_params
+from btc_staking.sighash import taproot_sighash
+from btc_staking.signing import verify_pop_bip340
+from btc_staking.tx import OutPoint, Tx, TxIn, TxOut, p2tr_script
+from btcmesh.covenant import CovenantCommittee, CovenantError, CovenantMember
+from btcmesh.staker import Staker, StakerError
+from checkpoint.slasher import CovenantAdaptorSigs, complete_slashing_tx
 
 PARAMS = regtest_default_params(unbonding_time_blocks=3)
 STAKING_TIME = 150

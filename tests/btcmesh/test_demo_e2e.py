@@ -4,22 +4,18 @@ the extracted key, and every Bitcoin spend re-checked by libbitcoinkernel and bt
 from __future__ import annotations
 
 import importlib.util
-import sys
 from decimal import ROUND_FLOOR, Decimal
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "btc_staking"))
+from btcmesh_testkit.oracles import btclib_verify, kernel_verify
+from btclib.tx.tx import Tx as BTx
 
-from bs_oracles import btclib_verify, kernel_verify  # noqa: E402
-from btclib.tx.tx import Tx as BTx  # noqa: E402
-
-from btc_staking.params import mul_f64  # noqa: E402
-from btc_staking.staking import build_slashing_change_info  # noqa: E402
-from btc_staking.tx import Tx  # noqa: E402
-from btcmesh.demo import DemoConfig, DemoResult, format_summary, run_demo  # noqa: E402
-from btcmesh.staker import DEFAULT_WITHDRAW_FEE  # noqa: E402
+from btc_staking.params import mul_f64
+from btc_staking.staking import build_slashing_change_info
+from btc_staking.tx import Tx
+from btcmesh.demo import DemoConfig, DemoResult, format_summary, run_demo
+from btcmesh.staker import DEFAULT_WITHDRAW_FEE
 
 CFG = DemoConfig()
 

@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import importlib.util
 import socket
-import sys
 from decimal import ROUND_FLOOR, Decimal
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "btc_staking"))
+from btcmesh_testkit.oracles import btclib_verify, kernel_verify
 
-from bs_oracles import btclib_verify, kernel_verify  # noqa: E402
-
-from btc_staking.params import mul_f64  # noqa: E402
-from btc_staking.staking import build_slashing_change_info  # noqa: E402
-from btc_staking.tx import Tx  # noqa: E402
-from btcmesh.cli import build_parser  # noqa: E402
-from btcmesh.demo import DemoConfig, DemoResult, format_summary, run_demo  # noqa: E402
-from btcmesh.staker import DEFAULT_WITHDRAW_FEE  # noqa: E402
+from btc_staking.params import mul_f64
+from btc_staking.staking import build_slashing_change_info
+from btc_staking.tx import Tx
+from btcmesh.cli import build_parser
+from btcmesh.demo import DemoConfig, DemoResult, format_summary, run_demo
+from btcmesh.staker import DEFAULT_WITHDRAW_FEE
 
 pytestmark = pytest.mark.timeout(180)
 

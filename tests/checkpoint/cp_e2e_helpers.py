@@ -18,7 +18,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from btc_staking.keys import schnorr_sign, xonly_from_secret
+from btcmesh_testkit.btc import pop_hex
+
+from btc_staking.keys import xonly_from_secret
 from btc_staking.merkle import build_merkle_proof, merkle_root, verify_merkle_proof
 from btc_staking.params import StakingParams, regtest_default_params
 from btc_staking.tx import Tx
@@ -110,7 +112,7 @@ class E2E:
         sender = str(self.admin_wallet.address())
         self.admin({"create_finality_provider": {
             "btc_pk": xonly_from_secret(sk).hex(),
-            "pop": schnorr_sign(sk, hashlib.sha256(sender.encode()).digest()).hex(),
+            "pop": pop_hex(sk, sender),
             "description": {"moniker": moniker}, "commission": "0.05", "validator": f"val-{moniker}"}})
 
     def delegation(self, staking_txid: str) -> dict[str, Any] | None:

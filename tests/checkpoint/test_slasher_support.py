@@ -6,25 +6,21 @@ both slashing txs, each covenant member adaptor-signs them with ``encrypt_sign``
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "btc_staking"))
+from btcmesh_testkit.oracles import btclib_verify, kernel_verify
 
-from bs_oracles import btclib_verify, kernel_verify  # noqa: E402
-
-from btc_staking.adaptor import encrypt_sign  # noqa: E402
-from btc_staking.keys import xonly_from_secret  # noqa: E402
-from btc_staking.params import StakingParams  # noqa: E402
-from btc_staking.sighash import taproot_sighash  # noqa: E402
-from btc_staking.signing import sign_script_path  # noqa: E402
-from btc_staking.staking import (  # noqa: E402
+from btc_staking.adaptor import encrypt_sign
+from btc_staking.keys import xonly_from_secret
+from btc_staking.params import StakingParams
+from btc_staking.sighash import taproot_sighash
+from btc_staking.signing import sign_script_path
+from btc_staking.staking import (
     build_slashing_tx,
     build_staking_info,
     build_unbonding_info,
     build_unbonding_tx,
 )
-from btc_staking.tx import OutPoint, Tx  # noqa: E402
+from btc_staking.tx import OutPoint, Tx
 
 __all__ = ["presign_delegation", "kernel_verify", "btclib_verify", "covenant_unbonding_sigs"]
 

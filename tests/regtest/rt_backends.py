@@ -10,12 +10,11 @@
 Every chain comes with a `Wallet` holding 101 blocks of coinbase (one mature coin, plus more as
 blocks are mined: every block is mined to the wallet, which is how btcd mines anyway). Spends
 are checked with two independent script interpreters (libbitcoinkernel via ``pbk`` and btclib,
-from ``tests/btc_staking/bs_oracles.py``) before they are broadcast. No tests live here.
+from ``btcmesh_testkit.oracles``) before they are broadcast. No tests live here.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -23,19 +22,17 @@ from typing import Iterator
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "btc_staking"))
+from btcmesh_testkit.oracles import btclib_verify, kernel_verify
 
-from bs_oracles import btclib_verify, kernel_verify  # noqa: E402
-
-from btc_staking.adaptor import encrypt_sign  # noqa: E402
-from btc_staking.keys import generate_secret, xonly_from_secret  # noqa: E402
-from btc_staking.params import StakingParams, regtest_default_params  # noqa: E402
-from btc_staking.sighash import taproot_sighash  # noqa: E402
-from btc_staking.signing import sign_script_path  # noqa: E402
-from btc_staking.staking import StakingInfo, build_staking_info, build_staking_tx  # noqa: E402
-from btc_staking.tx import OutPoint, Tx, TxOut  # noqa: E402
-from regtest.backend import BitcoinBackend, TxRejected  # noqa: E402
-from regtest.wallet import Wallet  # noqa: E402
+from btc_staking.adaptor import encrypt_sign
+from btc_staking.keys import generate_secret, xonly_from_secret
+from btc_staking.params import StakingParams, regtest_default_params
+from btc_staking.sighash import taproot_sighash
+from btc_staking.signing import sign_script_path
+from btc_staking.staking import StakingInfo, build_staking_info, build_staking_tx
+from btc_staking.tx import OutPoint, Tx, TxOut
+from regtest.backend import BitcoinBackend, TxRejected
+from regtest.wallet import Wallet
 
 __all__ = [
     "BACKENDS",

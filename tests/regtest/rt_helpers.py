@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "btc_staking"))
+from btcmesh_testkit.oracles import btclib_verify, kernel_verify
 
-from bs_oracles import btclib_verify, kernel_verify  # noqa: E402
-
-from btc_staking.keys import generate_secret  # noqa: E402
-from btc_staking.signing import p2tr_key_path_script, sign_key_path  # noqa: E402
-from btc_staking.tx import OutPoint, Tx, TxIn, TxOut  # noqa: E402
-from btc_staking.witness import key_path_witness  # noqa: E402
-from regtest.embedded import EmbeddedNode  # noqa: E402
+from btc_staking.keys import generate_secret
+from btc_staking.signing import p2tr_key_path_script, sign_key_path
+from btc_staking.tx import OutPoint, Tx, TxIn, TxOut
+from btc_staking.witness import key_path_witness
+from regtest.embedded import EmbeddedNode
 
 __all__ = ["Key", "new_key", "coinbase_coin", "spend_key_path", "oracles_accept", "FEE"]
 
