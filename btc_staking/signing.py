@@ -11,6 +11,7 @@ from .sighash import SIGHASH_DEFAULT, taproot_sighash
 from .tx import Tx, TxOut, p2tr_script
 
 __all__ = [
+    "script_path_sighash",
     "sign_script_path",
     "verify_script_path_sig",
     "bip86_output_key",
@@ -22,20 +23,24 @@ __all__ = [
 ]
 
 
+def script_path_sighash(tx: Tx, input_index: int, prevouts: Sequence[TxOut], leaf_script: bytes) -> bytes:
+    """BIP-341 SIGHASH_DEFAULT sighash of a tapscript spend of `leaf_script` (what covenants and
+    finality providers sign, plain or adaptor-encrypted, for the slashing and unbonding txs)."""
+    return taproot_sighash(tx, input_index, list(prevouts), SIGHASH_DEFAULT, leaf_script=leaf_script)
+
+
 def sign_script_path(
     sk: bytes, tx: Tx, input_index: int, prevouts: Sequence[TxOut], leaf_script: bytes, aux32: bytes | None = None
 ) -> bytes:
     """64-byte BIP-340 signature (SIGHASH_DEFAULT) of the tapscript sighash for `leaf_script`."""
-    msg = taproot_sighash(tx, input_index, list(prevouts), SIGHASH_DEFAULT, leaf_script=leaf_script)
-    return schnorr_sign(sk, msg, aux32)
+    return schnorr_sign(sk, script_path_sighash(tx, input_index, prevouts, leaf_script), aux32)
 
 
 def verify_script_path_sig(
     xonly_pk: bytes, sig: bytes, tx: Tx, input_index: int, prevouts: Sequence[TxOut], leaf_script: bytes
 ) -> bool:
     """Verify a SIGHASH_DEFAULT tapscript signature."""
-    msg = taproot_sighash(tx, input_index, list(prevouts), SIGHASH_DEFAULT, leaf_script=leaf_script)
-    return schnorr_verify(xonly_pk, msg, sig)
+    return schnorr_verify(xonly_pk, script_path_sighash(tx, input_index, prevouts, leaf_script), sig)
 
 
 def bip86_output_key(internal_xonly: bytes) -> bytes:

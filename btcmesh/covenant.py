@@ -26,8 +26,7 @@ from btc_staking.adaptor import AdaptorSignature, encrypt_sign
 from btc_staking.errors import StakingError
 from btc_staking.keys import check_secret, to_xonly, xonly_from_secret
 from btc_staking.params import StakingParams, covenant_secret
-from btc_staking.sighash import SIGHASH_DEFAULT, taproot_sighash
-from btc_staking.signing import sign_script_path, verify_script_path_sig
+from btc_staking.signing import script_path_sighash, sign_script_path, verify_script_path_sig
 from btc_staking.staking import (
     build_staking_info,
     build_unbonding_info,
@@ -193,10 +192,9 @@ class CovenantMember:
             raise CovenantError(f"{self.pk.hex()} is not a covenant key of these params")
         view = delegation if isinstance(delegation, DelegationView) else DelegationView.from_json(delegation)
         c = check_delegation(view, params)
-        slash_msg = taproot_sighash(view.slashing_tx, 0, [c.staking_output], SIGHASH_DEFAULT,
-                                    leaf_script=c.slashing_leaf)
-        ub_slash_msg = taproot_sighash(view.unbonding_slashing_tx, 0, [c.unbonding_output], SIGHASH_DEFAULT,
-                                       leaf_script=c.unbonding_slashing_leaf)
+        slash_msg = script_path_sighash(view.slashing_tx, 0, [c.staking_output], c.slashing_leaf)
+        ub_slash_msg = script_path_sighash(view.unbonding_slashing_tx, 0, [c.unbonding_output],
+                                           c.unbonding_slashing_leaf)
         return CovenantSignatures(
             pk=self.pk,
             staking_tx_hash=view.staking_tx_hash,

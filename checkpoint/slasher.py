@@ -29,7 +29,7 @@ from btc_staking.adaptor import AdaptorSignature
 from btc_staking.errors import StakingError
 from btc_staking.keys import schnorr_sign, schnorr_verify, to_xonly, xonly_from_secret
 from btc_staking.params import StakingParams
-from btc_staking.sighash import SIGHASH_DEFAULT, taproot_sighash
+from btc_staking.signing import script_path_sighash
 from btc_staking.staking import build_staking_info, build_unbonding_info, validate_slashing_tx
 from btc_staking.tx import OutPoint, Tx, TxOut
 from btc_staking.witness import slashing_witness
@@ -229,7 +229,7 @@ def complete_slashing_tx(
     if fp_x not in fps:
         raise IncompleteDelegationError("the slashed FP is not in this delegation's FP list")
     fp_index = fps.index(fp_x)
-    msg = taproot_sighash(slashing_tx, 0, [funding_output], SIGHASH_DEFAULT, leaf_script=leaf_script)
+    msg = script_path_sighash(slashing_tx, 0, [funding_output], leaf_script)
     if not schnorr_verify(to_xonly(staker_pk), msg, staker_sig):
         raise IncompleteDelegationError("the staker's slashing pre-signature does not verify")
     cov_set = {to_xonly(k) for k in covenant_pks}
