@@ -59,8 +59,29 @@ def _fp_list(fp_pks: Sequence[bytes] | bytes) -> list[bytes]:
     return fps
 
 
+class _TaprootOutputInfo:
+    """Shared accessors of a NUMS-keyed taproot output with ``value`` sat and script ``tree``."""
+
+    value: int
+    tree: TaprootTree
+
+    @property
+    def pk_script(self) -> bytes:
+        """P2TR scriptPubKey of the output."""
+        return self.tree.pk_script
+
+    @property
+    def output(self) -> TxOut:
+        """The output as a TxOut."""
+        return TxOut(self.value, self.pk_script)
+
+    def control_block(self, script: bytes) -> bytes:
+        """Control block for one of the output's leaves."""
+        return self.tree.control_block(script)
+
+
 @dataclass(frozen=True)
-class StakingInfo:
+class StakingInfo(_TaprootOutputInfo):
     """The staking output: three leaves [timelock, unbonding, slashing] under NUMS."""
 
     staker_pk: bytes
@@ -74,23 +95,9 @@ class StakingInfo:
     slashing_script: bytes
     tree: TaprootTree
 
-    @property
-    def pk_script(self) -> bytes:
-        """P2TR scriptPubKey of the staking output."""
-        return self.tree.pk_script
-
-    @property
-    def output(self) -> TxOut:
-        """The staking TxOut."""
-        return TxOut(self.value, self.pk_script)
-
-    def control_block(self, script: bytes) -> bytes:
-        """Control block for one of the three leaves."""
-        return self.tree.control_block(script)
-
 
 @dataclass(frozen=True)
-class UnbondingInfo:
+class UnbondingInfo(_TaprootOutputInfo):
     """The unbonding output: two leaves [timelock(unbonding_time), slashing] under NUMS."""
 
     staker_pk: bytes
@@ -102,20 +109,6 @@ class UnbondingInfo:
     timelock_script: bytes
     slashing_script: bytes
     tree: TaprootTree
-
-    @property
-    def pk_script(self) -> bytes:
-        """P2TR scriptPubKey of the unbonding output."""
-        return self.tree.pk_script
-
-    @property
-    def output(self) -> TxOut:
-        """The unbonding TxOut."""
-        return TxOut(self.value, self.pk_script)
-
-    def control_block(self, script: bytes) -> bytes:
-        """Control block for one of the two leaves."""
-        return self.tree.control_block(script)
 
 
 @dataclass(frozen=True)
