@@ -27,7 +27,6 @@ whose ``reason`` is the node's message verbatim; every other JSON-RPC error rais
 from __future__ import annotations
 
 import base64
-import hashlib
 import http.client
 import itertools
 import json
@@ -38,6 +37,7 @@ from urllib.parse import urlsplit
 
 from btc_staking.tx import Tx
 
+from .address import script_to_address
 from .backend import BackendError, TxRejected
 
 __all__ = ["RpcBackend", "RpcError", "REJECT_CODES", "script_to_address"]
@@ -46,15 +46,6 @@ __all__ = ["RpcBackend", "RpcError", "REJECT_CODES", "script_to_address"]
 # consensus), -27 already in chain. btcd answers mempool rejections with -26/-25 and decode errors
 # with -22 as well (btcjson.ErrRPCVerify / ErrRPCDeserialization ...).
 REJECT_CODES = frozenset({-22, -25, -26, -27})
-
-_BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_NETS = {  # hrp, p2pkh version, p2sh version
-    "regtest": ("bcrt", 0x6F, 0xC4),
-    "testnet": ("tb", 0x6F, 0xC4),
-    "signet": ("tb", 0x6F, 0xC4),
-    "mainnet": ("bc", 0x00, 0x05),
-}
 
 
 class RpcError(BackendError):
@@ -65,70 +56,6 @@ class RpcError(BackendError):
         self.method = method
         self.code = code
         self.message = message
-
-
-# ------------------------------------------------------------------------------------ addresses
-def _bech32_polymod(values: list[int]) -> int:
-    gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
-    chk = 1
-    for v in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ v
-        for i in range(5):
-            chk ^= gen[i] if (top >> i) & 1 else 0
-    return chk
-
-
-def _convertbits(data: bytes, frombits: int, tobits: int) -> list[int]:
-    acc, bits, ret, maxv = 0, 0, [], (1 << tobits) - 1
-    for value in data:
-        acc = (acc << frombits) | value
-        bits += frombits
-        while bits >= tobits:
-            bits -= tobits
-            ret.append((acc >> bits) & maxv)
-    if bits:
-        ret.append((acc << (tobits - bits)) & maxv)
-    return ret
-
-
-def _segwit_address(hrp: str, version: int, program: bytes) -> str:
-    """BIP-173 (v0, bech32) / BIP-350 (v1+, bech32m) address."""
-    const = 1 if version == 0 else 0x2BC830A3
-    data = [version] + _convertbits(program, 8, 5)
-    hrp_exp = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-    polymod = _bech32_polymod(hrp_exp + data + [0] * 6) ^ const
-    checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
-    return hrp + "1" + "".join(_BECH32_CHARSET[d] for d in data + checksum)
-
-
-def _base58check(payload: bytes) -> str:
-    full = payload + hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
-    n = int.from_bytes(full, "big")
-    out = ""
-    while n:
-        n, r = divmod(n, 58)
-        out = _B58[r] + out
-    return "1" * (len(full) - len(full.lstrip(b"\0"))) + out
-
-
-def script_to_address(script: bytes, network: str = "regtest") -> str:
-    """Address of a standard scriptPubKey (P2PKH, P2SH, segwit v0–v16); ValueError otherwise."""
-    if network not in _NETS:
-        raise ValueError(f"unknown network {network!r}")
-    hrp, p2pkh_ver, p2sh_ver = _NETS[network]
-    s = bytes(script)
-    if len(s) == 25 and s[:3] == b"\x76\xa9\x14" and s[23:] == b"\x88\xac":
-        return _base58check(bytes([p2pkh_ver]) + s[3:23])
-    if len(s) == 23 and s[:2] == b"\xa9\x14" and s[22] == 0x87:
-        return _base58check(bytes([p2sh_ver]) + s[2:22])
-    if 4 <= len(s) <= 42 and (s[0] == 0 or 0x51 <= s[0] <= 0x60) and s[1] == len(s) - 2:
-        version = 0 if s[0] == 0 else s[0] - 0x50
-        program = s[2:]
-        if version == 0 and len(program) not in (20, 32):
-            raise ValueError("witness v0 program must be 20 or 32 bytes")
-        return _segwit_address(hrp, version, program)
-    raise ValueError(f"script has no address form: {s.hex()}")
 
 
 # ------------------------------------------------------------------------------------- backend

@@ -14,7 +14,6 @@ Clients such as python-bitcoinlib's ``bitcoin.rpc.Proxy`` work unmodified::
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
 import inspect
 import json
@@ -29,6 +28,8 @@ from typing import Any, Callable
 from btc_staking.headers import BlockHeader, bits_to_target
 from btc_staking.tx import OutPoint, Tx, compact_size
 
+from .address import address_to_script
+from .address import script_to_address as _script_to_address
 from .backend import BackendError, TxRejected
 from .embedded import MEMPOOL_HEIGHT, BlockRejected, EmbeddedNode
 
@@ -64,117 +65,13 @@ class RpcError(Exception):
 
 # --------------------------------------------------------------------------- addresses
 
-_BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
-_B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-_BECH32M_CONST = 0x2BC830A3
-REGTEST_HRP = "bcrt"
-_P2PKH_VERSION, _P2SH_VERSION = 0x6F, 0xC4
 
-
-def _polymod(values: list[int]) -> int:
-    gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
-    chk = 1
-    for v in values:
-        top = chk >> 25
-        chk = (chk & 0x1FFFFFF) << 5 ^ v
-        for i in range(5):
-            chk ^= gen[i] if (top >> i) & 1 else 0
-    return chk
-
-
-def _hrp_expand(hrp: str) -> list[int]:
-    return [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-
-
-def _convertbits(data: list[int] | bytes, frombits: int, tobits: int, pad: bool) -> list[int] | None:
-    acc = bits = 0
-    out: list[int] = []
-    maxv = (1 << tobits) - 1
-    for value in data:
-        acc = (acc << frombits) | value
-        bits += frombits
-        while bits >= tobits:
-            bits -= tobits
-            out.append((acc >> bits) & maxv)
-    if pad and bits:
-        out.append((acc << (tobits - bits)) & maxv)
-    elif not pad and (bits >= frombits or (acc << (tobits - bits)) & maxv):
+def script_to_address(script: bytes, network: str = "regtest") -> str | None:
+    """Address of a standard scriptPubKey, or None when it has none (bitcoind leaves it out)."""
+    try:
+        return _script_to_address(script, network)
+    except ValueError:
         return None
-    return out
-
-
-def _base58_decode(s: str) -> bytes | None:
-    n = 0
-    for c in s:
-        if c not in _B58:
-            return None
-        n = n * 58 + _B58.index(c)
-    raw = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
-    raw = b"\x00" * (len(s) - len(s.lstrip("1"))) + raw
-    if len(raw) < 5 or hashlib.sha256(hashlib.sha256(raw[:-4]).digest()).digest()[:4] != raw[-4:]:
-        return None
-    return raw[:-4]
-
-
-def _base58_encode(payload: bytes) -> str:
-    full = payload + hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
-    n = int.from_bytes(full, "big")
-    out = ""
-    while n:
-        n, r = divmod(n, 58)
-        out = _B58[r] + out
-    return "1" * (len(full) - len(full.lstrip(b"\0"))) + out
-
-
-def address_to_script(address: str, hrp: str = REGTEST_HRP) -> bytes:
-    """scriptPubKey for a regtest address: bech32 (v0) / bech32m (v1+) segwit, or base58 P2PKH/P2SH.
-    Raises ValueError for anything else (bad checksum, wrong network, wrong encoding for the version)."""
-    if not isinstance(address, str) or not address:
-        raise ValueError("address must be a non-empty string")
-    if address.lower().startswith(hrp + "1"):
-        if address.lower() != address and address.upper() != address:
-            raise ValueError("mixed-case bech32 address")
-        a = address.lower()
-        pos = a.rfind("1")
-        if len(a) > 90 or any(c not in _BECH32_CHARSET for c in a[pos + 1 :]) or len(a) - pos < 8:
-            raise ValueError("invalid bech32 characters or length")
-        data = [_BECH32_CHARSET.index(c) for c in a[pos + 1 :]]
-        const = _polymod(_hrp_expand(a[:pos]) + data)
-        if not data or data[0] > 16:
-            raise ValueError("invalid witness version")
-        version = data[0]
-        if const != (1 if version == 0 else _BECH32M_CONST):
-            raise ValueError("invalid bech32/bech32m checksum for this witness version")
-        program = _convertbits(data[1:-6], 5, 8, False)
-        if program is None or not 2 <= len(program) <= 40 or (version == 0 and len(program) not in (20, 32)):
-            raise ValueError("invalid witness program")
-        return bytes([0x50 + version if version else 0, len(program)]) + bytes(program)
-    raw = _base58_decode(address)
-    if raw is None or len(raw) != 21:
-        raise ValueError("not a valid regtest address")
-    if raw[0] == _P2PKH_VERSION:
-        return b"\x76\xa9\x14" + raw[1:] + b"\x88\xac"
-    if raw[0] == _P2SH_VERSION:
-        return b"\xa9\x14" + raw[1:] + b"\x87"
-    raise ValueError("address is not for regtest")
-
-
-def script_to_address(script: bytes, hrp: str = REGTEST_HRP) -> str | None:
-    """Regtest address of a standard scriptPubKey, or None when it has none."""
-    s = bytes(script)
-    if len(s) == 25 and s[:3] == b"\x76\xa9\x14" and s[23:] == b"\x88\xac":
-        return _base58_encode(bytes([_P2PKH_VERSION]) + s[3:23])
-    if len(s) == 23 and s[:2] == b"\xa9\x14" and s[22] == 0x87:
-        return _base58_encode(bytes([_P2SH_VERSION]) + s[2:22])
-    if 4 <= len(s) <= 42 and (s[0] == 0 or 0x51 <= s[0] <= 0x60) and s[1] == len(s) - 2:
-        version = 0 if s[0] == 0 else s[0] - 0x50
-        if version == 0 and len(s) - 2 not in (20, 32):
-            return None
-        data = [version] + (_convertbits(s[2:], 8, 5, True) or [])
-        polymod = _polymod(_hrp_expand(hrp) + data + [0] * 6) ^ (1 if version == 0 else _BECH32M_CONST)
-        checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
-        return hrp + "1" + "".join(_BECH32_CHARSET[d] for d in data + checksum)
-    return None
 
 
 def script_type(script: bytes) -> str:

@@ -38,6 +38,7 @@ from btc_staking.tx import (
     ser_string,
 )
 
+from .address import BECH32_CHARSET, BECH32M_CONST, bech32_polymod, hrp_expand
 from .backend import BackendError, BitcoinBackend
 
 __all__ = [
@@ -54,7 +55,6 @@ __all__ = [
 ]
 
 COINBASE_MATURITY = 100
-_BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _HRPS = {"regtest": "bcrt", "testnet": "tb", "signet": "tb", "mainnet": "bc"}
 
 
@@ -131,15 +131,12 @@ def decode_segwit_address(address: str, hrp: str) -> tuple[int, bytes]:
     if pos < 1 or addr[:pos] != hrp or len(addr) - pos < 7:
         raise WalletError(f"not a {hrp} segwit address: {address!r}")
     try:
-        data = [_BECH32_CHARSET.index(c) for c in addr[pos + 1 :]]
+        data = [BECH32_CHARSET.index(c) for c in addr[pos + 1 :]]
     except ValueError as exc:
         raise WalletError(f"invalid bech32 character in {address!r}") from exc
-    from .rpc import _bech32_polymod  # shared checksum code
-
-    hrp_exp = [ord(c) >> 5 for c in hrp] + [0] + [ord(c) & 31 for c in hrp]
-    const = _bech32_polymod(hrp_exp + data)
+    const = bech32_polymod(hrp_expand(hrp) + data)
     version = data[0]
-    if const != (1 if version == 0 else 0x2BC830A3):
+    if const != (1 if version == 0 else BECH32M_CONST):
         raise WalletError(f"bad checksum in {address!r}")
     acc, bits, prog = 0, 0, []
     for v in data[1:-6]:
@@ -256,7 +253,7 @@ class Wallet:
     @property
     def address(self) -> str:
         """The wallet's bech32m address."""
-        from .rpc import script_to_address
+        from .address import script_to_address
 
         return script_to_address(self.script_pubkey, self.network)
 
