@@ -8,11 +8,7 @@ from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-SHARED_DIR = REPO_ROOT.parent / "shared"
-VECTORS_PATH = SHARED_DIR / "conformance" / "babylon_btcstaking_vectors.json"
-# A byte-identical copy for checkouts that do not sit next to ../shared (test_bs_vectors checks they match).
-VENDORED_VECTORS_PATH = REPO_ROOT / "tests" / "data" / "babylon_btcstaking_vectors.json"
+from btcmesh_testkit.paths import REPO_ROOT, SHARED_DIR, VECTORS_PATH, VENDORED_VECTORS_PATH  # noqa: F401
 
 
 def find_tool(name: str) -> Path | None:

@@ -28,7 +28,7 @@ def test_five_cases_present(vectors_path):
 
 def test_vendored_copy_matches_shared_vectors():
     """tests/data holds a byte-identical copy of ../shared/conformance for standalone clones."""
-    from conftest import VECTORS_PATH, VENDORED_VECTORS_PATH
+    from btcmesh_testkit.paths import VECTORS_PATH, VENDORED_VECTORS_PATH
 
     if not VECTORS_PATH.is_file():
         pytest.skip(f"no ../shared checkout next to this clone ({VECTORS_PATH}); the vendored copy is used")
