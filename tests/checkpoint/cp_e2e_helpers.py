@@ -177,6 +177,14 @@ class E2E:
     def broadcast(self, tx: Tx) -> str:
         return self.node.send_raw_transaction(tx.serialize())
 
+    def lock(self, svc: CheckpointService, label: str) -> StakingDelegation:
+        """A new staker ``label``: register its intent (with material) with ``svc``, broadcast the lock."""
+        staker = self.staker(label)
+        d = self.new_lock(staker)
+        svc.register_intent(staker.pk, list(d.fp_pks), STAKING_TIME, VALUE, self.material(staker, d))
+        self.broadcast(d.staking_tx)
+        return d
+
     def inclusion_proof(self, txid: str) -> dict[str, Any]:
         """``{block_hash, index, proof}`` of a confirmed tx (checked locally)."""
         where = self.node.get_tx_block(txid)

@@ -13,7 +13,7 @@ import pytest
 pytest.importorskip("cosmos_chain.modules.btc_light_client", reason="the chain's BTC light client has not landed yet")
 pytest.importorskip("cosmos_chain.modules.btc_staking", reason="the chain's staking registry has not landed yet")
 
-from cp_e2e_helpers import E2E, K, STAKING_TIME, VALUE  # noqa: E402
+from cp_e2e_helpers import E2E, K  # noqa: E402
 
 from checkpoint.store import submission_key  # noqa: E402
 
@@ -23,14 +23,6 @@ def env(tmp_path):
     e = E2E(tmp_path)
     yield e
     e.close()
-
-
-def _lock(env: E2E, svc, label: str):
-    staker = env.staker(label)
-    d = env.new_lock(staker)
-    svc.register_intent(staker.pk, list(d.fp_pks), STAKING_TIME, VALUE, env.material(staker, d))
-    env.broadcast(d.staking_tx)
-    return d
 
 
 def _fork_without(env: E2E, lock_height: int, n: int) -> list[str]:
@@ -46,7 +38,7 @@ def _lc_follows_node(env: E2E) -> None:
 def test_reorg_before_attestation_removes_the_lock_it_is_never_attested(env):
     svc = env.service()
     try:
-        d = _lock(env, svc, "pre")
+        d = env.lock(svc, "pre")
         (lock_block,) = env.mine(1)
         lock_height = env.node.get_block_count()
         env.mine(K - 1)                                        # depth k-1: not due yet
@@ -81,7 +73,7 @@ def test_reorg_before_attestation_removes_the_lock_it_is_never_attested(env):
 def test_reorg_between_follow_and_submit_is_caught_by_the_recheck(env):
     svc = env.service()
     try:
-        d = _lock(env, svc, "race")
+        d = env.lock(svc, "race")
         env.mine(1)
         lock_height = env.node.get_block_count()
         env.mine(K)
@@ -101,7 +93,7 @@ def test_reorg_between_follow_and_submit_is_caught_by_the_recheck(env):
 def test_reorg_after_attestation_flags_it_reorged(env):
     svc = env.service()
     try:
-        d = _lock(env, svc, "post")
+        d = env.lock(svc, "post")
         (lock_block,) = env.mine(1)
         lock_height = env.node.get_block_count()
         env.mine(K)
@@ -138,13 +130,13 @@ def test_reorg_after_attestation_flags_it_reorged(env):
 def test_reorg_while_the_service_is_stopped(env):
     store = env.tmp / "cp.sqlite"
     svc = env.service(store)
-    a = _lock(env, svc, "stopped-attested")
+    a = env.lock(svc, "stopped-attested")
     (block_a,) = env.mine(1)
     height_a = env.node.get_block_count()
     env.mine(K)
     key_a = submission_key("delegation", a.staking_tx_hash)
     env.rounds(svc, lambda r: key_a in r.submitted)
-    b = _lock(env, svc, "stopped-pending")                     # in the mempool, mined next
+    b = env.lock(svc, "stopped-pending")                     # in the mempool, mined next
     env.mine(1)
     svc.run_once()                                             # b seen at depth 0
     key_b = submission_key("delegation", b.staking_tx_hash)

@@ -20,7 +20,7 @@ import pytest
 pytest.importorskip("cosmos_chain.modules.btc_light_client", reason="the chain's BTC light client has not landed yet")
 pytest.importorskip("cosmos_chain.modules.btc_staking", reason="the chain's staking registry has not landed yet")
 
-from cp_e2e_helpers import E2E, K, STAKING_TIME, VALUE  # noqa: E402
+from cp_e2e_helpers import E2E, K  # noqa: E402
 
 from checkpoint.chain_client import ChainClient  # noqa: E402
 from checkpoint.store import CheckpointStore, submission_key  # noqa: E402
@@ -59,14 +59,6 @@ def env(tmp_path):
     e.close()
 
 
-def _lock(env: E2E, svc, label: str):
-    staker = env.staker(label)
-    d = env.new_lock(staker)
-    svc.register_intent(staker.pk, list(d.fp_pks), STAKING_TIME, VALUE, env.material(staker, d))
-    env.broadcast(d.staking_tx)
-    return d
-
-
 def _swap_client(svc, cls: type[ChainClient]) -> None:
     c = svc.chain
     svc.chain = cls(c.ledger, c.contracts, tx_timeout_s=c.tx_timeout_s)
@@ -76,7 +68,7 @@ def _swap_client(svc, cls: type[ChainClient]) -> None:
 def test_crash_mid_submission_then_restart(env, crash):
     store = env.tmp / "cp.sqlite"
     svc = env.service(store)
-    d = _lock(env, svc, f"crash-{crash.__name__}")
+    d = env.lock(svc, f"crash-{crash.__name__}")
     env.mine(1 + K)
     _swap_client(svc, crash)
     key = submission_key("delegation", d.staking_tx_hash)
@@ -113,7 +105,7 @@ def test_crash_mid_submission_then_restart(env, crash):
 def test_restart_keeps_intents_and_resumes_following(env):
     store = env.tmp / "cp.sqlite"
     svc = env.service(store)
-    d = _lock(env, svc, "resume")
+    d = env.lock(svc, "resume")
     env.mine(1)
     svc.run_once()                                                 # seen at depth 0
     svc.close()
@@ -160,7 +152,7 @@ def test_sigkill_and_restart_of_the_runner_process(env):
     try:
         # the intent is registered in the store the process will open (same SQLite file)
         svc = env.service(store)
-        locks = [_lock(env, svc, f"proc-{i}") for i in range(3)]
+        locks = [env.lock(svc, f"proc-{i}") for i in range(3)]
         svc.close()
         env.mine(1 + K)
 
