@@ -11,6 +11,8 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
+from btcmesh_testkit.net import closed_port
+
 from api.server import (
     ChainUnreachableError,
     RestSmartQuery,
@@ -23,13 +25,6 @@ from api.server import (
 from cosmos_chain.modules.base import module_address
 
 pytestmark = pytest.mark.timeout(60)
-
-
-def _closed_port() -> int:
-    """A loopback port nothing listens on (bound then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_default_addresses_are_the_module_addresses():
@@ -72,7 +67,7 @@ def test_uvicorn_config_binds_loopback():
 
 
 def test_unreachable_chain_query_raises_typed_error():
-    port = _closed_port()
+    port = closed_port()
     q = RestSmartQuery(f"http://127.0.0.1:{port}", timeout=2)
     try:
         with pytest.raises(ChainUnreachableError, match=f"chain unreachable at http://127.0.0.1:{port}"):
@@ -87,7 +82,7 @@ def test_unreachable_chain_query_raises_typed_error():
     "/v2/delegations?staker_pk_hex=79be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798",
 ])
 def test_unreachable_chain_gives_503_naming_the_chain(path):
-    port = _closed_port()
+    port = closed_port()
     client = TestClient(app_for_url(f"http://127.0.0.1:{port}", timeout=2))
     resp = client.get(path)
     assert resp.status_code == 503
@@ -98,7 +93,7 @@ def test_unreachable_chain_gives_503_naming_the_chain(path):
 
 def test_bad_parameters_rejected_before_the_chain_is_asked():
     """Validation needs no chain: 400s even when the chain is down."""
-    client = TestClient(app_for_url(f"http://127.0.0.1:{_closed_port()}", timeout=2))
+    client = TestClient(app_for_url(f"http://127.0.0.1:{closed_port()}", timeout=2))
     resp = client.get("/v2/delegation", params={"staking_tx_hash_hex": "zz" * 32})
     assert resp.status_code == 400 and "not hex" in resp.json()["message"]
     resp = client.get("/v2/delegations", params={"staker_pk_hex": "ab" * 5})
@@ -107,7 +102,7 @@ def test_bad_parameters_rejected_before_the_chain_is_asked():
 
 def test_openapi_every_route_fully_documented():
     """Every operation: summary, description, tags, a 200 response model and documented error responses."""
-    client = TestClient(app_for_url(f"http://127.0.0.1:{_closed_port()}", timeout=2))
+    client = TestClient(app_for_url(f"http://127.0.0.1:{closed_port()}", timeout=2))
     spec = client.get("/openapi.json").json()
     ops = [(path, method, op) for path, item in spec["paths"].items() for method, op in item.items()]
     assert len(ops) >= 8

@@ -6,13 +6,14 @@ so the failures are genuine connection errors, classified by ChainClient.
 
 from __future__ import annotations
 
-import socket
 import threading
 
 from bitcoin.core import CTransaction
 from cp_memchain import MemChain
 from cosmpy.aerial.client import LedgerClient, NetworkConfig
 from cosmpy.aerial.wallet import LocalWallet
+
+from btcmesh_testkit.net import closed_port
 
 from btc_staking.keys import generate_secret, xonly_from_secret
 from btc_staking.params import regtest_default_params
@@ -26,17 +27,9 @@ from checkpoint.store import submission_key
 PARAMS = regtest_default_params()
 
 
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def _dead_chain() -> ChainClient:
     cfg = NetworkConfig(chain_id="btcmesh-test", fee_minimum_gas_price=0, fee_denomination="stake",
-                        staking_denomination="stake", url=f"rest+http://127.0.0.1:{_closed_port()}")
+                        staking_denomination="stake", url=f"rest+http://127.0.0.1:{closed_port()}")
     return ChainClient(LedgerClient(cfg), ChainContracts("bbn1lightclient", "bbn1staking"), tx_timeout_s=1.0)
 
 

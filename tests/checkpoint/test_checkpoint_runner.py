@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from cosmpy.aerial.wallet import LocalWallet
+
+from btcmesh_testkit.net import closed_port
 
 from btc_staking.headers import BlockHeader
 from checkpoint.errors import ChainError, InvalidInputError
@@ -23,14 +24,6 @@ from regtest.embedded import EmbeddedNode
 REPO = Path(__file__).resolve().parents[2]
 MNEMONIC = ("abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon abandon "
             "about")
-
-
-def _closed_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def test_rest_url_must_be_loopback_http():
@@ -101,7 +94,7 @@ def test_build_service_needs_the_registry_and_a_reachable_chain(tmp_path):
     node = EmbeddedNode()
     try:
         with pytest.raises(ChainError, match="node_info") as info:
-            build_service(node, f"http://127.0.0.1:{_closed_port()}", tmp_path / "s.sqlite", mnemonic=MNEMONIC)
+            build_service(node, f"http://127.0.0.1:{closed_port()}", tmp_path / "s.sqlite", mnemonic=MNEMONIC)
         assert info.value.transient
         w = deterministic_wallet("runner-test")
         with LocalChain("runner-test-1", build_genesis({str(w.address()): 10**9}), block_interval=0.05) as chain:
@@ -137,14 +130,14 @@ def _runner(tmp_path, btc_rpc: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, PYTHONPATH=str(REPO), BTCMESH_CHECKPOINT_KEY="11" * 32,
                BTCMESH_BTC_RPC_PASSWORD="secret-pw")
     return subprocess.run([sys.executable, "-m", "checkpoint.runner", "--btc-rpc", btc_rpc, "--btc-user", "u",
-                           "--chain-rest", f"http://127.0.0.1:{_closed_port()}", "--store", str(tmp_path / "s.sqlite")],
+                           "--chain-rest", f"http://127.0.0.1:{closed_port()}", "--store", str(tmp_path / "s.sqlite")],
                           cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
 
 
 def test_process_entry_point_reports_unreachable_services(tmp_path):
     from regtest.rpc_server import RpcServer
 
-    out = _runner(tmp_path, f"http://127.0.0.1:{_closed_port()}")
+    out = _runner(tmp_path, f"http://127.0.0.1:{closed_port()}")
     assert out.returncode == 2 and "Bitcoin RPC did not answer" in out.stderr
     node = EmbeddedNode()
     rpc = RpcServer(node, user="u", password="secret-pw").start()
