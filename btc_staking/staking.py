@@ -25,6 +25,7 @@ __all__ = [
     "UnbondingInfo",
     "SlashingChangeInfo",
     "build_staking_info",
+    "staking_pk_script",
     "build_unbonding_info",
     "build_slashing_change_info",
     "build_v0_op_return",
@@ -130,6 +131,28 @@ class SlashingChangeInfo:
         return self.tree.control_block(script or self.timelock_script)
 
 
+def _staking_tree(
+    staker_pk: bytes, fp_pks: Sequence[bytes] | bytes, covenant_pks: Sequence[bytes], quorum: int, staking_time: int
+) -> tuple[bytes, list[bytes], list[bytes], bytes, bytes, bytes, TaprootTree]:
+    """Checked keys, the three leaves (timelock, unbonding, slashing) and the tree; the value plays no part."""
+    staker = to_xonly(staker_pk)
+    fps = _fp_list(fp_pks)
+    covs = [to_xonly(k) for k in covenant_pks]
+    check_no_duplicates([staker], fps, covs)
+    check_timelock(staking_time)
+    tl = timelock_script(staker, staking_time)
+    ub = unbonding_script(staker, covs, quorum)
+    sl = slashing_script(staker, fps, covs, quorum)
+    return staker, fps, covs, tl, ub, sl, TaprootTree([tl, ub, sl], NUMS_KEY)
+
+
+def staking_pk_script(
+    staker_pk: bytes, fp_pks: Sequence[bytes] | bytes, covenant_pks: Sequence[bytes], quorum: int, staking_time: int
+) -> bytes:
+    """The staking output's P2TR pkScript (it does not depend on the value): to find the output in a tx."""
+    return _staking_tree(staker_pk, fp_pks, covenant_pks, quorum, staking_time)[-1].pk_script
+
+
 def build_staking_info(
     staker_pk: bytes,
     fp_pks: Sequence[bytes] | bytes,
@@ -139,16 +162,10 @@ def build_staking_info(
     staking_value: int,
 ) -> StakingInfo:
     """Build Babylon's staking output (Go BuildStakingInfo)."""
-    staker = to_xonly(staker_pk)
-    fps = _fp_list(fp_pks)
-    covs = [to_xonly(k) for k in covenant_pks]
-    check_no_duplicates([staker], fps, covs)
-    check_timelock(staking_time)
+    staker, fps, covs, tl, ub, sl, tree = _staking_tree(staker_pk, fp_pks, covenant_pks, quorum, staking_time)
     _check_value(staking_value)
-    tl = timelock_script(staker, staking_time)
-    ub = unbonding_script(staker, covs, quorum)
-    sl = slashing_script(staker, fps, covs, quorum)
-    tree = TaprootTree([tl, ub, sl], NUMS_KEY)
+    if is_dust(staking_value, tree.pk_script):
+        raise InvalidAmountError(f"staking value {staking_value} sat is below the dust threshold of its P2TR output")
     return StakingInfo(staker, tuple(fps), tuple(covs), quorum, staking_time, staking_value, tl, ub, sl, tree)
 
 
@@ -234,8 +251,8 @@ def parse_v0_staking_tx(
     op_index, data = found[0]
     if tag is not None and data["tag"] != bytes(tag):
         raise InvalidTxError(f"OP_RETURN tag {data['tag'].hex()} != expected {bytes(tag).hex()}")
-    info = build_staking_info(data["staker_pk"], [data["fp_pk"]], covenant_pks, quorum, data["staking_time"], 1)
-    matches = [i for i, o in enumerate(tx.outputs) if o.script_pubkey == info.pk_script]
+    spk = staking_pk_script(data["staker_pk"], [data["fp_pk"]], covenant_pks, quorum, data["staking_time"])
+    matches = [i for i, o in enumerate(tx.outputs) if o.script_pubkey == spk]
     if len(matches) != 1:
         raise InvalidTxError(f"expected exactly one staking output matching the OP_RETURN, found {len(matches)}")
     return {

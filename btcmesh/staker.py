@@ -34,6 +34,7 @@ from btc_staking.staking import (
     build_unbonding_info,
     build_unbonding_tx,
     build_withdraw_tx,
+    staking_pk_script,
     validate_slashing_tx,
     validate_staking_tx,
     validate_unbonding_tx,
@@ -160,8 +161,8 @@ class Staker:
         p = self.params
         fps = tuple(to_xonly(k) for k in fp_pks)
         if value is None:
-            info = build_staking_info(self.pk, fps, p.covenant_pks, p.covenant_quorum, staking_time, 1)
-            values = [o.value for o in staking_tx.outputs if o.script_pubkey == info.pk_script]
+            spk = staking_pk_script(self.pk, fps, p.covenant_pks, p.covenant_quorum, staking_time)
+            values = [o.value for o in staking_tx.outputs if o.script_pubkey == spk]
             if len(values) != 1:
                 raise StakerError(f"expected exactly one staking output in the tx, found {len(values)}")
             value = values[0]

@@ -112,6 +112,16 @@ def test_duplicate_keys_rejected():
         dataclasses.replace(PARAMS, covenant_pks=(covs[0], covs[0], covs[1])).validate()
 
 
+def test_staking_value_below_dust_rejected_without_params():
+    """The param-free builder refuses a dust staking output (330 sat is the P2TR threshold)."""
+    covs = list(PARAMS.covenant_pks)
+    info = build_staking_info(STAKER, [FP], covs, 3, 500, 330)
+    assert dust_threshold(info.pk_script) == 330
+    for value in (1, 329):
+        with pytest.raises(E.InvalidAmountError, match="dust"):
+            build_staking_info(STAKER, [FP], covs, 3, 500, value)
+
+
 # ------------------------------------------------------------------ scripts
 def test_script_errors_and_push_int():
     expect = {0: "00", 1: "51", 16: "60", 17: "0111", 127: "017f", 128: "028000", 255: "02ff00",
