@@ -23,12 +23,14 @@ from cosmpy.aerial.tx import Transaction, TxFee
 from cosmpy.aerial.wallet import LocalWallet
 from cosmpy.protos.cosmwasm.wasm.v1.tx_pb2 import MsgExecuteContract
 
-from btcmesh_testkit.btc import StakeFixture, labelled_secret, mine_header, pop_hex
+from btcmesh_testkit.btc import (  # noqa: F401  (small_params and its constants are re-exported)
+    K, NUM_COVENANTS, QUORUM, UNBONDING_TIME, StakeFixture, labelled_secret, mine_header, pop_hex, small_params,
+)
 
 from btc_staking.headers import BlockHeader
 from btc_staking.keys import xonly_from_secret
 from btc_staking.merkle import build_merkle_proof, merkle_root
-from btc_staking.params import StakingParams, regtest_default_params
+from btc_staking.params import StakingParams
 from btc_staking.tx import OutPoint, Tx, TxIn, TxOut, p2tr_script
 from cosmos_chain.genesis import build_genesis, deterministic_wallet
 from cosmos_chain.modules.base import module_address
@@ -37,10 +39,6 @@ from cosmos_chain.rest import LocalChain
 CHAIN_ID = "btcmesh-api-test"
 DENOM = "ubbn"
 GAS_LIMIT = 3_000_000
-K = 2
-UNBONDING_TIME = 5
-NUM_COVENANTS = 3
-QUORUM = 2
 TX_TIMEOUT = 20.0
 
 
@@ -50,14 +48,6 @@ SECRET_NAMESPACE = b"btcmesh-api-test/"
 def secret(label: str) -> bytes:
     """Deterministic secp256k1 secret for a label."""
     return labelled_secret(SECRET_NAMESPACE, label)
-
-
-def small_params(**overrides: Any) -> StakingParams:
-    """Regtest params with small timelocks so every state is reachable in a few blocks."""
-    fields: dict[str, Any] = dict(min_staking_time_blocks=10, max_staking_time_blocks=1000,
-                                  unbonding_time_blocks=UNBONDING_TIME, confirmation_depth=K)
-    fields.update(overrides)
-    return regtest_default_params(NUM_COVENANTS, QUORUM, **fields)
 
 
 # ---------------------------------------------------------------------------- Bitcoin side

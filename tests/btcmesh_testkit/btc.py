@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 from btc_staking.adaptor import encrypt_sign
 from btc_staking.headers import BlockHeader, check_proof_of_work
 from btc_staking.keys import schnorr_sign, xonly_from_secret
-from btc_staking.params import StakingParams, covenant_secret
+from btc_staking.params import StakingParams, covenant_secret, regtest_default_params
 from btc_staking.sighash import SIGHASH_DEFAULT, taproot_sighash
 from btc_staking.signing import sign_script_path
 from btc_staking.staking import (
@@ -30,6 +30,21 @@ from btc_staking.tx import OutPoint, Tx, TxIn, TxOut, p2tr_script
 from btc_staking.witness import timelock_witness, unbonding_witness
 
 from .oracles import kernel_verify
+
+# Small regtest parameters shared by the chain, API and checkpoint test helpers.
+K = 2
+UNBONDING_TIME = 5
+NUM_COVENANTS = 3
+QUORUM = 2
+
+
+def small_params(**overrides: Any) -> StakingParams:
+    """Regtest params (3 devnet covenant keys, quorum 2) with short timelocks and k = K, so every
+    status is reachable in a few blocks."""
+    fields: dict[str, Any] = dict(min_staking_time_blocks=10, max_staking_time_blocks=1000,
+                                  unbonding_time_blocks=UNBONDING_TIME, confirmation_depth=K)
+    fields.update(overrides)
+    return regtest_default_params(NUM_COVENANTS, QUORUM, **fields)
 
 REGTEST_BITS = 0x207FFFFF
 

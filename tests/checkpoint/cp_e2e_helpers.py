@@ -18,11 +18,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from btcmesh_testkit.btc import pop_hex
+from btcmesh_testkit.btc import K, UNBONDING_TIME, pop_hex, small_params  # noqa: F401  (re-exported)
 
 from btc_staking.keys import xonly_from_secret
 from btc_staking.merkle import build_merkle_proof, merkle_root, verify_merkle_proof
-from btc_staking.params import StakingParams, regtest_default_params
 from btc_staking.tx import Tx
 from btcmesh.covenant import CovenantCommittee
 from btcmesh.staker import Staker, StakingDelegation
@@ -37,10 +36,8 @@ from regtest.mining import parse_block
 from regtest.wallet import Wallet
 
 CHAIN_ID = "btcmesh-cp-e2e"
-K = 2
 STAKING_TIME = 30
 VALUE = 200_000
-UNBONDING_TIME = 5
 PREMINE = 110  # > coinbase maturity: the miner wallet has spendable coins
 MAX_ROUNDS = 30
 
@@ -48,14 +45,6 @@ MAX_ROUNDS = 30
 def secret(label: str) -> bytes:
     """Deterministic secp256k1 secret for a label."""
     return hashlib.sha256(b"btcmesh-cp-e2e/" + label.encode()).digest()
-
-
-def small_params(**overrides: Any) -> StakingParams:
-    """Regtest params (3 devnet covenant keys, quorum 2) with short timelocks and k = K."""
-    fields: dict[str, Any] = dict(min_staking_time_blocks=10, max_staking_time_blocks=1000,
-                                  unbonding_time_blocks=UNBONDING_TIME, confirmation_depth=K)
-    fields.update(overrides)
-    return regtest_default_params(3, 2, **fields)
 
 
 class E2E:

@@ -21,7 +21,9 @@ from cosmpy.aerial.wallet import LocalWallet
 from cosmpy.crypto.keypairs import PrivateKey
 from cosmpy.protos.cosmwasm.wasm.v1.tx_pb2 import MsgExecuteContract
 
-from btcmesh_testkit.btc import REGTEST_BITS, labelled_secret, mine_header
+from btcmesh_testkit.btc import (  # noqa: F401  (small_params and its constants are re-exported)
+    K, NUM_COVENANTS, QUORUM, REGTEST_BITS, UNBONDING_TIME, labelled_secret, mine_header, small_params,
+)
 from btcmesh_testkit.btc import StakeFixture as _StakeFixture
 from btcmesh_testkit.btc import pop_hex as pop  # noqa: F401  (re-exported for the chain tests)
 from btcmesh_testkit.oracles import kernel_verify  # noqa: F401  (re-exported)
@@ -29,7 +31,7 @@ from btcmesh_testkit.oracles import kernel_verify  # noqa: F401  (re-exported)
 from btc_staking.headers import BlockHeader
 from btc_staking.keys import xonly_from_secret
 from btc_staking.merkle import build_merkle_proof, merkle_root
-from btc_staking.params import StakingParams, regtest_default_params
+from btc_staking.params import StakingParams
 from btc_staking.tx import OutPoint, Tx, TxIn, TxOut, p2tr_script
 from cosmos_chain.app import ChainApp, TxResult
 from cosmos_chain.modules.base import DEFAULT_PREFIX, Module
@@ -40,10 +42,6 @@ MIN_GAS_PRICE = "0.01"
 GAS_LIMIT = 3_000_000
 FEE = f"{GAS_LIMIT // 100}{DENOM}"
 GENESIS_TIME = 1_700_000_000
-K = 2
-UNBONDING_TIME = 5
-NUM_COVENANTS = 3
-QUORUM = 2
 
 
 SECRET_NAMESPACE = b"btcmesh-chain-test/"
@@ -52,14 +50,6 @@ SECRET_NAMESPACE = b"btcmesh-chain-test/"
 def secret(label: str) -> bytes:
     """Deterministic secp256k1 secret for a label."""
     return labelled_secret(SECRET_NAMESPACE, label)
-
-
-def small_params(**overrides: Any) -> StakingParams:
-    """Regtest params with small timelocks so every status is reachable in a few blocks."""
-    fields: dict[str, Any] = dict(min_staking_time_blocks=10, max_staking_time_blocks=1000,
-                                  unbonding_time_blocks=UNBONDING_TIME, confirmation_depth=K)
-    fields.update(overrides)
-    return regtest_default_params(NUM_COVENANTS, QUORUM, **fields)
 
 
 # ---------------------------------------------------------------------------- Bitcoin side
