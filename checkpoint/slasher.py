@@ -123,7 +123,7 @@ class SlashableDelegation:
     unbonding_tx: Tx | None = None
     unbonding_slashing_tx: Tx | None = None
     delegator_unbonding_slashing_sig: bytes | None = None
-    covenant_unbonding_slashing_sigs: tuple[CovenantAdaptorSigs, ...] = ()
+    covenant_slashing_unbonding_sigs: tuple[CovenantAdaptorSigs, ...] = ()
     status: str = ""
 
     @property
@@ -170,9 +170,7 @@ class SlashableDelegation:
             unbonding_slashing_tx=tx("unbonding_slashing_tx", required=False),
             delegator_unbonding_slashing_sig=None if ub_sig in (None, "") else _b(
                 ub_sig, "delegator_unbonding_slashing_sig", 64),
-            # the documented name (docs/CHAIN_MESSAGES.md) first; the registry's alias too, for now
-            covenant_unbonding_slashing_sigs=covs("covenant_slashing_unbonding_sigs",
-                                                  "covenant_unbonding_slashing_sigs"),
+            covenant_slashing_unbonding_sigs=covs("covenant_slashing_unbonding_sigs"),
             status=str(_pick(d, "status") or ""),
         )
 
@@ -379,7 +377,7 @@ class Slasher:
                                  d.staker_pk, params)
             tx = complete_slashing_tx(d.unbonding_slashing_tx, ub_out, info.slashing_script,
                                       info.control_block(info.slashing_script), params.covenant_pks,
-                                      params.covenant_quorum, d.covenant_unbonding_slashing_sigs, d.fp_pks, fp_sk,
+                                      params.covenant_quorum, d.covenant_slashing_unbonding_sigs, d.fp_pks, fp_sk,
                                       d.staker_pk, d.delegator_unbonding_slashing_sig)
             return "unbonding", tx, ub_out
         info = build_staking_info(d.staker_pk, d.fp_pks, params.covenant_pks, params.covenant_quorum,

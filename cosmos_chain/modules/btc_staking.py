@@ -713,10 +713,7 @@ class BtcStakingModule(Module):
 
     @staticmethod
     def _view(d: dict) -> dict[str, Any]:
-        out = dict(d)
-        # the name checkpoint.slasher looks for first (same list as covenant_slashing_unbonding_sigs)
-        out["covenant_unbonding_slashing_sigs"] = d["covenant_slashing_unbonding_sigs"]
-        return out
+        return dict(d)
 
     def query_delegation(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
         """``{staking_tx_hash}`` → ``{delegation}``; error ``delegation ... not found``."""

@@ -215,11 +215,10 @@ def test_key_recovery_both_ways_must_agree(world):
         recover_fp_secret(w["fp"], bad, None)
 
 
-def test_unbonding_slashing_sigs_read_by_documented_name_and_alias(world):
-    """``covenant_slashing_unbonding_sigs`` (docs/CHAIN_MESSAGES.md) is read; the registry's
-    ``covenant_unbonding_slashing_sigs`` alias still parses to the same signatures."""
+def test_unbonding_slashing_sigs_read_by_documented_name(world):
+    """``covenant_slashing_unbonding_sigs`` (docs/CHAIN_MESSAGES.md) is read; without it there are none."""
     d = dict(world["d"])
-    documented = SlashableDelegation.from_json(d).covenant_unbonding_slashing_sigs
+    documented = SlashableDelegation.from_json(d).covenant_slashing_unbonding_sigs
     assert len(documented) == N_COV  # every covenant signed in this fixture
-    d["covenant_unbonding_slashing_sigs"] = d.pop("covenant_slashing_unbonding_sigs")
-    assert SlashableDelegation.from_json(d).covenant_unbonding_slashing_sigs == documented
+    d.pop("covenant_slashing_unbonding_sigs")
+    assert SlashableDelegation.from_json(d).covenant_slashing_unbonding_sigs == ()
