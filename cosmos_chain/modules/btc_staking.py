@@ -53,7 +53,7 @@ from btc_staking.errors import StakingError
 from btc_staking.keys import schnorr_verify, to_xonly
 from btc_staking.merkle import verify_merkle_proof
 from btc_staking.params import StakingParams
-from btc_staking.sighash import taproot_sighash
+from btc_staking.signing import script_path_sighash
 from btc_staking.staking import (
     build_slashing_change_info,
     build_staking_info,
@@ -153,7 +153,7 @@ def _txid_arg(v: Any, name: str = "staking_tx_hash") -> str:
 
 
 def _sighash(tx: Tx, prevout_output: Any, leaf: bytes) -> bytes:
-    return taproot_sighash(tx, 0, [prevout_output], 0, leaf_script=leaf)
+    return script_path_sighash(tx, 0, [prevout_output], leaf)
 
 
 def _pop_ok(pk_hex: str, sender: str, sig: bytes) -> bool:
