@@ -32,15 +32,24 @@ class BtcdError(BackendError):
     """btcd could not be started, did not answer in time, or misbehaved."""
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
-    """Linux: have the kernel SIGTERM btcd if the Python process that started it dies."""
-    try:
-        import ctypes
-        import signal
+# Linux: a fresh interpreter sets PR_SET_PDEATHSIG (the kernel SIGTERMs btcd if the Python process that
+# started it dies) and execs btcd. Not a ``preexec_fn``: running Python between fork and exec in a process
+# that has loaded gRPC (cosmpy) can abort the child in gRPC's fork handlers.
+_DIE_WITH_PARENT_EXEC = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    "    ctypes.CDLL('libc.so.6', use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "except (OSError, AttributeError):\n"
+    "    pass\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"
+)
 
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+
+def _launcher(argv: list[str]) -> list[str]:
+    """``argv`` run so that btcd dies with its parent where the platform allows it."""
+    if sys.platform.startswith("linux"):
+        return [sys.executable, "-c", _DIE_WITH_PARENT_EXEC, *argv]
+    return argv
 
 
 def free_port() -> int:
@@ -117,11 +126,10 @@ class BtcdProcess:
         self.datadir.mkdir(parents=True, exist_ok=True)
         self._log = open(self.datadir / "stdout.log", "ab")
         self.proc = subprocess.Popen(
-            self.args(),
+            _launcher(self.args()),
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         deadline = time.monotonic() + self.start_timeout
         last: Exception | None = None

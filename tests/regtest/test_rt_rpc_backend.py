@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import subprocess
+import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
 
 import pytest
 from rt_backends import Chain, assert_oracles_accept, btcd_chain  # noqa: F401  (fixture)
@@ -321,3 +325,42 @@ def test_btcd_restart_starts_a_fresh_regtest_chain(tool_path, tmp_path) -> None:
         b = node.backend()
         assert b.get_block_count() == 0
         assert "Removing regression test database" in (tmp_path / "n" / "stdout.log").read_text()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux-only")
+def test_btcd_dies_with_the_process_that_started_it(tool_path, tmp_path) -> None:
+    """A Python process starts btcd and is SIGKILLed: the kernel stops btcd too (no orphan daemon)."""
+    mining_address = Wallet(None, generate_secret()).address  # type: ignore[arg-type]
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from regtest.btcd import BtcdProcess\n"
+        f"node = BtcdProcess(Path({str(tool_path('btcd'))!r}), Path({str(tmp_path / 'n')!r}), {mining_address!r})\n"
+        "node.start()\n"
+        "print(node.proc.pid, flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                              cwd=str(Path(__file__).resolve().parents[2]))
+    try:
+        line = parent.stdout.readline() if parent.stdout else ""
+        assert line.strip().isdigit(), f"parent did not start btcd: {line!r}"
+        btcd_pid = int(line)
+        assert Path(f"/proc/{btcd_pid}/cmdline").read_bytes().split(b"\0")[0].endswith(b"btcd")
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 20
+        while Path(f"/proc/{btcd_pid}").exists() and _state(btcd_pid) != "Z":
+            assert time.monotonic() < deadline, "btcd outlived its parent"
+            time.sleep(0.1)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(timeout=10)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return "gone"
