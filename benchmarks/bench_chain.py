@@ -20,7 +20,6 @@ signatures carried by the benchmark txs over their SignDoc bytes (decoded with c
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -42,7 +41,7 @@ from cosmpy.protos.cosmos.tx.v1beta1.tx_pb2 import SignDoc, TxBody, TxRaw  # noq
 from cosmpy.protos.cosmwasm.wasm.v1.tx_pb2 import MsgExecuteContract  # noqa: E402
 
 from benchmarks.harness import (  # noqa: E402
-    Bracketed, Rate, Reference, Result, format_table, machine_info, measure, measure_steps, result,
+    Bracketed, Rate, Reference, Result, bench_main, measure, measure_steps, result,
 )
 from btc_staking.headers import BlockHeader  # noqa: E402
 from cosmos_chain.app import ChainApp  # noqa: E402
@@ -298,12 +297,7 @@ def _e2e(budget_s: float, ref: Reference) -> list[Result]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small inputs and a short budget")
-    p.add_argument("--budget", type=float, default=None, help="seconds per measurement")
-    a = p.parse_args(argv)
-    budget = a.budget if a.budget is not None else (0.3 if a.quick else 2.0)
-    print(format_table(run(budget, quick=a.quick), machine_info()))
+    bench_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

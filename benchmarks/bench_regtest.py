@@ -19,7 +19,6 @@ against its sighash.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import sys
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ import pbk  # noqa: E402
 from coincurve import PublicKeyXOnly  # noqa: E402
 
 from benchmarks.harness import (  # noqa: E402
-    Bracketed, Reference, Result, format_table, machine_info, measure, measure_steps, result,
+    Bracketed, Reference, Result, bench_main, measure, measure_steps, result,
 )
 from btc_staking.adaptor import encrypt_sign  # noqa: E402
 from btc_staking.keys import schnorr_sign, xonly_from_secret  # noqa: E402
@@ -318,12 +317,7 @@ def _run(st: _Setup, sizes: Sizes, budget_s: float) -> list[Result]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small inputs and a short budget")
-    p.add_argument("--budget", type=float, default=None, help="seconds per measurement")
-    a = p.parse_args(argv)
-    budget = a.budget if a.budget is not None else (0.3 if a.quick else 2.0)
-    print(format_table(run(budget, quick=a.quick), machine_info()))
+    bench_main(run, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ steps whose inputs must be made fresh each time (txs that can be accepted only o
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -263,3 +264,17 @@ def _unique(items: Iterable[str]) -> list[str]:
     for item in items:
         seen.setdefault(item, None)
     return list(seen)
+
+
+QUICK_BUDGET_S = 0.3
+FULL_BUDGET_S = 2.0
+
+
+def bench_main(run: Callable[..., list[Result]], doc: str, argv: Sequence[str] | None = None) -> None:
+    """Command line of one benchmark file: ``--quick`` / ``--budget``, then print its table."""
+    p = argparse.ArgumentParser(description=doc.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="small inputs and a short budget")
+    p.add_argument("--budget", type=float, default=None, help="seconds per measurement")
+    a = p.parse_args(argv)
+    budget = a.budget if a.budget is not None else (QUICK_BUDGET_S if a.quick else FULL_BUDGET_S)
+    print(format_table(run(budget, quick=a.quick), machine_info()))
