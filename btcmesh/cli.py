@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 from urllib.parse import urlsplit
 
+from btcmesh.binaries import find_binary
+
 __all__ = ["main", "build_parser", "CliError", "DEVNET_SEED"]
 
 #: Seed of the devnet accounts ``btcmesh chain`` funds and ``btcmesh checkpoint`` signs with.
@@ -212,19 +214,6 @@ def _wait_for_signal(stop: threading.Event, check: Callable[[], None] | None = N
     while not stop.wait(0.5):
         if check is not None:
             check()
-
-
-def find_binary(name: str) -> Path | None:
-    """An external binary: $BTCMESH_TOOLS, ./.tools/bin, $PATH, ~/go/bin (the tests' search order)."""
-    import os
-    import shutil
-
-    candidates = [Path(os.environ["BTCMESH_TOOLS"]) / name] if os.environ.get("BTCMESH_TOOLS") else []
-    candidates.append(Path(__file__).resolve().parents[1] / ".tools" / "bin" / name)
-    if shutil.which(name):
-        candidates.append(Path(shutil.which(name)))  # type: ignore[arg-type]
-    candidates.append(Path.home() / "go" / "bin" / name)
-    return next((c for c in candidates if c.is_file() and os.access(c, os.X_OK)), None)
 
 
 def _say(msg: str) -> None:

@@ -330,7 +330,7 @@ def run_demo(cfg: DemoConfig | None = None, out: Callable[[str], None] | None = 
 # ---------------------------------------------------------------------------------------- parts
 def _binary(name: str, given: str | None) -> Path:
     """An external binary: ``given``, else found like the tests do; NotAvailable if missing."""
-    from btcmesh.cli import find_binary
+    from btcmesh.binaries import find_binary
 
     path = Path(given).expanduser() if given else find_binary(name)
     if path is None or not path.is_file():

@@ -47,6 +47,7 @@ from .modules import default_module_classes
 from .modules.auth import AuthModule, validate_address
 from .modules.bank import BankModule
 from .modules.base import DEFAULT_PREFIX, Context, GasMeter, Module, module_address
+from .modules.hooks import set_default_hooks
 from .store import CacheKV, RootKV, canonical_json, state_hash
 from .txcodec import MSG_EXECUTE_URL, MSG_SEND_URL, DecodedTx, decode_tx, pubkey_address, tx_hash, tx_to_json, verify_signature
 
@@ -194,6 +195,7 @@ class ChainApp:
             self._by_address.pop(old.address, None)
         self._modules[module.name] = module
         self._by_address[module.address] = module
+        set_default_hooks(self)
 
     def module(self, name_or_address: str) -> Module:
         """Module by name or contract address (UnknownAddressError if none)."""

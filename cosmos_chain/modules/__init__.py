@@ -20,8 +20,8 @@ BUILTIN_MODULE_PATHS: list[str] = [
     "cosmos_chain.modules.bank",
     "cosmos_chain.modules.btc_light_client",
     "cosmos_chain.modules.btc_staking",
-    "cosmos_chain.finality",
-    "cosmos_chain.mesh",
+    "cosmos_chain.modules.finality",
+    "cosmos_chain.modules.mesh",
 ]
 
 

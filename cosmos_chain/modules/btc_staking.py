@@ -27,7 +27,7 @@ as EXPIRED (it never counts as stake). Like Babylon, the registry relies on k-de
 deeper than k is not undone here. Time-based changes (→ EXPIRED) are recomputed in ``end_block`` whenever the light-client tip
 height moved, and before any message touches a delegation. Every status change (creation
 included, with ``old_status=None``) is reported to ``hooks.on_delegation_status`` (the mesh
-wiring sets the hooks; ``None`` falls back to :class:`cosmos_chain.mesh.ChainStakingHooks`, a
+wiring sets the hooks; ``None`` falls back to :class:`cosmos_chain.modules.hooks.ChainStakingHooks`, a
 no-op on an app without the ``mesh`` module).
 
 Store (``m/btc_staking/``)::
@@ -174,11 +174,9 @@ class BtcStakingModule(Module):
         """The hooks set on the module, else the chain's mesh hooks (so ``check_tx``/``simulate``
         on a node restarted from disk, before any ``begin_block`` installed them, run exactly
         what delivery runs)."""
-        if self.hooks is not None:
-            return self.hooks
-        from ..mesh import ChainStakingHooks  # local: cosmos_chain.mesh imports the modules package
-
-        return ChainStakingHooks()
+        if self.hooks is None:
+            raise ContractError("btc_staking: no hooks set (ChainApp sets the chain hooks when it adds the module)")
+        return self.hooks
 
     # ------------------------------------------------------------------ genesis
     def init_genesis(self, ctx: Context, genesis: dict[str, Any]) -> None:

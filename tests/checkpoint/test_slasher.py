@@ -21,7 +21,7 @@ from checkpoint.slasher import (
     Slasher,
     recover_fp_secret,
 )
-from cosmos_chain.finality import StandaloneFinality, StaticHooks
+from cosmos_chain.modules.finality import StandaloneFinality, StaticHooks
 
 N_COV, QUORUM, STAKING_TIME, VALUE = 5, 3, 150, 1_000_000
 

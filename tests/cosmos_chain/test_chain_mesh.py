@@ -11,8 +11,9 @@ import pytest
 from btc_staking.keys import xonly_from_secret
 from cosmos_chain.app import ChainApp
 from cosmos_chain.errors import InvalidRequestError
-from cosmos_chain.finality import FinalityModule
-from cosmos_chain.mesh import ChainFinalityHooks, ChainStakingHooks, MeshModule, install
+from cosmos_chain.modules.finality import FinalityModule
+from cosmos_chain.modules.hooks import ChainFinalityHooks, ChainStakingHooks, install
+from cosmos_chain.modules.mesh import MeshModule
 from mesh_chain_helpers import Chain, Key, StubRegistry
 
 pytestmark = pytest.mark.timeout(60)
@@ -296,9 +297,9 @@ def test_restart_from_disk_continues_identically(tmp_path) -> None:
     set_status(chain, 1, FP_A, 1_000_000, "UNBONDING")
     chain.app.close()
     chain.app = ChainApp(chain.app.chain_id, tmp_path / "node", modules=[StubRegistry()])  # a restarted node
-    assert chain.app.module("btc_staking").hooks is None  # installed by the first block it runs
-    chain.block(dt=UNBONDING)  # matured in end_block after the restart
+    # wired when the module is added, before any block: check_tx on a restarted node runs the hooks
     assert isinstance(chain.app.module("btc_staking").hooks, ChainStakingHooks)
+    chain.block(dt=UNBONDING)  # matured in end_block after the restart
     activate(chain, 2, FP_A, 300_000)
     assert lien(chain, 1) is None and adapter_del(chain, 2)["virtual_stake"] == 450_000
     replayed = chain.replay(modules=[StubRegistry()])

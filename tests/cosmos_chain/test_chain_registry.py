@@ -758,9 +758,9 @@ def test_state_survives_a_restart(tmp_path):
 
 
 def test_restarted_node_simulates_status_changes_like_delivery(tmp_path):
-    """A node reopened from disk has run no block yet (no hooks installed): ``simulate`` and
-    ``check_tx`` of a tx that makes a delegation ACTIVE already go through the mesh hooks, so
-    they give what delivering it gives (result, events, gas)."""
+    """A node reopened from disk has run no block yet: ``simulate`` and ``check_tx`` of a tx that
+    makes a delegation ACTIVE already go through the mesh hooks (wired when ChainApp adds the
+    modules), so they give what delivering it gives (result, events, gas)."""
     w = World(tmp_path / "home")
     w.register_fp("a", validator="valoper-a")
     s = w.stake("una", value=300_000)
@@ -769,7 +769,7 @@ def test_restarted_node_simulates_status_changes_like_delivery(tmp_path):
     assert w.status(s) == "PENDING"
     w.chain.app.close()
     node = TestChain(w.chain.genesis, tmp_path / "home", init=False, modules=[SlashTrigger()])
-    assert node.app.module(REG).hooks is None  # nothing has installed them yet
+    assert node.app.module(REG).hooks is not None  # wired at construction, before any block
     tx = node.sign(COVENANT, REG, {"add_covenant_sigs": s.covenant_sigs_msg(1)})
     checked = node.app.check_tx(tx)
     simulated = node.app.simulate(tx)

@@ -1,4 +1,5 @@
-"""Mesh Security on the chain: the ``mesh`` module and the hooks that wire it to staking and finality.
+"""Mesh Security on the chain: the ``mesh`` module (the hooks that wire it to staking and finality
+live in :mod:`cosmos_chain.modules.hooks`).
 
 ``MeshModule`` (built-in contract ``module_address("mesh")``) hosts the :mod:`mesh_adapter`
 contracts - vault, external staking, converter, virtual staking - and the
@@ -34,13 +35,13 @@ Hooks (stateless; everything they touch comes from ``ctx``):
   SLASHED → WITHDRAWN (the staker took back what the slashing left on Bitcoin) is a withdrawal
   too: the collateral the vault still holds for that delegation is unbonded and burned, at once
   or, while its lien on the tombstoned validator runs, in ``end_block`` when it matures.
-* :class:`ChainFinalityHooks` - for :class:`cosmos_chain.finality.FinalityModule`: FP lookup
+* :class:`ChainFinalityHooks` - for :class:`cosmos_chain.modules.finality.FinalityModule`: FP lookup
   in the registry, canonical app hash = the finality module's recorded hash, slashing = registry
   ``slash_finality_provider`` then adapter ``on_finality_provider_slashed``.
 
-:func:`install` sets both on an app; a fresh ``ChainApp`` gets them anyway (the finality module
-falls back to ``ChainFinalityHooks`` and this module installs the staking hooks at genesis and at
-every block), so every node of a testnet behaves the same without manual wiring.
+:func:`~cosmos_chain.modules.hooks.install` sets both on an app; every ``ChainApp`` sets them when
+its modules are added (``set_default_hooks``), so every node of a testnet, fresh or restarted from
+disk, behaves the same without manual wiring.
 
 Mesh validators of finality providers count as active from height 0: an FP is slashable for
 any height it ever signed. A mesh validator backs one FP only (Mesh slashes per validator, so a
@@ -61,14 +62,14 @@ from mesh_adapter.framework import BlockInfo, MeshApp
 from mesh_adapter.numeric import Dec
 from mesh_adapter.plugin import contract_from_state
 
-from .errors import ContractError, InvalidRequestError, UnauthorizedError
-from .modules.base import Context, Module, register_module
-from .store import canonical_json
+from ..errors import ContractError, InvalidRequestError, UnauthorizedError
+from .base import Context, Module, register_module
+from ..store import canonical_json
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .app import ChainApp
+    from ..app import ChainApp
 
-__all__ = ["MeshModule", "ChainStakingHooks", "ChainFinalityHooks", "install", "set_default_hooks", "MeshModuleError",
+__all__ = ["MeshModule", "MeshModuleError",
            "mesh_params_from_genesis"]
 
 #: Registry statuses that release virtual stake (the lien stays until the unbonding period ends).
@@ -224,10 +225,6 @@ class MeshModule(Module):
             st.set("contract/" + role, host.contracts[addr].to_state())
         st.set("balances", {})
         st.set("adapter", adapter.to_state())
-        set_default_hooks(ctx.app)
-
-    def begin_block(self, ctx: Context) -> None:
-        set_default_hooks(ctx.app)  # nodes restarted from disk never ran init_genesis
 
     def end_block(self, ctx: Context) -> None:
         """Release matured unbonds and finish withdrawals (``process_matured``)."""
@@ -429,67 +426,3 @@ class MeshModule(Module):
             if name == "config":
                 return asdict(adapter.config)
         raise InvalidRequestError(f"mesh: unknown adapter query `{name}`")
-
-
-class ChainStakingHooks:
-    """``StakingHooks`` for the ``btc_staking`` registry: forwards status changes to ``mesh``."""
-
-    def on_delegation_status(self, ctx: Context, delegation: dict, old_status: str | None, new_status: str) -> None:
-        mesh = ctx.app.modules.get("mesh")
-        if isinstance(mesh, MeshModule):
-            mesh.on_delegation_status(ctx, delegation, old_status, new_status)
-
-
-class ChainFinalityHooks:
-    """``FinalityHooks`` for :class:`cosmos_chain.finality.FinalityModule` on a ChainApp."""
-
-    knows_blocks = True
-
-    def is_registered(self, ctx: Context, fp_btc_pk: str) -> bool:
-        reg = _registry(ctx)
-        return reg is not None and reg.finality_provider(ctx, fp_btc_pk) is not None  # type: ignore[attr-defined]
-
-    def is_slashed(self, ctx: Context, fp_btc_pk: str) -> bool:
-        """Slashed in the registry (e.g. through another path than this chain's finality votes)."""
-        reg = _registry(ctx)
-        rec = reg.finality_provider(ctx, fp_btc_pk) if reg is not None else None  # type: ignore[attr-defined]
-        return bool(rec and (rec.get("slashed_height") or rec.get("slashed")))
-
-    def canonical_app_hash(self, ctx: Context, height: int) -> bytes | None:
-        fin = ctx.app.modules.get("finality")
-        return None if fin is None else fin.app_hash_at(ctx, height)  # type: ignore[attr-defined]
-
-    def slash_finality_provider(self, ctx: Context, fp_btc_pk: str, evidence: dict, extracted_sk: bytes) -> None:
-        height = int(evidence["block_height"])
-        reg = _registry(ctx)
-        if reg is None:
-            raise MeshModuleError("no btc_staking registry to slash the finality provider in")
-        slashed = reg.slash_finality_provider(ctx, fp_btc_pk, height)  # type: ignore[attr-defined]
-        ctx.emit("registry_slash", fp_btc_pk=fp_btc_pk, delegations=[d["staking_tx_hash"] for d in slashed or []])
-        mesh = ctx.app.modules.get("mesh")
-        if isinstance(mesh, MeshModule):
-            mesh.slash_finality_provider(ctx, fp_btc_pk, height)
-
-
-def set_default_hooks(app: "ChainApp") -> None:
-    """Give the registry and the finality module the chain hooks unless they already have hooks."""
-    fin = app.modules.get("finality")
-    if fin is not None and getattr(fin, "hooks", None) is None:
-        fin.hooks = ChainFinalityHooks()  # type: ignore[attr-defined]
-    reg = app.modules.get("btc_staking")
-    if reg is not None and getattr(reg, "hooks", None) is None:
-        reg.hooks = ChainStakingHooks()  # type: ignore[attr-defined]
-
-
-def install(app: "ChainApp") -> MeshModule:
-    """Make sure ``app`` has the finality and mesh modules (add them before ``init_chain``) and
-    that the registry and the finality module use the chain hooks. Idempotent; hooks already set
-    explicitly are kept."""
-    from .finality import FinalityModule
-
-    if "finality" not in app.modules:
-        app.add_module(FinalityModule())
-    if "mesh" not in app.modules:
-        app.add_module(MeshModule())
-    set_default_hooks(app)
-    return app.modules["mesh"]  # type: ignore[return-value]

@@ -55,9 +55,9 @@ from btc_staking import eots
 from btc_staking.errors import StakingError
 from btc_staking.keys import lift_x, xonly_from_secret
 
-from .errors import ContractError
-from .modules.base import Context, Module, register_module
-from .store import CacheKV, JsonStore, RootKV
+from ..errors import ContractError
+from .base import Context, Module, register_module
+from ..store import CacheKV, JsonStore, RootKV
 
 __all__ = [
     "FinalityError",
@@ -449,9 +449,9 @@ class FinalityCore:
 class FinalityModule(Module):
     """The chain's finality module (built-in contract ``module_address("finality")``).
 
-    ``hooks`` default to :class:`cosmos_chain.mesh.ChainFinalityHooks` (registry + block app
-    hashes + mesh): set by ``cosmos_chain.mesh.install``, and used anyway when none are set, so
-    every ChainApp behaves the same. The app hash of block ``h`` is recorded at the start of
+    ``hooks`` default to :class:`cosmos_chain.modules.hooks.ChainFinalityHooks` (registry + block
+    app hashes + mesh), set by ``ChainApp`` when it adds the module, so every ChainApp behaves the
+    same. The app hash of block ``h`` is recorded at the start of
     block ``h+1`` (``apphash/<h20>``), which is what votes are checked against."""
 
     name = "finality"
@@ -463,12 +463,9 @@ class FinalityModule(Module):
 
     @property
     def core(self) -> FinalityCore:
-        hooks = self.hooks
-        if hooks is None:
-            from .mesh import ChainFinalityHooks  # local import: mesh imports this module
-
-            hooks = ChainFinalityHooks()
-        return FinalityCore(hooks)
+        if self.hooks is None:
+            raise ContractError("finality: no hooks set (ChainApp sets the chain hooks when it adds the module)")
+        return FinalityCore(self.hooks)
 
     def init_genesis(self, ctx: Context, genesis: dict[str, Any]) -> None:
         FinalityCore.init_params(self.store(ctx), genesis.get("params", self.genesis_params))
