@@ -97,7 +97,7 @@ def verify(pk: bytes, pub_rand_x: bytes, msg: bytes, s: bytes) -> bool:
     if not isinstance(pub_rand_x, (bytes, bytearray)) or len(pub_rand_x) != 32:
         raise EOTSError("public randomness must be 32 bytes")
     _check_s(s)
-    return schnorr_verify(to_xonly(pk), _digest(msg), bytes(pub_rand_x) + bytes(s))
+    return schnorr_verify(pk, _digest(msg), bytes(pub_rand_x) + bytes(s))  # the key is validated (cached) there
 
 
 def extract_secret(pk: bytes, pub_rand_x: bytes, msg1: bytes, s1: bytes, msg2: bytes, s2: bytes) -> bytes:

@@ -153,12 +153,19 @@ def schnorr_sign(sk: bytes, msg32: bytes, aux32: bytes | None = None) -> bytes:
 
 def schnorr_verify(xonly_pk: bytes, msg32: bytes, sig64: bytes) -> bool:
     """BIP-340 verify with libsecp256k1. Malformed keys raise InvalidKeyError; bad sigs return False."""
-    pk = to_xonly(xonly_pk)
+    key = _xonly_key(bytes(xonly_pk)) if isinstance(xonly_pk, (bytes, bytearray)) else _xonly_key(to_xonly(xonly_pk))
     if not isinstance(sig64, (bytes, bytearray)) or len(sig64) != 64:
         raise InvalidSignatureError(f"signature must be 64 bytes, got {_len(sig64)}")
     if not isinstance(msg32, (bytes, bytearray)) or len(msg32) != 32:
         raise InvalidSignatureError(f"message must be 32 bytes, got {_len(msg32)}")
-    return PublicKeyXOnly(pk).verify(bytes(sig64), bytes(msg32))
+    return key.verify(bytes(sig64), bytes(msg32))
+
+
+@lru_cache(maxsize=8192)
+def _xonly_key(pk: bytes) -> PublicKeyXOnly:
+    """Validated, parsed x-only key, cached (verifiers see the same FP/covenant/staker keys again and again);
+    malformed keys raise InvalidKeyError (exceptions are not cached)."""
+    return PublicKeyXOnly(to_xonly(pk))
 
 
 def taproot_tweak_pubkey(internal_xonly: bytes, merkle_root: bytes = b"") -> tuple[bytes, int]:
