@@ -364,7 +364,8 @@ def cmd_chain(args: argparse.Namespace) -> int:
     height, header = _base_header(args)
     accounts = devnet_accounts(args.seed)
     genesis = chain_genesis(params, height, header, [str(w.address()) for w in accounts.values()],
-                            str(accounts["mesh-admin"].address()))
+                            str(accounts["mesh-admin"].address()),
+                            header_reporters=[str(accounts["checkpoint"].address())])
     genesis["chain_id"] = args.chain_id
 
     def banner(rest_url: str, extra: str = "") -> None:

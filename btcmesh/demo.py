@@ -112,13 +112,18 @@ def demo_params(cfg: DemoConfig) -> StakingParams:
 
 
 def chain_genesis(params: StakingParams, base_height: int, base_header: bytes, funded: list[str],
-                  mesh_admin: str) -> dict[str, Any]:
-    """ChainApp genesis: funded accounts, light-client base header, staking params, mesh admin."""
+                  mesh_admin: str, header_reporters: list[str] | None = None) -> dict[str, Any]:
+    """ChainApp genesis: funded accounts, light-client base header, staking params, mesh admin.
+
+    ``header_reporters`` is the light client's ``insert_headers_allow_list``: pass the checkpoint
+    service's address (devnets, the demo); None or [] leaves header relaying permissionless, which
+    on regtest lets any funded account hijack the light client with cheap made-up headers."""
     from cosmos_chain.genesis import build_genesis
 
     return build_genesis(
         {a: 10**13 for a in funded}, denom=DENOM,
-        btc_light_client={"base": {"height": base_height, "header": base_header.hex()}},
+        btc_light_client={"base": {"height": base_height, "header": base_header.hex()},
+                          "params": {"insert_headers_allow_list": list(header_reporters or [])}},
         btc_staking={"params": [params.to_dict()]},
         mesh={"admin": mesh_admin},
     )
@@ -522,7 +527,8 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         base_header = node.get_block_header(node.get_block_hash(base_h))
         funded = [str(w.address()) for w in (cp_wallet, cov_wallet, admin, *fp_wallets.values(),
                                               *staker_wallets.values())]
-        genesis = chain_genesis(params, base_h, base_header, funded, str(admin.address()))
+        genesis = chain_genesis(params, base_h, base_header, funded, str(admin.address()),
+                                header_reporters=[str(cp_wallet.address())])
         chain = _start_chain(run, genesis)
         res.rest_url = chain.rest_url
         ledger = chain.ledger

@@ -6,9 +6,16 @@ header, meet the proof of work of its own ``bits`` (regtest limit) and carry the
 ``bits`` (no retargeting on regtest). Forks are kept; the main chain ends at the header with the
 most cumulative work (first seen wins a tie, as in Bitcoin Core).
 
+Header reporters (Babylon's x/btclightclient ``insert_headers_allow_list`` param): genesis
+``{"params": {"insert_headers_allow_list": [bech32, ...]}}`` lets only those accounts send
+``insert_headers``. An empty list (the default) is permissionless: on regtest, where proof of work
+is trivial, any funded account can then out-mine the real chain with made-up headers and move the
+light client's tip off it. Devnets and the demo set the list to the checkpoint service's address.
+
 Store (``m/btc_light_client/``)::
 
     base            {height, hash}
+    params          {insert_headers_allow_list: [bech32, ...]}
     tip             {height, hash, work}            work = cumulative work from the base (decimal)
     h/<hash>        {header, height, work, parent}  every known header (display-order hash)
     main/<height>   <hash>                          main-chain index (height zero-padded to 10)
@@ -27,7 +34,7 @@ from btc_staking.headers import BlockHeader, check_proof_of_work
 from ..errors import ContractError, InvalidRequestError
 from .base import Coin, Context, Module, register_module
 
-__all__ = ["BtcLightClientModule", "LightClientError", "MAX_HEADERS_PER_MSG"]
+__all__ = ["BtcLightClientModule", "LightClientError", "ReporterNotAllowedError", "MAX_HEADERS_PER_MSG"]
 
 #: Upper bound on headers in one ``insert_headers`` message.
 MAX_HEADERS_PER_MSG = 2_000
@@ -35,6 +42,31 @@ MAX_HEADERS_PER_MSG = 2_000
 
 class LightClientError(ContractError):
     """A header or query the light client rejects."""
+
+
+class ReporterNotAllowedError(LightClientError):
+    """``insert_headers`` from an account not on the ``insert_headers_allow_list``."""
+
+
+def _allow_list_arg(value: Any, prefix: str) -> list[str]:
+    """Validate the ``insert_headers_allow_list`` param: a list of distinct bech32 account addresses."""
+    from .auth import validate_address
+
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InvalidRequestError("btc_light_client genesis: params.insert_headers_allow_list must be a list")
+    out: list[str] = []
+    for a in value:
+        try:
+            validate_address(a, prefix)
+        except ValueError as exc:
+            raise InvalidRequestError(
+                f"btc_light_client genesis: insert_headers_allow_list entry {a!r:.80}: {exc}") from exc
+        if a in out:
+            raise InvalidRequestError(f"btc_light_client genesis: insert_headers_allow_list repeats {a}")
+        out.append(a)
+    return out
 
 
 def _main_key(height: int) -> str:
@@ -79,7 +111,12 @@ class BtcLightClientModule(Module):
 
     # ------------------------------------------------------------------ genesis
     def init_genesis(self, ctx: Context, genesis: dict[str, Any]) -> None:
-        """``{"base": {"height", "header"}}``; without a base the light client stays empty."""
+        """``{"base": {"height", "header"}, "params": {...}}``; without a base the light client stays empty."""
+        params = genesis.get("params") or {}
+        if not isinstance(params, dict) or set(params) - {"insert_headers_allow_list"}:
+            raise InvalidRequestError("btc_light_client genesis: params must be {insert_headers_allow_list: [...]}")
+        allow = _allow_list_arg(params.get("insert_headers_allow_list"), ctx.app.prefix)
+        self.store(ctx).set("params", {"insert_headers_allow_list": allow})
         base = genesis.get("base")
         if base is None:
             return
@@ -138,6 +175,18 @@ class BtcLightClientModule(Module):
         if not self.is_main_chain(ctx, hash_hex, rec["height"]):
             return -1
         return int(self.tip(ctx)["height"]) - rec["height"]  # type: ignore[index]
+
+    def params(self, ctx: Context) -> dict[str, Any]:
+        """``{insert_headers_allow_list}`` (an empty list: anyone may report headers)."""
+        return self.store(ctx).get("params") or {"insert_headers_allow_list": []}
+
+    def check_reporter(self, ctx: Context, sender: str) -> None:
+        """Raise :class:`ReporterNotAllowedError` unless ``sender`` may send ``insert_headers``."""
+        allow = self.params(ctx)["insert_headers_allow_list"]
+        if allow and sender not in allow:
+            raise ReporterNotAllowedError(
+                f"insert_headers: {sender} is not in the insert_headers_allow_list param "
+                f"({len(allow)} reporter{'s' if len(allow) != 1 else ''} allowed)")
 
     # ------------------------------------------------------------------ execute
     def insert(self, ctx: Context, headers: list[BlockHeader]) -> dict[str, Any]:
@@ -199,6 +248,7 @@ class BtcLightClientModule(Module):
 
     def exec_insert_headers(self, ctx: Context, sender: str, body: dict[str, Any], funds: list[Coin]) -> dict[str, Any]:
         """``{"insert_headers": {"headers": [hex80, ...]}}`` → ``{tip_height, tip_hash, inserted}``."""
+        self.check_reporter(ctx, sender)
         raw = body.get("headers")
         if not isinstance(raw, list) or not raw:
             raise InvalidRequestError("insert_headers: headers must be a non-empty list of hex headers")
@@ -215,6 +265,10 @@ class BtcLightClientModule(Module):
         if t is None:
             return {"height": None, "hash": None, "work": "0"}
         return {"height": t["height"], "hash": t["hash"], "work": t["work"]}
+
+    def query_params(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+        """``{insert_headers_allow_list: [bech32, ...]}`` (empty: permissionless)."""
+        return self.params(ctx)
 
     def query_base(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
         """``{height, hash}`` of the trusted base header (nulls if none)."""

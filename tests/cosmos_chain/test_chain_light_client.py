@@ -178,3 +178,52 @@ def test_same_blocks_give_the_same_app_hash():
     _, other_hash = other.block(txs)
     assert other_hash == app_hash
     assert chain.query(LC, {"tip": {}})["hash"] == fork[-1].hash
+
+
+# ---------------------------------------------------------------- header reporters (issue 12)
+def _start_with_reporters(reporters: list) -> tuple[BtcChain, TestChain]:
+    btc = BtcChain()
+    section = dict(btc.base(), params={"insert_headers_allow_list": [str(w.address()) for w in reporters]})
+    return btc, TestChain(make_genesis([RELAYER, OUTSIDER], btc, None, btc_light_client=section))
+
+
+OUTSIDER = wallet("outsider")
+
+
+def test_allow_list_refuses_headers_from_other_accounts():
+    """The hijack of issue 12: a funded outsider relays a heavier made-up chain; with the checkpoint
+    service as the only reporter the tip stays on the real chain."""
+    btc, chain = _start_with_reporters([RELAYER])
+    assert chain.query(LC, {"params": {}}) == {"insert_headers_allow_list": [str(RELAYER.address())]}
+    real = btc.mine(n=2)
+    _insert(chain, real)
+    fake = btc.mine_on(btc.best[0], n=4)  # a longer fork off the base
+    log = chain.fails(OUTSIDER, LC, {"insert_headers": {"headers": [b.raw for b in fake]}})
+    assert "not in the insert_headers_allow_list" in log
+    assert chain.query(LC, {"tip": {}})["hash"] == real[-1].hash
+    # the allowed reporter still may relay anything that is valid, forks included
+    assert _insert(chain, fake)["tip_hash"] == fake[-1].hash
+
+
+def test_empty_allow_list_is_permissionless():
+    btc, chain = _start_with_reporters([])
+    assert chain.query(LC, {"params": {}}) == {"insert_headers_allow_list": []}
+    blocks = btc.mine(n=1)
+    assert chain.ok(OUTSIDER, LC, {"insert_headers": {"headers": [blocks[0].raw]}})["tip_hash"] == blocks[0].hash
+
+
+@pytest.mark.parametrize("bad", [["not-an-address"], "bbn1...", [str(RELAYER.address())] * 2])
+def test_bad_allow_list_is_refused_at_genesis(bad):
+    btc = BtcChain()
+    section = dict(btc.base(), params={"insert_headers_allow_list": bad})
+    with pytest.raises(ValueError, match="insert_headers_allow_list"):
+        TestChain(make_genesis([RELAYER], btc, None, btc_light_client=section))
+
+
+def test_devnet_and_demo_genesis_name_the_checkpoint_service_as_reporter():
+    from btc_staking.params import regtest_default_params
+    from btcmesh.demo import chain_genesis
+
+    g = chain_genesis(regtest_default_params(), 0, bytes.fromhex(BtcChain().base()["base"]["header"]),
+                      [str(RELAYER.address())], str(RELAYER.address()), header_reporters=[str(RELAYER.address())])
+    assert g["btc_light_client"]["params"] == {"insert_headers_allow_list": [str(RELAYER.address())]}
