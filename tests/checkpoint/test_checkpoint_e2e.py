@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("cosmos_chain.modules.btc_light_client", reason="the chain's BTC light client has not landed yet")
-pytest.importorskip("cosmos_chain.modules.btc_staking", reason="the chain's staking registry has not landed yet")
 
-from cp_e2e_helpers import E2E, K, STAKING_TIME, UNBONDING_TIME, VALUE  # noqa: E402
+from cp_e2e_helpers import E2E, K, STAKING_TIME, UNBONDING_TIME, VALUE
 
-from btc_staking.tx import p2tr_script  # noqa: E402
-from checkpoint.chain_client import ChainClient  # noqa: E402
-from checkpoint.errors import ChainError, InvalidInputError  # noqa: E402
-from checkpoint.runner import chain_info, connect  # noqa: E402
-from checkpoint.store import submission_key  # noqa: E402
+from btc_staking.tx import p2tr_script
+from checkpoint.chain_client import ChainClient
+from checkpoint.errors import ChainError, InvalidInputError
+from checkpoint.runner import chain_info, connect
+from checkpoint.store import submission_key
 
 
 @pytest.fixture

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-pytest.importorskip("cosmos_chain.modules.btc_light_client", reason="the chain's BTC light client has not landed yet")
-pytest.importorskip("cosmos_chain.modules.btc_staking", reason="the chain's staking registry has not landed yet")
 
-from cp_e2e_helpers import E2E, K  # noqa: E402
+from cp_e2e_helpers import E2E, K
 
-from checkpoint.store import submission_key  # noqa: E402
+from checkpoint.store import submission_key
 
 
 @pytest.fixture

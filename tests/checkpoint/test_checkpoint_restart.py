@@ -17,13 +17,11 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("cosmos_chain.modules.btc_light_client", reason="the chain's BTC light client has not landed yet")
-pytest.importorskip("cosmos_chain.modules.btc_staking", reason="the chain's staking registry has not landed yet")
 
-from cp_e2e_helpers import E2E, K  # noqa: E402
+from cp_e2e_helpers import E2E, K
 
-from checkpoint.chain_client import ChainClient  # noqa: E402
-from checkpoint.store import CheckpointStore, submission_key  # noqa: E402
+from checkpoint.chain_client import ChainClient
+from checkpoint.store import CheckpointStore, submission_key
 
 REPO = Path(__file__).resolve().parents[2]
 
