@@ -3,6 +3,10 @@
 Tx pipeline (Cosmos SDK semantics):
 
 * **decode** (:mod:`cosmos_chain.txcodec`) → malformed bytes: code 2.
+* **validate basic** (stateless, before any fee, as the SDK's ``ValidateBasic``): every address is
+  bech32 with the chain prefix, coins are non-empty (MsgSend), positive, distinct, with valid denoms,
+  and a contract message is a JSON object with one key whose body is an object (code 18 otherwise).
+  A bad message so fails in CheckTx and costs no fee.
 * **ante** on a journal: per signer the account must exist, the pubkey must hash to the signer
   address, ``sequence`` must equal the account's (code 32 otherwise, replays included), the
   SIGN_MODE_DIRECT signature must verify for (chain_id, account_number) (code 4); the fee
@@ -17,7 +21,7 @@ Gas is deterministic: ``TX_BASE_GAS + TX_BYTE_GAS·len(tx) + SIG_GAS·signers + 
 whatever modules charge through ``ctx.gas``. ``gas_used > gas_limit`` fails with code 11.
 
 State is a flat KV store of canonical JSON (``m/<module>/...``); the app hash is
-:func:`cosmos_chain.store.state_hash` (sha256 over sorted per-key leaf hashes).
+:func:`cosmos_chain.store.state_hash` (a bucketed Merkle tree over per-key leaf hashes, rehashed per change).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 import sqlite3
 import threading
 from dataclasses import asdict, dataclass, field
@@ -136,6 +141,10 @@ class TxResult:
         d = dict(d)
         d["data"] = base64.b64decode(d.get("data", ""))
         return cls(**d)
+
+
+#: Cosmos SDK coin denom rule (``[a-zA-Z][a-zA-Z0-9/:._-]{2,127}``).
+_DENOM_RE = re.compile(r"[a-zA-Z][a-zA-Z0-9/:._-]{2,127}")
 
 
 def _err_result(exc: BaseException, gas_wanted: int = 0, gas_used: int = 0, prefix: str = "") -> TxResult:
@@ -437,6 +446,7 @@ class ChainApp:
                 raise InsufficientFeeError("gas limit must be positive (simulate the tx to estimate gas)")
             if dtx.timeout_height and height > dtx.timeout_height:
                 raise InvalidRequestError(f"tx timeout height {dtx.timeout_height} < block height {height}")
+            self._validate_basic(dtx)
             gas.consume(TX_BASE_GAS + TX_BYTE_GAS * len(dtx.raw), "tx size")
             self._ante(ctx, dtx, mode)
         except Exception as exc:  # noqa: BLE001
@@ -461,6 +471,35 @@ class ChainApp:
         ante_kv.write()
         data = canonical_json(datas).encode()
         return TxResult(0, "", gas_wanted, gas.used, ante_events + mctx.events, data)
+
+    def _validate_basic(self, dtx: DecodedTx) -> None:
+        """Stateless message checks (see module docstring); raises InvalidRequestError."""
+        for i, m in enumerate(dtx.msgs):
+            where = f"message {i}"
+            validate_address(m.signer, self.prefix)
+            if m.type_url == MSG_SEND_URL:
+                validate_address(m.proto.to_address, self.prefix)
+                if not m.funds:
+                    raise InvalidRequestError(f"{where}: MsgSend amount must be non-empty")
+            elif m.type_url == MSG_EXECUTE_URL:
+                try:
+                    validate_address(m.contract, self.prefix)
+                except InvalidRequestError as exc:
+                    raise InvalidRequestError(f"{where}: contract: {exc}") from exc
+                msg = m.msg_json
+                if not isinstance(msg, dict) or len(msg) != 1 or not isinstance(next(iter(msg.values())),
+                                                                                 (dict, type(None))):
+                    raise InvalidRequestError(
+                        f"{where}: contract message must be a JSON object {{action: {{...}}}}, got {msg!r:.120}")
+            seen: set[str] = set()
+            for c in m.funds:
+                if not _DENOM_RE.fullmatch(c["denom"]):
+                    raise InvalidRequestError(f"{where}: invalid denom {c['denom']!r:.80}")
+                if int(c["amount"]) <= 0:
+                    raise InvalidRequestError(f"{where}: coin amount must be positive, got {c['amount']}{c['denom']}")
+                if c["denom"] in seen:
+                    raise InvalidRequestError(f"{where}: duplicate denom {c['denom']}")
+                seen.add(c["denom"])
 
     def _ante(self, ctx: Context, dtx: DecodedTx, mode: str) -> None:
         """Signatures, sequences, fee (see module docstring)."""
