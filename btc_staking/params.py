@@ -26,6 +26,8 @@ __all__ = [
     "dust_threshold",
     "covenant_secret",
     "regtest_default_params",
+    "SLASHING_RATE_DECIMALS",
+    "check_slashing_rate",
 ]
 
 MAX_UINT16 = 0xFFFF
@@ -70,6 +72,26 @@ def dust_threshold(script_pubkey: bytes) -> int:
     return lo
 
 
+#: Babylon ``IsSlashingRateValid``: a slashing rate in (0, 1) with at most 2 decimal places.
+SLASHING_RATE_DECIMALS = 2
+
+
+def check_slashing_rate(rate: Decimal | float | str) -> Decimal:
+    """The rate as a Decimal if it is in (0, 1) at Babylon's precision (2 decimal places);
+    InvalidParamsError otherwise (a finer rate is rejected, never rounded)."""
+    try:
+        r = Decimal(str(rate))
+    except (InvalidOperation, ValueError) as exc:
+        raise InvalidParamsError(f"slashing_rate is not a decimal: {rate!r}") from exc
+    if not r.is_finite() or not Decimal(0) < r < Decimal(1):
+        raise InvalidParamsError(f"slashing_rate must be in (0, 1), got {r}")
+    scaled = r.scaleb(SLASHING_RATE_DECIMALS)
+    if scaled != scaled.to_integral_value():
+        raise InvalidParamsError(f"slashing_rate may have at most {SLASHING_RATE_DECIMALS} decimal places "
+                                 f"(Babylon IsSlashingRateValid), got {r}")
+    return r
+
+
 def _int_in(name: str, v: Any, lo: int, hi: int) -> None:
     if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
         raise InvalidParamsError(f"{name} must be an int in [{lo}, {hi}], got {v!r}")
@@ -92,6 +114,8 @@ class StakingParams:
     min_slashing_tx_fee_sat: int
     confirmation_depth: int = 6
     tag: bytes = bytes.fromhex("01020304")
+    #: First BTC height at which this params version applies (Babylon ``btc_activation_height``).
+    btc_activation_height: int = 0
 
     def __post_init__(self) -> None:
         try:
@@ -134,11 +158,8 @@ class StakingParams:
             raise InvalidParamsError("slashing_pk_script must not be empty")
         if len(self.tag) != 4:
             raise InvalidParamsError(f"tag must be 4 bytes, got {len(self.tag)}")
-        rate = self.slashing_rate
-        if not rate.is_finite() or not Decimal(0) < rate < Decimal(1):
-            raise InvalidParamsError(f"slashing_rate must be in (0, 1), got {rate}")
-        if (rate * 10000) != (rate * 10000).to_integral_value():
-            raise InvalidParamsError(f"slashing_rate may have at most 4 decimal places, got {rate}")
+        rate = check_slashing_rate(self.slashing_rate)
+        _int_in("btc_activation_height", self.btc_activation_height, 0, 2**32 - 1)
         min_slash = mul_f64(self.min_staking_value_sat - self.unbonding_fee_sat, rate)
         if min_slash <= 0 or is_dust(min_slash, self.slashing_pk_script):
             raise InvalidParamsError(f"minimum slashing output {min_slash} sat would be dust")
@@ -176,6 +197,16 @@ class StakingParams:
             if isinstance(exc, (InvalidParamsError, InvalidKeyError)):
                 raise
             raise InvalidParamsError(f"bad params dict: {exc}") from exc
+
+    def check_builder_amounts(self) -> None:
+        """What every tx builder needs even from unvalidated params: a positive unbonding fee and
+        minimum slashing fee (InvalidAmountError; otherwise outputs could be worth more than the
+        input) and a slashing rate at Babylon's precision (InvalidParamsError, never rounded)."""
+        for name in ("unbonding_fee_sat", "min_slashing_tx_fee_sat"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise InvalidAmountError(f"{name} must be a positive int (sat), got {v!r}")
+        check_slashing_rate(self.slashing_rate)
 
     def check_staking_value(self, value: int) -> None:
         """Raise InvalidAmountError unless min ≤ value ≤ max."""

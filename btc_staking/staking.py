@@ -8,7 +8,7 @@ from typing import Sequence
 
 from .errors import InvalidAmountError, InvalidKeyError, InvalidTxError
 from .keys import lift_x, to_xonly
-from .params import StakingParams, is_dust, mul_f64
+from .params import StakingParams, check_slashing_rate, is_dust, mul_f64
 from .script import (
     NUMS_KEY,
     TaprootTree,
@@ -272,6 +272,7 @@ def build_staking_tx(
     with_op_return: bool = True,
 ) -> Tx:
     """Unfunded version-2 staking tx: outputs [staking_output, V0 OP_RETURN] (params bounds enforced)."""
+    params.check_builder_amounts()
     params.check_staking_time(staking_time)
     params.check_staking_value(staking_value)
     info = build_staking_info(staker_pk, [fp_pk], params.covenant_pks, params.covenant_quorum, staking_time, staking_value)
@@ -289,6 +290,7 @@ def build_unbonding_tx(
     params: StakingParams,
 ) -> Tx:
     """Unbonding tx: v2, one input (seq 0xffffffff), one unbonding output of value − unbonding_fee."""
+    params.check_builder_amounts()
     _check_value(staking_value)
     value = staking_value - params.unbonding_fee_sat
     if value <= 0:
@@ -302,8 +304,12 @@ def build_unbonding_tx(
 
 
 def slashing_amounts(funding_value: int, slashing_rate: Decimal | float | str, fee: int) -> tuple[int, int]:
-    """(slash, change) with MulF64 rounding; raises InvalidAmountError if either is ≤ 0."""
+    """(slash, change) with MulF64 rounding; raises InvalidAmountError if either is ≤ 0 or the fee
+    is ≤ 0, InvalidParamsError for a rate finer than Babylon's 2 decimal places."""
     _check_value(funding_value)
+    slashing_rate = check_slashing_rate(slashing_rate)
+    if not isinstance(fee, int) or isinstance(fee, bool) or fee <= 0:
+        raise InvalidAmountError(f"slashing tx fee must be a positive int (sat), got {fee!r}")
     slash = mul_f64(funding_value, slashing_rate)
     if slash <= 0:
         raise InvalidAmountError(f"slashing amount {slash} must be positive")
@@ -324,6 +330,7 @@ def build_slashing_tx(
     """Slashing tx spending a staking or unbonding output: [slash → slashing_pk_script, change → timelock(S, unbonding_time)]."""
     if version not in (1, 2):
         raise InvalidTxError("slashing tx version must be 1 or 2")
+    params.check_builder_amounts()
     fee = params.min_slashing_tx_fee_sat if fee is None else fee
     if not isinstance(fee, int) or fee < params.min_slashing_tx_fee_sat:
         raise InvalidAmountError(f"slashing fee {fee!r} below minimum {params.min_slashing_tx_fee_sat}")

@@ -175,14 +175,15 @@ def test_params_validation():
     _bad(min_slashing_tx_fee_sat=0)
     _bad(slashing_rate=Decimal("0"))
     _bad(slashing_rate=Decimal("1"))
-    _bad(slashing_rate=Decimal("0.12345"))  # > 4 decimals
+    _bad(slashing_rate=Decimal("0.12345"))  # > 2 decimals
+    _bad(slashing_rate=Decimal("0.125"))  # Babylon IsSlashingRateValid: at most 2 decimals
     _bad(slashing_pk_script=b"")
     _bad(tag=b"\x01\x02\x03")
     _bad(confirmation_depth=0)
     # minimum slashing output would be dust for a P2PKH slashing script
     _bad(slashing_rate=Decimal("0.01"))
     # ... but an OP_RETURN slashing script is exempt from dust
-    dataclasses.replace(PARAMS, slashing_rate=Decimal("0.0001"), slashing_pk_script=b"\x6a").validate()
+    dataclasses.replace(PARAMS, slashing_rate=Decimal("0.01"), slashing_pk_script=b"\x6a").validate()
     with pytest.raises(E.InvalidParamsError):
         StakingParams.from_dict({**PARAMS.to_dict(), "bogus": 1})
     with pytest.raises(E.InvalidParamsError):
