@@ -37,7 +37,9 @@ Store (``m/btc_staking/``)::
     fp_order/<seq>      <pk>                                registration order
     del/<txid>          delegation record                   (display-order staking txid)
     by_staker/<pk>/<txid>, by_fp/<pk>/<txid>    1           query indexes
-    live/<txid>         1                                   delegations whose status depends on the BTC tip
+    expires/<h:010d>/<txid>  1                              delegations whose status depends on the BTC tip,
+                                                            by the tip height h = end_height − unbonding_time
+                                                            at which they expire (a tip move reads only h ≤ tip)
     last_tip            BTC tip height of the last refresh
 """
 
@@ -154,6 +156,11 @@ def _txid_arg(v: Any, name: str = "staking_tx_hash") -> str:
 
 def _sighash(tx: Tx, prevout_output: Any, leaf: bytes) -> bytes:
     return script_path_sighash(tx, 0, [prevout_output], leaf)
+
+
+def _expiry_key(d: dict) -> str:
+    """Index key of a live delegation: the BTC tip height at which it expires, then its staking txid."""
+    return f"expires/{max(0, d['end_height'] - d['unbonding_time']):010d}/{d['staking_tx_hash']}"
 
 
 def _pop_ok(pk_hex: str, sender: str, sig: bytes) -> bool:
@@ -363,10 +370,11 @@ class BtcStakingModule(Module):
         st = self.store(ctx)
         h = d["staking_tx_hash"]
         st.set("del/" + h, d)
-        if d["start_height"] is not None and d["status"] in (PENDING, ACTIVE):
-            st.set("live/" + h, 1)
-        else:
-            st.delete("live/" + h)
+        if d["start_height"] is not None:
+            if d["status"] in (PENDING, ACTIVE):
+                st.set(_expiry_key(d), 1)
+            else:
+                st.delete(_expiry_key(d))
 
     def _set_status(self, ctx: Context, d: dict, new: str | None = None) -> None:
         """Save ``d`` with status ``new`` (default: derived); report a change to the hooks."""
@@ -392,11 +400,12 @@ class BtcStakingModule(Module):
         if tip is None or st.get("last_tip") == tip:
             return
         st.set("last_tip", tip)
-        for key, _ in list(st.items("live/")):
+        # only delegations that expire at or below the new tip can change status (index by expiry height)
+        for key, _ in list(st.items_range("expires/", f"expires/{tip + 1:010d}/")):
             # each delegation on its own journal: a failing hook (e.g. the mesh refusing the change)
             # must not halt the chain; that delegation keeps its status and is retried next time
             sub = dataclasses.replace(ctx, kv=CacheKV(ctx.kv), events=[])
-            d = self.store(sub).get("del/" + key[len("live/"):])
+            d = self.store(sub).get("del/" + key.rsplit("/", 1)[1])
             try:
                 self._refresh(sub, d, tip)
             except ValueError as exc:
