@@ -6,6 +6,11 @@ Converter: a provider packet for ``N`` remote tokens becomes
 ``price_adjustment = 1 - discount``; each ``Uint128 * Decimal`` floors). The price feed is a
 governance-set constant (upstream's "gov-defined feed"), updatable by ``admin``.
 
+Rewards (upstream ``converter_api``): virtual staking calls ``distribute_rewards {payments}`` /
+``distribute_reward {validator}`` with the reward tokens; the converter keeps the tokens and sends
+upstream's ``DistributeBatch {rewards, denom}`` packet to external staking (a direct call here, no
+IBC). The provider's ``transfer_rewards {rewards, recipient}`` packet pays a claim out of them.
+
 Virtual staking: keeps the converter's bond *requests* per validator and delegates them
 subject to ``max_cap`` (total virtual tokens it may mint). When requests exceed the cap every
 validator is scaled down by ``max_cap / total_requested`` (floor). Upstream rebalances once
@@ -14,8 +19,8 @@ per epoch; this model rebalances after every change (an epoch per message).
 
 from __future__ import annotations
 
-from .errors import InsufficientBalance, InvalidConfig, InvalidMessage, Unauthorized, UnexpectedDenom
-from .framework import Contract, ExecCtx, Response, require, split_msg, wasm_execute
+from .errors import InsufficientBalance, InvalidConfig, InvalidMessage, PaymentError, Unauthorized, UnexpectedDenom
+from .framework import Contract, ExecCtx, Response, bank_send, must_pay, require, split_msg, wasm_execute
 from .numeric import Dec, coin, parse_coin, parse_uint
 
 
@@ -73,9 +78,50 @@ class Converter(Contract):
                     msgs.append(wasm_execute(vs, {"burn": {"validators": [v], "amount": local}}))
             else:
                 msgs.append(wasm_execute(vs, {"burn": {"validators": validators, "amount": total}}))
+        elif name == "transfer_rewards":
+            amount, denom = parse_coin(require(pkt, "rewards", dict), "rewards")
+            if denom != self.state["local_denom"]:
+                raise UnexpectedDenom(f"rewards are paid in {self.state['local_denom']}, got {denom}")
+            if amount:
+                msgs.append(bank_send(require(pkt, "recipient"), [coin(amount, denom)]))
         else:
             raise InvalidMessage(f"unknown provider packet `{name}`")
         return Response(messages=msgs).add_attribute("action", f"packet_{name}")
+
+    def exec_distribute_reward(self, ctx: ExecCtx, body: dict) -> Response:
+        """Virtual staking pays one validator's rewards (funds); upstream's ``Distribute`` packet."""
+        self._only_virtual_staking(ctx)
+        amount = must_pay(ctx, self.state["local_denom"])
+        return self._reward_packet([{"validator": require(body, "validator"), "reward": str(amount)}])
+
+    def exec_distribute_rewards(self, ctx: ExecCtx, body: dict) -> Response:
+        """Batch form: ``payments [{validator, reward}]`` whose sum must equal the funds sent;
+        forwarded as upstream's ``DistributeBatch {rewards, denom}`` packet to external staking.
+        The tokens stay here until a ``transfer_rewards`` packet pays a recipient (as upstream)."""
+        self._only_virtual_staking(ctx)
+        payments = require(body, "payments", list)
+        rewards = []
+        for p in payments:
+            if not isinstance(p, dict):
+                raise InvalidMessage("payments: expected [{validator, reward}]")
+            rewards.append({"validator": require(p, "validator"), "reward": str(parse_uint(p.get("reward"), "reward"))})
+        summed = sum(int(r["reward"]) for r in rewards)
+        sent = must_pay(ctx, self.state["local_denom"])
+        if summed != sent:
+            raise PaymentError(f"sum of rewards ({summed}) does not match funds sent ({sent})")
+        return self._reward_packet(rewards)
+
+    def _only_virtual_staking(self, ctx: ExecCtx) -> None:
+        if ctx.sender != self.state["virtual_staking"]:
+            raise Unauthorized("only the virtual staking contract pays rewards")
+
+    def _reward_packet(self, rewards: list[dict]) -> Response:
+        msg = wasm_execute(self.state["provider"], {"distribute_batch": {"rewards": rewards,
+                                                                         "denom": self.state["local_denom"]}})
+        resp = Response(messages=[msg]).add_attribute("action", "distribute_rewards")
+        for r in rewards:
+            resp.add_attribute(f"reward_{r['validator']}", r["reward"])
+        return resp
 
     def exec_update_price(self, ctx: ExecCtx, body: dict) -> Response:
         if ctx.sender != self.state["admin"]:
@@ -102,8 +148,27 @@ class VirtualStaking(Contract):
     def instantiate(cls, ctx: ExecCtx, msg: dict) -> "VirtualStaking":
         state = {"denom": require(msg, "denom"), "converter": require(msg, "converter"),
                  "max_cap": str(parse_uint(require(msg, "max_cap", (str, int)), "max_cap")),
-                 "admin": msg.get("admin"), "requests": {}, "delegations": {}}
+                 "admin": msg.get("admin"), "requests": {}, "delegations": {},
+                 "distribution": msg.get("distribution")}
         return cls(ctx.contract, state)
+
+    def exec_collect_rewards(self, ctx: ExecCtx, body: dict) -> Response:
+        """Sudo (admin): withdraw what the delegations earned on the consumer's distribution
+        contract and hand it to the converter as one ``distribute_rewards {payments}`` with the
+        tokens attached (the reward half of upstream ``handle_epoch``, with ``reply_rewards``)."""
+        if ctx.sender != self.state["admin"]:
+            raise Unauthorized("only the chain (admin) runs the epoch")
+        dist = self.state.get("distribution")
+        resp = Response().add_attribute("action", "collect_rewards")
+        if not dist:
+            return resp
+        payments = ctx.query(dist, {"delegation_rewards": {"delegator": ctx.contract}})["rewards"]
+        total = sum(int(p["reward"]) for p in payments)
+        if total:
+            resp.add_message(wasm_execute(dist, {"withdraw_delegator_rewards": {}}))
+            resp.add_message(wasm_execute(self.state["converter"], {"distribute_rewards": {"payments": payments}},
+                                          [coin(total, self.state["denom"])]))
+        return resp.add_attribute("rewards", total)
 
     def _amount(self, body: dict) -> int:
         amount, denom = parse_coin(require(body, "amount", dict))

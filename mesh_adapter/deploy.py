@@ -1,4 +1,5 @@
-"""Wiring: instantiate vault + external staking + converter + virtual staking for BTC collateral.
+"""Wiring: instantiate vault + external staking + converter + virtual staking (+ the consumer's
+reward distribution) for BTC collateral.
 
 ``deployment_plan`` returns ``[(contract_class, address, instantiate_msg), ...]`` in
 dependency order, for a chain that hosts the contracts itself; ``deploy_btc_mesh`` runs the plan
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .btc_adapter import AdapterConfig, BtcMeshAdapter
+from .consumer import ConsumerDistribution
 from .converter import Converter, VirtualStaking
 from .external_staking import ExternalStaking
 from .framework import MeshApp
@@ -36,6 +38,11 @@ class BtcMeshParams:
     converter: str = "mesh-converter"
     virtual_staking: str = "mesh-virtual-staking"
     unbond_slashed: bool = True
+    #: consumer block reward (``virtual_denom`` units per block), paid with the fees to validators by power
+    block_reward: int = 1000
+    #: consumer validators' native (non-virtual) power, ``{valoper: power}``
+    consumer_native_power: dict[str, int] = field(default_factory=dict)
+    consumer_distribution: str = "mesh-consumer-distribution"
 
 
 def deployment_plan(p: BtcMeshParams) -> list[tuple[type, str, dict]]:
@@ -48,10 +55,14 @@ def deployment_plan(p: BtcMeshParams) -> list[tuple[type, str, dict]]:
             "slash_ratio": {"double_sign": p.slashing_rate, "offline": "0"},
             "authority": p.authority, "converter": p.converter, "auto_commit": True}),
         (VirtualStaking, p.virtual_staking, {"denom": p.virtual_denom, "converter": p.converter,
-                                             "max_cap": str(p.max_cap), "admin": p.authority}),
+                                             "max_cap": str(p.max_cap), "admin": p.authority,
+                                             "distribution": p.consumer_distribution}),
         (Converter, p.converter, {"price": p.price, "discount": p.discount, "remote_denom": p.denom,
                                   "local_denom": p.virtual_denom, "virtual_staking": p.virtual_staking,
                                   "provider": p.external_staking, "admin": p.authority}),
+        (ConsumerDistribution, p.consumer_distribution, {
+            "denom": p.virtual_denom, "virtual_staking": p.virtual_staking, "authority": p.authority,
+            "block_reward": str(p.block_reward), "native_power": dict(p.consumer_native_power)}),
     ]
 
 

@@ -37,7 +37,7 @@ Query: ``config {}``, ``max_slash {}``, ``stake {user, validator}``,
 ``stakes {user, start_after?, limit?}``, ``pending_unbonds {user, validator?}``,
 ``pending_tx {tx_id}``, ``all_pending_txs_desc {start_after?, limit?}``,
 ``list_remote_validators {start_after?, limit?}``, ``validator {valoper}``,
-``total_stake {validator}``.
+``total_stake {validator}``, ``validator_rewards {validator}``, ``reward_validators {}``.
 """
 
 from __future__ import annotations
@@ -371,25 +371,88 @@ class ExternalStaking(Contract):
         return resp
 
     # --- rewards --------------------------------------------------------
+    def _check_reward_source(self, ctx: ExecCtx) -> None:
+        """Reward packets come from the converter (the IBC channel's stand-in) or the authority."""
+        if ctx.sender != self.config["converter"] or not self.config["converter"]:
+            self._check_authority(ctx)
+
+    def _rewards(self, validator: str) -> dict:
+        return self.state.setdefault("rewards", {}).setdefault(
+            validator, {"distributed": "0", "commission": "0", "undistributed": "0"})
+
+    def _distribute(self, validator: str, amount: int, strict: bool) -> list[dict]:
+        """Split ``amount`` for ``validator``: the FP commission (``floor(amount * rate)``) to its
+        recipient, the rest by points per stake (upstream ``distribute_rewards_unchecked``). With
+        no stake on the validator the rest is kept as ``undistributed`` (``strict``: an error)."""
+        dist = self._dist(validator)
+        total = int(dist["total_stake"])
+        if total == 0 and strict:
+            raise InvalidMessage(f"no stake on validator {validator} to distribute to")
+        tally = self._rewards(validator)
+        tally["distributed"] = str(int(tally["distributed"]) + amount)
+        comm = self.state.get("commission", {}).get(validator)
+        cut = Dec.parse(comm["rate"]).mul_floor(amount) if comm else 0
+        msgs = []
+        if cut:
+            tally["commission"] = str(int(tally["commission"]) + cut)
+            msgs += self._packet({"transfer_rewards": {"rewards": coin(cut, self.config["rewards_denom"]),
+                                                       "recipient": comm["recipient"]}})
+        rest = amount - cut
+        if total == 0:
+            tally["undistributed"] = str(int(tally["undistributed"]) + rest)
+            return msgs
+        points = rest * DISTRIBUTION_POINTS_SCALE + int(dist["points_leftover"])
+        pps = points // total
+        dist["points_leftover"] = str(points - pps * total)
+        dist["points_per_stake"] = str(int(dist["points_per_stake"]) + pps)
+        return msgs
+
     def exec_test_distribute_rewards(self, ctx: ExecCtx, body: dict) -> Response:
         """Rewards for ``validator`` arriving from the consumer, split pro rata to stake."""
-        self._check_authority(ctx)
+        self._check_reward_source(ctx)
         validator = require(body, "validator")
         amount, denom = parse_coin(require(body, "rewards", dict), "rewards")
         if denom != self.config["rewards_denom"]:
             raise PaymentError(f"must send '{self.config['rewards_denom']}', got '{denom}'")
-        dist = self._dist(validator)
-        total = int(dist["total_stake"])
-        if total == 0:
-            raise InvalidMessage(f"no stake on validator {validator} to distribute to")
-        points = amount * DISTRIBUTION_POINTS_SCALE + int(dist["points_leftover"])
-        pps = points // total
-        dist["points_leftover"] = str(points - pps * total)
-        dist["points_per_stake"] = str(int(dist["points_per_stake"]) + pps)
-        return Response().add_attribute("action", "distribute_rewards") \
+        msgs = self._distribute(validator, amount, strict=True)
+        return Response(messages=msgs).add_attribute("action", "distribute_rewards") \
             .add_attribute("validator", validator).add_attribute("amount", amount)
 
     exec_distribute_rewards = exec_test_distribute_rewards
+
+    def exec_distribute_batch(self, ctx: ExecCtx, body: dict) -> Response:
+        """Upstream's ``DistributeBatch {rewards: [{validator, reward}], denom}`` packet (alias
+        ``test_distribute_rewards_batch``). A validator without stake keeps its share as
+        ``undistributed`` (upstream would fail the whole packet on the division by zero)."""
+        self._check_reward_source(ctx)
+        denom = require(body, "denom")
+        if denom != self.config["rewards_denom"]:
+            raise UnexpectedDenom(f"invalid denom, expected {self.config['rewards_denom']}")
+        msgs = []
+        resp = Response().add_attribute("action", "distribute_batch")
+        for info in require(body, "rewards", list):
+            if not isinstance(info, dict):
+                raise InvalidMessage("rewards: expected [{validator, reward}]")
+            validator = require(info, "validator")
+            amount = parse_uint(info.get("reward"), "reward")
+            msgs += self._distribute(validator, amount, strict=False)
+            resp.add_attribute(f"reward_{validator}", amount)
+        resp.messages.extend(msgs)
+        return resp
+
+    exec_test_distribute_rewards_batch = exec_distribute_batch
+
+    def exec_set_validator_commission(self, ctx: ExecCtx, body: dict) -> Response:
+        """Authority: the finality provider's commission on ``valoper``'s rewards (``rate`` in
+        [0, 1], paid to ``recipient``). Set once, when the FP is mapped (its registration rate)."""
+        self._check_authority(ctx)
+        valoper = require(body, "valoper")
+        rate = Dec.parse(require(body, "rate"), "rate")
+        if Dec.one() < rate:
+            raise InvalidConfig("commission rate must be <= 1")
+        recipient = require(body, "recipient")
+        self.state.setdefault("commission", {})[valoper] = {"rate": str(rate), "recipient": recipient}
+        return Response().add_attribute("action", "set_validator_commission").add_attribute("valoper", valoper)
 
     def exec_withdraw_rewards(self, ctx: ExecCtx, body: dict) -> Response:
         """Withdraw rewards of the sender's stake on ``validator`` to ``remote_recipient``."""
@@ -409,6 +472,9 @@ class ExternalStaking(Contract):
         resp = Response().add_attribute("action", "withdraw_rewards").add_attribute("owner", ctx.sender) \
             .add_attribute("validator", validator).add_attribute("recipient", recipient) \
             .add_attribute("amount", amount).add_attribute("tx_id", tx_id)
+        # upstream's TransferRewards packet: the consumer's converter pays the recipient
+        resp.messages.extend(self._packet({"transfer_rewards": {
+            "rewards": coin(amount, self.config["rewards_denom"]), "recipient": recipient, "tx_id": tx_id}}))
         if self.config["auto_commit"]:
             del self.state["pending_txs"][str(tx_id)]
         return resp
@@ -424,6 +490,8 @@ class ExternalStaking(Contract):
         self._check_authority(ctx)
         tx_id = require(body, "tx_id", int)
         tx = self._tx(tx_id, "in_flight_transfer_funds")
+        if self.config["converter"]:
+            raise InvalidMessage("the converter already paid this transfer (direct call, no IBC): no rollback")
         stake = self._stake(tx["staker"], tx["validator"])
         stake["withdrawn_funds"] -= int(tx["amount"])
         self._save_stake(tx["staker"], tx["validator"], stake)
@@ -578,6 +646,38 @@ class ExternalStaking(Contract):
         out = [{"validator": v, "rewards": coin(self._reward(self._stake(user, v), v), self.config["rewards_denom"])}
                for v in sorted(self.state["stakes"].get(user, {})) if start_after is None or v > start_after]
         return {"rewards": out[:limit]}
+
+    def query_validator_rewards(self, body: dict) -> dict:
+        """Totals for one validator: ``distributed`` (received from the consumer), ``commission``
+        (paid to the FP), ``undistributed`` (arrived with no stake), ``claimed`` / ``pending``
+        (all stakers), ``carried`` (sub-unit points not yet a whole unit for anyone, upstream's
+        alignment remainder) and the commission config. distributed = commission + undistributed
+        + claimed + pending + carried, exactly."""
+        validator = require(body, "validator")
+        tally = dict(self.state.get("rewards", {}).get(
+            validator, {"distributed": "0", "commission": "0", "undistributed": "0"}))
+        claimed = pending = frac_points = 0
+        pps = int(self.state["distribution"].get(validator, {}).get("points_per_stake", "0"))
+        for user in sorted(self.state["stakes"]):
+            if validator in self.state["stakes"][user]:
+                st = self._stake(user, validator)
+                points = pps * st["stake"].low + st["points_alignment"]
+                claimed += st["withdrawn_funds"]
+                pending += points // DISTRIBUTION_POINTS_SCALE - st["withdrawn_funds"]
+                frac_points += points % DISTRIBUTION_POINTS_SCALE
+        leftover = int(self.state["distribution"].get(validator, {}).get("points_leftover", "0"))
+        comm = self.state.get("commission", {}).get(validator)
+        return {"validator": validator, **tally, "claimed": str(claimed), "pending": str(pending),
+                "carried": str(int(tally["distributed"]) - int(tally["commission"]) - int(tally["undistributed"])
+                               - claimed - pending),
+                "carried_points": str(leftover + frac_points),
+                "commission_rate": comm["rate"] if comm else "0",
+                "commission_recipient": comm["recipient"] if comm else None}
+
+    def query_reward_validators(self, body: dict) -> dict:
+        """Every validator that ever received rewards or has a commission set, sorted."""
+        names = set(self.state.get("rewards", {})) | set(self.state.get("commission", {}))
+        return {"validators": sorted(names)}
 
     def query_total_stake(self, body: dict) -> dict:
         dist = self.state["distribution"].get(require(body, "validator"), {"total_stake": "0"})

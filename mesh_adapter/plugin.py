@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
+from .consumer import ConsumerDistribution
 from .converter import Converter, VirtualStaking
 from .errors import InvalidMessage
 from .external_staking import ExternalStaking
@@ -65,7 +66,7 @@ class CollateralSource(Protocol):
 
 
 CONTRACT_KINDS: dict[str, type[Contract]] = {
-    cls.kind: cls for cls in (Vault, ExternalStaking, LocalStaking, Converter, VirtualStaking)
+    cls.kind: cls for cls in (Vault, ExternalStaking, LocalStaking, Converter, VirtualStaking, ConsumerDistribution)
 }
 
 
