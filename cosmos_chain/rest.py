@@ -1,6 +1,7 @@
 """The Cosmos REST (grpc-gateway) subset that an unmodified cosmpy ``LedgerClient`` uses.
 
-Served on loopback by a stdlib ``ThreadingHTTPServer`` in front of a :class:`ChainBackend`
+Served on loopback by uvicorn + Starlette (:mod:`cosmos_chain.http_serving`: backlog 1024, a bounded
+worker pool) in front of a :class:`ChainBackend`
 (:class:`EmbeddedBackend` for an in-process :class:`~cosmos_chain.node.EmbeddedChain`; a CometBFT
 host can provide its own). Responses are protobuf JSON (``google.protobuf.json_format``, proto field
 names, 64-bit ints as strings), errors are grpc-gateway shaped: HTTP status +
@@ -25,13 +26,10 @@ import binascii
 import ipaddress
 import json
 import logging
-import socket
-import threading
 from collections import OrderedDict
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from cosmpy.protos.cosmos.auth.v1beta1.query_pb2 import QueryAccountRequest, QueryAccountResponse
 from cosmpy.protos.cosmos.bank.v1beta1.query_pb2 import (
@@ -55,8 +53,13 @@ from cosmpy.protos.cosmwasm.wasm.v1.query_pb2 import QuerySmartContractStateRequ
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.timestamp_pb2 import Timestamp
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from .errors import ChainError
+from .http_serving import DEFAULT_WORKERS, BackgroundHttpServer, run_blocking, worker_limiter
 from .node import BroadcastResult, EmbeddedChain
 from .queries import abci_event_dicts
 from .txcodec import decode_tx, tx_to_json
@@ -86,6 +89,8 @@ DEFAULT_CONSENSUS_PARAMS: dict[str, Any] = {
     "evidence": {"max_age_num_blocks": "100000", "max_age_duration": "172800s", "max_bytes": "1048576"},
     "validator": {"pub_key_types": ["ed25519"]},
 }
+
+MAX_HEIGHT = (1 << 63) - 1  # int64, as the SDK's height fields
 
 # grpc status codes
 GRPC_OK, GRPC_UNKNOWN, GRPC_INVALID_ARGUMENT, GRPC_NOT_FOUND, GRPC_ALREADY_EXISTS = 0, 2, 3, 5, 6
@@ -406,6 +411,8 @@ class RestApi:
             raise RestError(GRPC_INVALID_ARGUMENT, f"invalid height {which!r}") from None
         if height < 1:
             raise RestError(GRPC_INVALID_ARGUMENT, "height must be greater than 0")
+        if height > MAX_HEIGHT:
+            raise RestError(GRPC_INVALID_ARGUMENT, f"height {which} is out of range (max {MAX_HEIGHT})")
         rec = self.backend.block(height)
         if rec is None:
             latest = self.backend.block(None)
@@ -470,113 +477,79 @@ class RestApi:
 
 
 # ---------------------------------------------------------------------- HTTP transport
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # replies go out in two writes; Nagle would delay the second by ~40 ms
-    server: "_Server"
-    MAX_BODY = 4 << 20
-    timeout = 60  # idle keep-alive connections are closed after this many seconds
+MAX_BODY = 4 << 20  # bytes of a POST body
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-        log.debug("%s - %s", self.address_string(), format % args)
 
-    def _send(self, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+def _json_response(status: int, payload: dict[str, Any]) -> Response:
+    return Response(json.dumps(payload).encode(), status_code=status, media_type="application/json")
 
-    def _dispatch(self, method: str) -> None:
-        url = urlsplit(self.path)
+
+def rest_asgi_app(api: RestApi, workers: int = DEFAULT_WORKERS) -> Starlette:
+    """The Starlette app answering every GET/POST through ``api`` (blocking calls in a bounded pool)."""
+    limiter: list[Any] = []  # the CapacityLimiter, created inside the server's event loop
+
+    async def endpoint(request: Request) -> Response:
+        if not limiter:
+            limiter.append(worker_limiter(workers))
+        # the raw path, split before unquoting (as grpc-gateway): base64 queries may hold %2F
+        path = (request.scope.get("raw_path") or request.url.path.encode()).decode("latin-1")
         try:
-            if method == "GET":
-                payload = self.server.api.get(url.path, parse_qs(url.query))
+            if request.method == "GET":
+                params = parse_qs(request.scope.get("query_string", b"").decode("latin-1"))
+                payload = await run_blocking(limiter[0], api.get, path, params)
             else:
                 try:
-                    n = int(self.headers.get("Content-Length") or 0)
+                    n = int(request.headers.get("content-length") or 0)
                 except ValueError:
                     n = -1
-                if n < 0 or n > self.MAX_BODY:
-                    self.close_connection = True  # the body is not read: the connection cannot be reused
-                    raise RestError(GRPC_INVALID_ARGUMENT, f"bad request body length (max {self.MAX_BODY} bytes)")
-                raw = self.rfile.read(n)
+                if not 0 <= n <= MAX_BODY:
+                    resp = _json_response(400, RestError(
+                        GRPC_INVALID_ARGUMENT, f"bad request body length (max {MAX_BODY} bytes)").body())
+                    resp.headers["connection"] = "close"  # the body is not read: the connection cannot be reused
+                    return resp
+                raw = await request.body()
                 try:
                     body = json.loads(raw or b"{}", object_pairs_hook=OrderedDict)
                 except (UnicodeDecodeError, json.JSONDecodeError) as exc:
                     raise RestError(GRPC_INVALID_ARGUMENT, f"request body is not JSON: {exc}") from exc
-                payload = self.server.api.post(url.path, body)
-            self._send(200, payload)
+                payload = await run_blocking(limiter[0], api.post, path, body)
+            return _json_response(200, payload)
         except RestError as exc:
-            self._send(exc.http_status, exc.body())
+            return _json_response(exc.http_status, exc.body())
+        except OverflowError as exc:  # a number too large for the store (e.g. a 30-digit height)
+            return _json_response(400, RestError(GRPC_INVALID_ARGUMENT, f"number out of range: {exc}").body())
         except Exception as exc:  # noqa: BLE001 - answer, never drop the connection
-            log.exception("REST %s %s failed", method, self.path)
-            self._send(500, {"code": GRPC_INTERNAL, "message": f"internal error ({type(exc).__name__}): {exc}",
-                             "details": []})
+            log.exception("REST %s %s failed", request.method, path)
+            return _json_response(500, {"code": GRPC_INTERNAL,
+                                        "message": f"internal error ({type(exc).__name__}): {exc}", "details": []})
 
-    def do_GET(self) -> None:  # noqa: N802 - stdlib name
-        self._dispatch("GET")
-
-    def do_POST(self) -> None:  # noqa: N802 - stdlib name
-        self._dispatch("POST")
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    allow_reuse_address = True
-    api: RestApi
-
-    def __init__(self, *args: Any, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.connections: set[socket.socket] = set()
-        self.conn_lock = threading.Lock()
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        with self.conn_lock:
-            self.connections.add(request)
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            with self.conn_lock:
-                self.connections.discard(request)
-
-    def close_connections(self) -> None:
-        """Shut down open keep-alive connections (their handler threads then exit)."""
-        with self.conn_lock:
-            conns = list(self.connections)
-        for c in conns:
-            try:
-                c.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+    return Starlette(routes=[Route("/{path:path}", endpoint, methods=["GET", "POST"])])
 
 
 class RestServer:
-    """Threaded HTTP server for :class:`RestApi` on loopback; ``port=0`` picks a free port.
+    """The REST gateway for :class:`RestApi` on loopback (uvicorn + Starlette); ``port=0`` picks a free port.
 
+    The socket is bound in the constructor; ``workers`` bounds the threads answering at once.
     Use ``url`` for plain HTTP and ``cosmpy_url`` (``rest+http://...``) for ``NetworkConfig``.
     """
 
     def __init__(self, node_or_backend: EmbeddedChain | ChainBackend, host: str = "127.0.0.1", port: int = 0,
-                 *, node_info: dict[str, str] | None = None) -> None:
+                 *, node_info: dict[str, str] | None = None, workers: int = DEFAULT_WORKERS) -> None:
         if not ipaddress.ip_address(host).is_loopback:
             raise ValueError(f"RestServer only listens on loopback, not {host!r}")
         backend = EmbeddedBackend(node_or_backend) if isinstance(node_or_backend, EmbeddedChain) else node_or_backend
         self.api = RestApi(backend, node_info)
-        self._httpd = _Server((host, port), _Handler)
-        self._httpd.api = self.api
-        self._thread: threading.Thread | None = None
+        self._http = BackgroundHttpServer(rest_asgi_app(self.api, workers), host, port, name="rest")
 
     @property
     def port(self) -> int:
         """The bound port."""
-        return int(self._httpd.server_address[1])
+        return self._http.port
 
     @property
     def url(self) -> str:
         """``http://host:port``."""
-        return f"http://{self._httpd.server_address[0]}:{self.port}"
+        return f"http://{self._http.host}:{self.port}"
 
     @property
     def cosmpy_url(self) -> str:
@@ -585,20 +558,12 @@ class RestServer:
 
     def start(self) -> "RestServer":
         """Serve in a daemon thread (idempotent)."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.1},
-                                            name=f"rest-{self.port}", daemon=True)
-            self._thread.start()
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        """Stop serving and close the socket."""
-        if self._thread is not None:
-            self._httpd.shutdown()
-            self._thread.join(10)
-            self._thread = None
-        self._httpd.server_close()
-        self._httpd.close_connections()
+        """Stop serving, close the socket and the keep-alive connections."""
+        self._http.stop()
 
     def __enter__(self) -> "RestServer":
         return self.start()
