@@ -24,10 +24,12 @@ Lifecycle (every step goes through vault / external-staking JSON messages only):
   free collateral and burn it; finishes in ``process_matured`` once the lien is released.
 * FP slashed (EOTS key extracted) -> ``handle_slashing {validator, height, time}`` as the
   adapter authority: stakes and pending unbonds on that validator lose ``ratio``; the vault's
-  ``cross_slash`` cuts collateral and liens (propagating if needed). The adapter then unbonds
-  and burns any further collateral so the vault never holds more than the BTC left after the
-  Bitcoin slashing tx (``value - floor(value * ratio)``), and - with ``unbond_slashed`` - unstakes
-  what remains on the tombstoned validator.
+  ``cross_slash`` cuts collateral and liens (propagating if needed); ``collateral_left`` caps
+  the remaining lien at the BTC left after the Bitcoin slashing tx (its change output, fee
+  included; default ``value - floor(value * ratio)``) and the adapter unbonds and burns the free
+  rest, so collateral equals that change. The consumer's virtual staking is told of the tombstone
+  and force-unbonds the validator (upstream ``handle_epoch``); with ``unbond_slashed`` the
+  provider-side stake is unstaked too (liens released after the unbonding period).
 
 Host: anything implementing :class:`mesh_adapter.framework.MeshHost` (``MeshApp`` or the
 chain). If the host has ``atomic()`` every event is all-or-nothing; the adapter's own records
@@ -122,6 +124,8 @@ class AdapterConfig:
 
     ``price`` and ``discount`` must match the converter's; ``max_virtual_per_validator`` is the
     cap on virtual stake (consumer tokens) per mesh validator (None = uncapped).
+    ``virtual_staking``: the consumer contract told of a tombstoning (``handle_valset_update``,
+    the adapter acting for the consumer chain); it force-unbonds the validator's virtual stake.
     """
 
     vault: str
@@ -134,6 +138,7 @@ class AdapterConfig:
     account_prefix: str = "btcdel"
     authority: str = "btc-mesh-adapter"
     unbond_slashed: bool = True
+    virtual_staking: str | None = None
 
     def __post_init__(self) -> None:
         price, discount = Dec.parse(self.price, "price"), Dec.parse(self.discount, "discount")
@@ -358,12 +363,32 @@ class BtcMeshAdapter:
                 out.append(self._summary(rec))
         return out
 
-    def on_finality_provider_slashed(self, fp_btc_pk: Any, height: int, time: int | None = None) -> dict:
+    def _virtual_request(self, validator: str) -> int | None:
+        """The consumer's bond request for ``validator`` (None without a virtual-staking contract)."""
+        if not self.config.virtual_staking:
+            return None
+        reqs = self.host.query(self.config.virtual_staking, {"bond_requests": {}})["requests"]
+        return int(reqs.get(validator, "0"))
+
+    def on_finality_provider_slashed(self, fp_btc_pk: Any, height: int, time: int | None = None,
+                                     btc_left: dict[str, int] | None = None) -> dict:
         """The FP equivocated: slash its mesh validator and mirror the Bitcoin slashing on collateral.
 
-        Returns ``{validator, ratio, delegations: {hash: {collateral_before, collateral_after,
-        stake_before, stake_after, pending_before, pending_after}}}`` measured right after the
-        contracts' slashing (before any ``unbond_slashed`` unstake).
+        ``btc_left`` (staking tx hash → sat): what Bitcoin leaves each delegation, i.e. the change
+        output of the slashing tx of the path that is slashed (staking or unbonding), after the
+        slash *and* the tx fee. Missing entries default to ``value - floor(value * ratio)``. Each
+        account's collateral ends equal to it: ``handle_slashing`` caps the remaining lien at it
+        (``collateral_left``) and the free rest is unbonded and burned.
+
+        Then the consumer is told the validator is tombstoned (``virtual_staking``
+        ``handle_valset_update``) and its epoch force-unbonds what virtual stake is left there,
+        whatever ``unbond_slashed`` says (that flag only unstakes the provider-side stake, so the
+        liens are released after the unbonding period).
+
+        Returns ``{validator, ratio, virtual_slashed, virtual_unbonded, delegations: {hash:
+        {collateral_before, collateral_after, stake_before, stake_after, pending_before,
+        pending_after, btc_left}}}`` measured right after the contracts' slashing (before any
+        ``unbond_slashed`` unstake); ``virtual_*`` are None without a virtual-staking contract.
         """
         validator = self.validator_for(fp_btc_pk)
         if isinstance(height, bool) or not isinstance(height, int) or height < 0:
@@ -372,10 +397,23 @@ class BtcMeshAdapter:
         ratio = Dec.parse(self.host.query(self.config.external_staking, {"max_slash": {}})["slash_ratio_dsign"])
         affected = [h for h in sorted(self.records)
                     if self.records[h]["validator"] == validator and self.records[h]["status"] != "WITHDRAWN"]
+        left: dict[str, int] = {}
+        for h in affected:
+            value = self.records[h]["value_sat"]
+            given = (btc_left or {}).get(h)
+            if given is not None and (isinstance(given, bool) or not isinstance(given, int) or not 0 <= given <= value):
+                raise InvalidDelegation(f"btc_left of {h} must be an integer in 0..{value}, got {given!r}")
+            left[h] = value - ratio.mul_floor(value) if given is None else given
         report: dict[str, dict] = {}
         with self._atomic():
+            virtual_before = self._virtual_request(validator)
             self.host.execute(self.config.authority, self.config.external_staking, {"handle_slashing": {
-                "validator": validator, "height": height, "time": when, "tombstone": True}})
+                "validator": validator, "height": height, "time": when, "tombstone": True,
+                "collateral_left": {self.records[h]["account"]: str(left[h]) for h in affected}}})
+            virtual_after = self._virtual_request(validator)
+            if self.config.virtual_staking:
+                self.host.execute(self.config.authority, self.config.virtual_staking, {"handle_valset_update": {
+                    "tombstoned": [validator]}})
             for h in affected:
                 rec = self.records[h]
                 before = (rec["collateral_sat"], rec["staked_sat"], rec["pending_sat"])
@@ -384,23 +422,25 @@ class BtcMeshAdapter:
                 cut = before[0] - rec["collateral_sat"]
                 if cut > 0:
                     self.host.burn(self.config.vault, [coin(cut, self.config.denom)])
-                # mirror the BTC slashing tx: the vault keeps at most what is left on Bitcoin
-                btc_left = rec["value_sat"] - ratio.mul_floor(rec["value_sat"])
-                excess = rec["collateral_sat"] - btc_left
+                # mirror the BTC slashing tx: the vault keeps what is left on Bitcoin
+                excess = rec["collateral_sat"] - left[h]
                 if excess > 0:
                     self._unbond_free(rec, excess)
                     self._refresh(rec)
                 rec["slashed_sat"] = rec["value_sat"] - rec["collateral_sat"]
+                rec["btc_left_sat"] = left[h]
                 report[h] = {"collateral_before": before[0], "collateral_after": rec["collateral_sat"],
                              "stake_before": before[1], "stake_after": rec["staked_sat"],
-                             "pending_before": before[2], "pending_after": rec["pending_sat"]}
+                             "pending_before": before[2], "pending_after": rec["pending_sat"], "btc_left": left[h]}
                 if rec["status"] in ("ACTIVE", "UNBONDING"):
                     if self.config.unbond_slashed and rec["status"] == "ACTIVE":
                         self._unstake_all(rec)
                         self._refresh(rec)
                     rec["status"] = "SLASHED" if self.config.unbond_slashed or rec["status"] == "UNBONDING" \
                         else "ACTIVE"
-        return {"validator": validator, "ratio": str(ratio), "delegations": report}
+        slashed = None if virtual_before is None or virtual_after is None else virtual_before - virtual_after
+        return {"validator": validator, "ratio": str(ratio), "virtual_slashed": slashed,
+                "virtual_unbonded": virtual_after, "delegations": report}
 
     def slashing_message(self, fp_btc_pk: Any, height: int, time: int) -> dict:
         """The bare ``WasmMsg`` a slashing hook can return instead of calling

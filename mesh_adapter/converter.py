@@ -15,6 +15,11 @@ Virtual staking: keeps the converter's bond *requests* per validator and delegat
 subject to ``max_cap`` (total virtual tokens it may mint). When requests exceed the cap every
 validator is scaled down by ``max_cap / total_requested`` (floor). Upstream rebalances once
 per epoch; this model rebalances after every change (an epoch per message).
+
+Tombstoned validators (``handle_valset_update {tombstoned}``, upstream a sudo from the chain,
+here from ``admin``) are force-unbonded in that epoch, as upstream ``handle_epoch`` does: their
+bond requests go to 0 and the amount is recorded (``inactive_validators``). A later provider
+``unstake`` for such a validator is capped at what is left (upstream fails with InsufficientBond).
 """
 
 from __future__ import annotations
@@ -180,7 +185,18 @@ class VirtualStaking(Contract):
         if ctx.sender != self.state["converter"]:
             raise Unauthorized("only the converter may change virtual stake")
 
+    def _tombstoned(self) -> set[str]:
+        return {v for v, info in self.state.get("inactive", {}).items() if info["tombstoned"]}
+
     def _rebalance(self) -> None:
+        """Upstream ``handle_epoch``: tombstoned validators are force-unbonded (their bond requests
+        zeroed, the amount recorded as ``unbonded``), then requests are scaled under ``max_cap``."""
+        for v in sorted(self._tombstoned()):
+            have = int(self.state["requests"].get(v, "0"))
+            if have:
+                info = self.state["inactive"][v]
+                info["unbonded"] = str(int(info.get("unbonded", "0")) + have)
+                self.state["requests"][v] = "0"
         reqs = {v: int(a) for v, a in self.state["requests"].items() if int(a) > 0}
         total = sum(reqs.values())
         cap = int(self.state["max_cap"])
@@ -203,6 +219,8 @@ class VirtualStaking(Contract):
         v = require(body, "validator")
         amount = self._amount(body)
         have = int(self.state["requests"].get(v, "0"))
+        if v in self._tombstoned():  # already force-unbonded by the epoch (upstream: InsufficientBond)
+            amount = min(amount, have)
         if have < amount:
             raise InsufficientBalance(f"only {have} bonded to {v}")
         self.state["requests"][v] = str(have - amount)
@@ -222,6 +240,40 @@ class VirtualStaking(Contract):
             self.state["requests"][v] = str(max(have - share - (1 if i < rem else 0), 0))
         self._rebalance()
         return Response().add_attribute("action", "burn")
+
+    def exec_handle_valset_update(self, ctx: ExecCtx, body: dict) -> Response:
+        """Upstream sudo ``handle_valset_update`` (here from ``admin``, the consumer chain's
+        stand-in): ``tombstoned``/``removals`` join the inactive list, ``additions`` leave it; the
+        epoch (:meth:`_rebalance`) then force-unbonds the tombstoned ones."""
+        if ctx.sender != self.state["admin"]:
+            raise Unauthorized("only admin (the chain) may report validator set changes")
+        lists = {}
+        for key in ("additions", "removals", "tombstoned"):
+            value = body.get(key) or []
+            if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+                raise InvalidMessage(f"`{key}` must be a list of validator names")
+            lists[key] = value
+        inactive = self.state.setdefault("inactive", {})
+        for v in lists["tombstoned"]:
+            inactive[v] = {"tombstoned": True, "unbonded": inactive.get(v, {}).get("unbonded", "0")}
+        for v in lists["removals"]:
+            inactive.setdefault(v, {"tombstoned": False, "unbonded": "0"})
+        for v in lists["additions"]:
+            if not inactive.get(v, {}).get("tombstoned"):
+                inactive.pop(v, None)
+        before = {v: info.get("unbonded", "0") for v, info in inactive.items()}
+        self._rebalance()
+        resp = Response().add_attribute("action", "handle_valset_update")
+        for v in sorted(inactive):
+            if inactive[v].get("unbonded", "0") != before.get(v):
+                resp.add_attribute("unbonded_" + v, str(int(inactive[v]["unbonded"]) - int(before.get(v, "0"))))
+        return resp
+
+    def query_inactive_validators(self, body: dict) -> dict:
+        """``{validators: [{validator, tombstoned, unbonded}]}`` (``unbonded``: virtual stake the
+        epoch force-unbonded from a tombstoned validator)."""
+        return {"validators": [{"validator": v, "tombstoned": info["tombstoned"], "unbonded": info.get("unbonded", "0")}
+                               for v, info in sorted(self.state.get("inactive", {}).items())]}
 
     def exec_set_max_cap(self, ctx: ExecCtx, body: dict) -> Response:
         if ctx.sender != self.state["admin"]:

@@ -70,7 +70,7 @@ def adapter_config(p: BtcMeshParams) -> AdapterConfig:
     return AdapterConfig(vault=p.vault, external_staking=p.external_staking, fp_to_validator=dict(p.fp_to_validator),
                          denom=p.denom, price=p.price, discount=p.discount,
                          max_virtual_per_validator=p.max_virtual_per_validator, authority=p.authority,
-                         unbond_slashed=p.unbond_slashed)
+                         unbond_slashed=p.unbond_slashed, virtual_staking=p.virtual_staking)
 
 
 def deploy_btc_mesh(app: MeshApp, params: BtcMeshParams | None = None) -> BtcMeshAdapter:

@@ -24,13 +24,19 @@ Execute: ``receive_virtual_stake {owner, amount, tx_id, msg}`` (vault only),
 ``test_commit_stake|test_rollback_stake|test_commit_unstake|test_rollback_unstake {tx_id}``,
 ``test_set_active_validator {validator: {valoper, start_height?, start_time?}}``,
 ``test_jail_validator|test_unjail_validator|test_tombstone_validator|test_remove_validator
-{valoper, height, time}``, ``handle_slashing {validator, height, time, tombstone?}``
-(alias ``test_handle_slashing``).
+{valoper, height, time}``, ``handle_slashing {validator, height, time, tombstone?,
+collateral_left?: {user: amount}}`` (alias ``test_handle_slashing``; ``collateral_left`` is ours:
+it caps each listed user's remaining stake + locked unbonds, so a BTC slashing tx's fee is cut
+too).
 
-Rewards: ``test_distribute_rewards {validator, rewards}`` (authority; alias
-``distribute_rewards``), ``withdraw_rewards {validator, remote_recipient}``,
-``test_commit_withdraw_rewards|test_rollback_withdraw_rewards {tx_id}``; points-per-stake
-accounting with a 1e9 scale and per-stake alignment, as upstream.
+Rewards: ``test_distribute_rewards {validator, rewards}`` (authority or converter; alias
+``distribute_rewards``), ``distribute_batch {rewards: [{validator, reward}], denom}`` (upstream's
+``DistributeBatch`` packet; alias ``test_distribute_rewards_batch``), ``withdraw_rewards
+{validator, remote_recipient}`` (sends upstream's ``transfer_rewards`` packet to the converter),
+``test_commit_withdraw_rewards|test_rollback_withdraw_rewards {tx_id}``,
+``set_validator_commission {valoper, rate, recipient}`` (authority; ours: the finality provider's
+commission, cut before the points split and paid with a ``transfer_rewards`` packet);
+points-per-stake accounting with a 1e9 scale and per-stake alignment, as upstream.
 
 Query: ``config {}``, ``max_slash {}``, ``stake {user, validator}``,
 ``pending_rewards {user, validator}``, ``all_pending_rewards {user, start_after?, limit?}``,
@@ -543,6 +549,7 @@ class ExternalStaking(Contract):
             raise AlreadyTombstoned(f"validator {validator} is tombstoned or was not active at {height}")
         sr = self.config["slash_ratio"]
         ratio = Dec.parse(sr["double_sign"] if tombstone else sr["offline"])
+        left = self._collateral_left(body, tombstone)
         slashes = []
         stake_burned = 0
         for user in sorted(self.state["stakes"]):
@@ -558,11 +565,12 @@ class ExternalStaking(Contract):
                     cut = ratio.mul_floor(p["amount"])
                     p["amount"] -= cut
                     pending_slash += cut
-            self._add_total(validator, -stake_slash, stake)
+            extra = self._cut_to_collateral_left(stake, left.get(user), ctx.block.time)
+            self._add_total(validator, -(stake_slash + extra[0]), stake)
             self._save_stake(user, validator, stake)
             stake_burned += stake_slash
-            if stake_slash + pending_slash:
-                slashes.append({"user": user, "slash": str(stake_slash + pending_slash)})
+            if stake_slash + pending_slash + sum(extra):
+                slashes.append({"user": user, "slash": str(stake_slash + pending_slash + sum(extra))})
         self._set_state(validator, height, TOMBSTONED if tombstone else JAILED)
         msgs = [wasm_execute(self.config["vault"], {"cross_slash": {"slashes": slashes, "validator": validator}})]
         if stake_burned:
@@ -574,6 +582,39 @@ class ExternalStaking(Contract):
             .add_attribute("users", ",".join(s["user"] for s in slashes))
 
     exec_test_handle_slashing = exec_handle_slashing
+
+    @staticmethod
+    def _collateral_left(body: dict, tombstone: bool) -> dict[str, int]:
+        """``collateral_left {user: amount}`` (our extension, see :meth:`_cut_to_collateral_left`)."""
+        raw = optional(body, "collateral_left", dict) or {}
+        if raw and not tombstone:
+            raise InvalidMessage("collateral_left needs tombstone: true (the consumer unbonds the rest)")
+        return {str(u): parse_uint(a, "collateral_left") for u, a in raw.items()}
+
+    @staticmethod
+    def _cut_to_collateral_left(stake: dict, left: int | None, now: int) -> tuple[int, int]:
+        """Cap what stays slashable-locked (stake + still-locked pending unbonds) at ``left``, the
+        collateral that survives outside mesh (BTC: the slashing tx's change output, i.e. after the
+        slash *and* the tx fee). The excess is cut from the stake first, then from the newest
+        pending unbonds; it is not burned on the consumer (the tombstoned validator's virtual stake
+        is unbonded there as a whole). Returns ``(cut from stake, cut from pending)``."""
+        if left is None:
+            return 0, 0
+        locked = [p for p in stake["pending_unbonds"] if p["release_at"] > now]
+        excess = stake["stake"].high + sum(p["amount"] for p in locked) - left
+        if excess <= 0:
+            return 0, 0
+        st = stake["stake"]
+        from_stake = min(excess, st.high)
+        stake["stake"] = ValueRange(max(st.low - from_stake, 0), st.high - from_stake)
+        excess -= from_stake
+        from_pending = 0
+        for p in reversed(locked):
+            cut = min(excess, p["amount"])
+            p["amount"] -= cut
+            from_pending += cut
+            excess -= cut
+        return from_stake, from_pending
 
     # --- queries --------------------------------------------------------
     def query_config(self, body: dict) -> dict:

@@ -55,6 +55,7 @@ import contextlib
 from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, Any, Iterator
 
+from btc_staking.tx import Tx
 from mesh_adapter.btc_adapter import BtcMeshAdapter, normalize_pk
 from mesh_adapter.deploy import BtcMeshParams, adapter_config, deployment_plan
 from mesh_adapter.errors import AlreadyTombstoned
@@ -148,6 +149,24 @@ def _delegation_fp(delegation: dict) -> str:
     if not fps:
         raise MeshModuleError(f"delegation {delegation.get('staking_tx_hash')} names no finality provider")
     return normalize_pk(fps[0], "fp_btc_pk")
+
+
+def _btc_left_after_slashing(ctx: Context, staking_tx_hash: str) -> int | None:
+    """Value of the change output (index 1, fixed by ``validate_slashing_tx``) of the slashing tx
+    Bitcoin will see for this delegation: the one the registry recorded as mined, else the
+    unbonding path's once the unbonding tx is on Bitcoin (the staking output is gone), else the
+    staking path's. None if the registry has no such record (then the adapter's default applies)."""
+    reg = _registry(ctx)
+    lookup = getattr(reg, "delegation", None)
+    d = lookup(ctx, staking_tx_hash) if lookup is not None else None
+    if not d:
+        return None
+    key = d.get("slashing_btc_path") or \
+        ("unbonding_slashing_tx" if d.get("unbonding_height") is not None else "slashing_tx")
+    raw = d.get(key)
+    if not isinstance(raw, str):
+        return None
+    return Tx.parse(bytes.fromhex(raw)).outputs[1].value
 
 
 @register_module
@@ -349,11 +368,14 @@ class MeshModule(Module):
             ctx.emit("mesh_slash", fp_btc_pk=fp, validator=validator, skipped="validator already tombstoned")
             return None
         with self.session(ctx) as (host, adapter):
+            left = {h: sat for h, r in adapter.records.items() if r["validator"] == validator
+                    and (sat := _btc_left_after_slashing(ctx, h)) is not None}
             try:
-                report = adapter.on_finality_provider_slashed(fp, int(height))
+                report = adapter.on_finality_provider_slashed(fp, int(height), btc_left=left)
             except AlreadyTombstoned as exc:
                 raise MeshModuleError(f"cannot slash mesh validator {validator}: {exc}") from exc
         ctx.emit("mesh_slash", fp_btc_pk=fp, validator=validator, height=str(height), ratio=report["ratio"],
+                 virtual_slashed=str(report["virtual_slashed"]), virtual_unbonded=str(report["virtual_unbonded"]),
                  delegations=report["delegations"])
         return report
 

@@ -403,8 +403,12 @@ def test_real_registry_lifecycle_and_double_sign_slashing() -> None:
     assert fp_rec["slashed"] and fp_rec["slashed_height"] == start + 1
     assert [reg(s) for s in (s1, s2, s3)] == ["SLASHED", "ACTIVE", "UNBONDING"]
     m1 = mesh_del(s1)
-    assert (m1["status"], m1["collateral_sat"], m1["slashed_sat"], m1["virtual_stake"]) == ("SLASHED", 900_000,
-                                                                                          100_000, 0)
+    # collateral = the registered slashing tx's change output (slash and tx fee gone), not 90 %
+    left = SlashableDelegation.from_json(chain.query("btc_staking", {"delegation": {
+        "staking_tx_hash": s1.staking_tx_hash}})["delegation"]).slashing_tx.outputs[1].value
+    assert left < 900_000
+    assert (m1["status"], m1["collateral_sat"], m1["slashed_sat"], m1["virtual_stake"]) == (
+        "SLASHED", left, 1_000_000 - left, 0)
     assert virtual("valA") == 0 and virtual("valB") == 3_000_000
     assert mesh_del(s2)["collateral_sat"] == 2_000_000
     assert chain.query("mesh", {"external_staking": {"validator": {"valoper": "valA"}}})["state"] == "tombstoned"
@@ -414,7 +418,7 @@ def test_real_registry_lifecycle_and_double_sign_slashing() -> None:
     # the change output's timelock the staker takes back the 90 % Bitcoin left → registry SLASHED →
     # WITHDRAWN (still slashed) and the mesh burns the collateral it still held for s1
     vault_before = int(chain.query("mesh", {"balance": {"address": "mesh-vault"}})["amount"]["amount"])
-    assert vault_before == 900_000 + 2_000_000 + 300_000
+    assert vault_before == left + 2_000_000 + 300_000
     sd = SlashableDelegation.from_json(chain.query("btc_staking", {"delegation": {
         "staking_tx_hash": s1.staking_tx_hash}})["delegation"])
     slashing_tx = complete_slashing_tx(sd.slashing_tx, s1.info.output, s1.info.slashing_script,
@@ -440,14 +444,14 @@ def test_real_registry_lifecycle_and_double_sign_slashing() -> None:
     d1 = chain.query("btc_staking", {"delegation": {"staking_tx_hash": s1.staking_tx_hash}})["delegation"]
     assert (d1["status"], d1["slashed"]) == ("WITHDRAWN", True)
     m1 = mesh_del(s1)  # unstaked from the tombstoned validator at the slash: the lien is still pending
-    assert (m1["status"], m1["collateral_sat"], m1["pending_sat"]) == ("WITHDRAWING", 900_000, 900_000)
+    assert (m1["status"], m1["collateral_sat"], m1["pending_sat"]) == ("WITHDRAWING", left, left)
     for _ in range(4):  # the lien on the tombstoned validator matures after the mesh unbonding period
         chain.block()
     m1 = mesh_del(s1)
     assert (m1["status"], m1["collateral_sat"], m1["staked_sat"], m1["pending_sat"]) == ("WITHDRAWN", 0, 0, 0)
     assert chain.query("mesh", {"balance": {"address": f"btcdel1{s1.staking_tx_hash}"}})["amount"]["amount"] == "0"
     assert int(chain.query("mesh", {"balance": {"address": "mesh-vault"}})["amount"]["amount"]) == \
-        vault_before - 900_000
+        vault_before - left
     assert (mesh_del(s2)["collateral_sat"], mesh_del(s2)["status"]) == (2_000_000, "ACTIVE")
     assert (mesh_del(s3)["collateral_sat"], mesh_del(s3)["status"]) == (300_000, "UNBONDING")
     assert virtual("valB") == 3_000_000

@@ -150,14 +150,19 @@ def test_fp_slashing_cuts_stake_and_collateral_and_spares_honest_fp():
     assert report["validator"] == "valA" and report["ratio"] == "0.1"
     assert report["delegations"][h(1)] == {"collateral_before": 1_000_000, "collateral_after": 900_000,
                                            "stake_before": 1_000_000, "stake_after": 900_000,
-                                           "pending_before": 0, "pending_after": 0}
+                                           "pending_before": 0, "pending_after": 0, "btc_left": 900_000}
     assert report["delegations"][h(2)]["collateral_after"] == 1_800_000
     assert report["delegations"][h(2)]["stake_after"] == 1_800_000
     assert set(report["delegations"]) == {h(1), h(2)}
     d1 = vault_acct(app, ad, 1)
     assert d1["bonded"] == "900000" and d1["max_lien"]["high"] == "900000"
     assert d1["total_slashable"]["high"] == "90000" and d1["free"]["low"] == "0"
-    assert virtual(app, "valA") == 4_050_000  # consumer virtual stake cut by exactly 10%
+    # consumer virtual stake cut by exactly 10%, then the rest force-unbonded by the consumer's epoch
+    # (tombstoned validator), although unbond_slashed is off
+    assert (report["virtual_slashed"], report["virtual_unbonded"]) == (450_000, 4_050_000)
+    assert virtual(app, "valA") == 0
+    assert app.query(VS, {"inactive_validators": {}})["validators"] == [
+        {"validator": "valA", "tombstoned": True, "unbonded": "4050000"}]
     assert app.balance(VAULT, "sat") == 900_000 + 1_800_000 + 3_000_000
     # honest FP's staker untouched
     assert (vault_acct(app, ad, 3), stake(app, ad, 3, "valB"), virtual(app, "valB")) == honest_before
