@@ -9,6 +9,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from api.errors import install_error_handlers
+from api.explorer import install_explorer
 from api.routers import health, v2
 from api.service import StakingService
 from api.source import StakingDataSource
@@ -62,6 +63,7 @@ TAGS = [
     {"name": "stats", "description": "Aggregate statistics (TVL counts only ACTIVE stake)."},
     {"name": "network", "description": "Staking parameters and network status."},
     {"name": "health", "description": "Service health."},
+    {"name": "explorer", "description": "Read-only data of the web explorer (`/explorer`)."},
 ]
 
 
@@ -78,6 +80,7 @@ def create_app(source: StakingDataSource) -> FastAPI:
     install_error_handlers(app)
     app.include_router(v2.router)
     app.include_router(health.router)
+    install_explorer(app, source)
     return app
 
 

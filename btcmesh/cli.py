@@ -127,6 +127,10 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--cometbft", type=Path, help="path of the cometbft binary (default: found like the tests do)")
     d.add_argument("--json", action="store_true", help="print the result as JSON instead of tables")
     d.add_argument("-q", "--quiet", action="store_true", help="only print the summary")
+    d.add_argument("--serve", action="store_true",
+                   help="after the scenario keep every part running and print the web explorer's URL (Ctrl-C stops)")
+    d.add_argument("--api-port", type=_non_negative_int, default=0,
+                   help="port of the staking API and explorer on 127.0.0.1 (default: any free port)")
     d.set_defaults(func=cmd_demo)
 
     n = sub.add_parser("node", help="run a regtest Bitcoin node with JSON-RPC on 127.0.0.1",
@@ -246,16 +250,44 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = DemoConfig(k=args.k, unbonding_time=args.unbonding_time, seed=args.seed, with_api=not args.no_api,
                      btc_backend=args.btc_backend, comet=args.comet,
                      btcd_binary=str(args.btcd) if args.btcd else None,
-                     cometbft_binary=str(args.cometbft) if args.cometbft else None)
+                     cometbft_binary=str(args.cometbft) if args.cometbft else None, api_port=args.api_port)
     quiet = args.quiet or args.json
+    if args.serve and args.no_api:
+        raise CliError("--serve shows the explorer, which the API serves: drop --no-api")
     if not quiet:
         _say("btcmesh demo: Bitcoin regtest → checkpoint → Cosmos chain → mesh → slashing, all on 127.0.0.1\n")
-    result = run_demo(cfg, out=(lambda s: None) if quiet else _say)
+    hold = _serve_until_interrupted(args.json) if args.serve else None
+    result = run_demo(cfg, out=(lambda s: None) if quiet else _say, hold=hold)
+    if args.serve:
+        return 0 if result.ok else 1
     if args.json:
         print(json.dumps(_jsonable(result), indent=2, sort_keys=True))
     else:
         _say(format_summary(result))
     return 0 if result.ok else 1
+
+
+def _serve_until_interrupted(as_json: bool) -> Callable[[Any], None]:
+    """``run_demo``'s hold: print the summary and the explorer's URL, keep the parts up until Ctrl-C."""
+
+    def hold(result: Any) -> None:
+        from api.explorer import explorer_url
+        from btcmesh.demo import format_summary
+
+        if as_json:
+            print(json.dumps(_jsonable(result), indent=2, sort_keys=True), flush=True)
+        else:
+            _say(format_summary(result))
+        if not result.api_url:
+            _say("the API did not start: nothing to serve")
+            return
+        _say(f"\nExplorer: {explorer_url(result.api_url)}\nAPI:      {result.api_url}/docs   "
+             f"chain REST: {result.rest_url}\nServing until Ctrl-C ...")
+        with _StopSignals(threading.Event()) as stop:  # SIGINT/SIGTERM: stop the parts cleanly
+            _wait_for_signal(stop)
+        _say("stopping")
+
+    return hold
 
 
 # ---------------------------------------------------------------------------------------- node
@@ -331,7 +363,8 @@ def devnet_accounts(seed: str) -> dict[str, Any]:
     """The funded devnet accounts (cosmpy wallets) by role."""
     from cosmos_chain.genesis import deterministic_wallet
 
-    roles = ("checkpoint", "covenant", "mesh-admin", "fp-1", "fp-2", "staker-1", "staker-2")
+    roles = ("checkpoint", "covenant", "mesh-admin", "fp-1", "fp-2", "staker-1", "staker-2",
+             "covenant-2", "covenant-3")  # covenant-2/3: the devnet's other covenant signers (issue 11)
     return {r: deterministic_wallet(f"{seed}/{r}") for r in roles}
 
 

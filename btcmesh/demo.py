@@ -93,6 +93,7 @@ class DemoConfig:
     comet_block_time: float = 0.3  # CometBFT timeout_commit (s) when comet > 0
     btcd_binary: str | None = None     # default: found like the tests do ($BTCMESH_TOOLS, .tools/bin, PATH, ~/go/bin)
     cometbft_binary: str | None = None
+    api_port: int = 0              # the staking API's (and explorer's) port on 127.0.0.1; 0 = any free port
 
     def __post_init__(self) -> None:
         if self.btc_backend not in BTC_BACKENDS:
@@ -311,8 +312,13 @@ class _Run:
 
 # ---------------------------------------------------------------------------------------- demo
 def run_demo(cfg: DemoConfig | None = None, out: Callable[[str], None] | None = None,
-             workdir: str | Path | None = None) -> DemoResult:
-    """Run the whole scenario; always returns a :class:`DemoResult` (``ok`` tells if it all worked)."""
+             workdir: str | Path | None = None,
+             hold: Callable[[DemoResult], None] | None = None) -> DemoResult:
+    """Run the whole scenario; always returns a :class:`DemoResult` (``ok`` tells if it all worked).
+
+    ``hold(result)``, when given, is called after the scenario while every part still runs (node,
+    chain, checkpoint service, API with the explorer); the parts stop when it returns
+    (``btcmesh demo --serve`` waits there for Ctrl-C; the explorer's browser test drives the pages)."""
     cfg = cfg or DemoConfig()
     out = out or (lambda s: None)
     with contextlib.ExitStack() as outer:
@@ -328,6 +334,9 @@ def run_demo(cfg: DemoConfig | None = None, out: Callable[[str], None] | None = 
                 run.result.error = f"{type(exc).__name__}: {exc}"
                 if not isinstance(exc, DemoError):
                     run.result.error += "\n" + traceback.format_exc(limit=6)
+            if hold is not None:
+                run.result.elapsed_s = time.monotonic() - run.t0
+                hold(run.result)
         run.result.elapsed_s = time.monotonic() - run.t0
         return run.result
 
@@ -560,9 +569,12 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         api_url = ""
         if cfg.with_api:
             from api.app import BackgroundServer
+            from api.explorer import set_btc_tip_source
             from api.server import app_for_url
 
-            api = BackgroundServer(app_for_url(chain.rest_url)).start(timeout=cfg.timeout)
+            api_app = app_for_url(chain.rest_url)
+            set_btc_tip_source(api_app, node.get_block_count)  # the explorer shows the BTC tip too
+            api = BackgroundServer(api_app, port=cfg.api_port).start(timeout=cfg.timeout)
             run.stack.callback(api.stop)
             api_url = res.api_url = api.url
         st.detail = f"k = {cfg.k}; API {api_url or 'disabled'}"

@@ -17,6 +17,12 @@ if [ "${1:-}" = "--daemons" ]; then
     export GOBIN="$PWD/.tools/bin" GOTOOLCHAIN=local
     [ -x .tools/bin/btcd ] || go install github.com/btcsuite/btcd@v0.26.0
     [ -x .tools/bin/cometbft ] || go install github.com/cometbft/cometbft/cmd/cometbft@v0.38.25
+    # headless Chromium + chromedriver for the explorer's browser test (Debian packages; apt-get update once)
+    if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+        SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver
+    fi
     .tools/bin/btcd --version
     .tools/bin/cometbft version
 fi
