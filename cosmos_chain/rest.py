@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import ipaddress
 import json
 import logging
+import threading
 from collections import OrderedDict
 from datetime import datetime, timezone
 from typing import Any, Protocol, runtime_checkable
@@ -326,6 +328,8 @@ class RestApi:
         self.backend = backend
         self.node_info = {"moniker": "btcmesh-node", **(node_info or {})}
         self.consensus_params = DEFAULT_CONSENSUS_PARAMS
+        self._block_cache: OrderedDict[tuple[Any, Any], dict[str, Any]] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def query_proto(self, path: str, req: Message, resp_cls: type[Message]) -> Message:
         code, value, log_ = self.backend.query(path, req.SerializeToString())
@@ -404,7 +408,7 @@ class RestApi:
             rec = self.backend.block(None)
             if rec is None:
                 raise RestError(GRPC_NOT_FOUND, "no block committed yet")
-            return block_proto_dict(rec)
+            return self._block_json(rec)
         try:
             height = int(which)
         except ValueError:
@@ -419,7 +423,20 @@ class RestApi:
             top = latest["height"] if latest else 0
             raise RestError(GRPC_INVALID_ARGUMENT if height > top else GRPC_NOT_FOUND,
                             f"requested block height {height} is not available (latest {top})")
-        return block_proto_dict(rec)
+        return self._block_json(rec)
+
+    def _block_json(self, rec: dict[str, Any]) -> dict[str, Any]:
+        """:func:`block_proto_dict`, cached by block hash (committed blocks never change; a poll of
+        ``blocks/latest`` by many clients then costs one protobuf round trip per block)."""
+        key = (rec.get("hash"), rec.get("height"))
+        hit = self._block_cache.get(key)
+        if hit is None:
+            hit = block_proto_dict(rec)
+            with self._cache_lock:
+                self._block_cache[key] = hit
+                while len(self._block_cache) > 64:
+                    self._block_cache.popitem(last=False)
+        return copy.deepcopy(hit)
 
     def get_node_info(self) -> dict[str, Any]:
         """``GetNodeInfoResponse`` JSON."""
