@@ -7,7 +7,7 @@ from typing import Sequence
 from .errors import InvalidProofError
 from .tx import hash256
 
-__all__ = ["merkle_root", "build_merkle_proof", "verify_merkle_proof"]
+__all__ = ["merkle_root", "build_merkle_proof", "verify_merkle_proof", "MerkleTree"]
 
 
 def _check_hashes(txids: Sequence[bytes]) -> list[bytes]:
@@ -69,3 +69,31 @@ def verify_merkle_proof(txid: bytes, root: bytes, index: int, proof: bytes) -> b
         cur = hash256(sib + cur) if index & 1 else hash256(cur + sib)
         index >>= 1
     return cur == bytes(root)
+
+
+class MerkleTree:
+    """Every level of a block's merkle tree, built once: ``proof(i)`` equals ``build_merkle_proof(txids, i)``
+    without rehashing the tree per proof (many proofs from one block)."""
+
+    def __init__(self, txids: Sequence[bytes]) -> None:
+        level = _check_hashes(txids)
+        self.levels: list[list[bytes]] = [level]
+        while len(level) > 1:
+            level = _next_level(level)
+            self.levels.append(level)
+
+    @property
+    def root(self) -> bytes:
+        """The merkle root (internal byte order)."""
+        return self.levels[-1][0]
+
+    def proof(self, index: int) -> bytes:
+        """Concatenated sibling hashes, deepest first (as :func:`build_merkle_proof`)."""
+        if not isinstance(index, int) or not 0 <= index < len(self.levels[0]):
+            raise InvalidProofError(f"index {index!r} out of range for {len(self.levels[0])} txids")
+        out, idx = [], index
+        for level in self.levels[:-1]:
+            sib = idx ^ 1
+            out.append(level[sib] if sib < len(level) else level[-1])
+            idx >>= 1
+        return b"".join(out)

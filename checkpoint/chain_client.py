@@ -112,15 +112,27 @@ class ChainClient:
 
     def execute(self, contract: str, msg: dict[str, Any], wallet: Wallet) -> str:
         """Sign, broadcast and wait for one ``MsgExecuteContract``; raise ``ChainError`` on failure."""
+        tx_hash, _ = self.broadcast_msgs([(contract, msg)], wallet)
+        return self._wait(tx_hash)
+
+    def broadcast_msgs(self, msgs: Sequence[tuple[str, dict[str, Any]]], wallet: Wallet,
+                       sequence: int | None = None) -> tuple[str, int]:
+        """Sign and broadcast (CheckTx only, no wait) one tx carrying one ``MsgExecuteContract`` per
+        ``(contract, msg)``; the chain applies all of them or none. ``sequence`` (default: the account's
+        committed one) lets a caller pipeline several txs before the first commits. Gas and fee scale with
+        the number of messages. Returns (tx hash, the next sequence)."""
+        if not msgs:
+            raise InvalidInputError("no messages to broadcast")
         tx = Transaction()
-        tx.add_message(MsgExecuteContract(sender=str(wallet.address()), contract=contract,
-                                          msg=json.dumps(msg, sort_keys=True).encode()))
+        for contract, msg in msgs:
+            tx.add_message(MsgExecuteContract(sender=str(wallet.address()), contract=contract,
+                                              msg=json.dumps(msg, sort_keys=True).encode()))
+        gas = self.gas_limit * len(msgs)
         try:
             account = self.ledger.query_account(wallet.address())
-            amount = self.fee_amount if self.fee_amount is not None else self.ledger.estimate_fee_from_gas(
-                self.gas_limit)
-            tx.seal(SigningCfg.direct(wallet.public_key(), account.sequence),
-                    fee=TxFee(amount=amount, gas_limit=self.gas_limit))
+            seq = account.sequence if sequence is None else sequence
+            amount = self._fee(gas, len(msgs))
+            tx.seal(SigningCfg.direct(wallet.public_key(), seq), fee=TxFee(amount=amount, gas_limit=gas))
             tx.sign(wallet.signer(), self.ledger.network_config.chain_id, account.number)
             tx.complete()
             resp = self.ledger.txs.BroadcastTx(BroadcastTxRequest(
@@ -132,7 +144,17 @@ class ChainClient:
         first = self.ledger._parse_tx_response(resp.tx_response)
         if first.code != 0:
             raise self._rejection(first.code, first.raw_log)
-        return self._wait(first.hash)
+        return first.hash, seq + 1
+
+    def wait_tx(self, tx_hash: str) -> str:
+        """Wait until a broadcast tx is committed; raise ``ChainError`` if it failed or timed out."""
+        return self._wait(tx_hash)
+
+    def _fee(self, gas: int, n_msgs: int) -> str:
+        if self.fee_amount is None:
+            return self.ledger.estimate_fee_from_gas(gas)
+        m = re.fullmatch(r"(\d+)(\D.*)", self.fee_amount.strip())
+        return self.fee_amount if m is None or n_msgs == 1 else f"{int(m.group(1)) * n_msgs}{m.group(2)}"
 
     def _wait(self, tx_hash: str) -> str:
         deadline = time.monotonic() + self.tx_timeout_s

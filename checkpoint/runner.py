@@ -212,6 +212,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gas-price", type=float, default=DEFAULT_GAS_PRICE)
     p.add_argument("--denom", default=DEFAULT_DENOM)
     p.add_argument("--report", action="store_true", help="print every round's report as one JSON line")
+    p.add_argument("--attest-batch", type=int, default=25, help="attestations per chain tx (1 = one per tx)")
+    p.add_argument("--pipeline-depth", type=int, default=4, help="batched txs in flight before waiting")
     return p
 
 
@@ -239,7 +241,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         service = build_service(backend, args.chain_rest, args.store, mnemonic=mnemonic, private_key=key,
                                 start_height=args.start_height, poll_interval=args.poll,
-                                gas_price=args.gas_price, denom=args.denom)
+                                gas_price=args.gas_price, denom=args.denom, attest_batch=args.attest_batch,
+                                pipeline_depth=args.pipeline_depth)
     except (ChainError, InvalidInputError) as exc:
         print(f"checkpoint: {exc}", file=sys.stderr)
         backend.close()

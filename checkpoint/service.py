@@ -55,6 +55,7 @@ import json
 import logging
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
@@ -67,6 +68,10 @@ from checkpoint.errors import ChainError, CheckpointError, InvalidInputError, Re
 from checkpoint.store import BtcTx, CheckpointStore, Intent, Submission, submission_key
 
 log = logging.getLogger("checkpoint")
+
+#: The chain message of each submission kind (docs/CHAIN_MESSAGES.md).
+_ACTIONS = {"delegation": "create_btc_delegation", "undelegate": "btc_undelegate", "withdraw": "report_withdrawal",
+            "slashing": "report_btc_slashing"}
 
 
 class BitcoinBackendLike(Protocol):
@@ -156,9 +161,11 @@ class CheckpointService:
                  start_height: int = 0, header_batch: int = 50, max_blocks_per_run: int = 500,
                  max_reorg_depth: int = 2016, retry_base_s: float = 1.0, retry_max_s: float = 60.0,
                  max_attempts: int = 8, clock: Callable[[], float] = time.time,
-                 submit_kinds: frozenset[str] = frozenset({"delegation", "undelegate", "withdraw", "slashing"})
-                 ) -> None:
-        """Open (or resume from) the SQLite store at ``store_path``."""
+                 submit_kinds: frozenset[str] = frozenset({"delegation", "undelegate", "withdraw", "slashing"}),
+                 attest_batch: int = 1, pipeline_depth: int = 4) -> None:
+        """Open (or resume from) the SQLite store at ``store_path``. ``attest_batch`` > 1 sends up to that many
+        attestations per chain tx (one message each) and keeps up to ``pipeline_depth`` such txs in flight
+        before waiting for the oldest to commit (see :meth:`_submit_batched`)."""
         if not isinstance(k, int) or k < 1:
             raise InvalidInputError(f"k must be a positive integer, got {k!r}")
         if poll_interval <= 0 or poll_interval > 3600:
@@ -167,6 +174,12 @@ class CheckpointService:
             raise InvalidInputError("start_height must be >= 0 and batch/limit sizes >= 1")
         if retry_base_s <= 0 or retry_max_s < retry_base_s or max_attempts < 1:
             raise InvalidInputError("need 0 < retry_base_s <= retry_max_s and max_attempts >= 1")
+        if not isinstance(attest_batch, int) or not isinstance(pipeline_depth, int) or attest_batch < 1 \
+                or pipeline_depth < 1:
+            raise InvalidInputError("attest_batch and pipeline_depth must be integers >= 1")
+        self.attest_batch = attest_batch
+        self.pipeline_depth = pipeline_depth
+        self._trees: OrderedDict[str, tuple[list[str], Any, bytes]] = OrderedDict()  # block hash → merkle tree
         self.backend = backend
         self.chain = chain_client
         self.params = params
@@ -401,7 +414,11 @@ class CheckpointService:
         ours = self.store.tip()
         if ours is None:
             return
-        for sub in self.store.due_submissions(ours.height, self.k, self.clock()):
+        due = self.store.due_submissions(ours.height, self.k, self.clock())
+        if self.attest_batch > 1:
+            self._submit_batched(due, report, ours.height)
+            return
+        for sub in due:
             self._submit_one(sub, report, ours.height)
 
     def _still_k_deep(self, tx: BtcTx, followed_tip: int) -> bool:
@@ -415,45 +432,113 @@ class CheckpointService:
         return min(tip_h, followed_tip) - tx.block_height >= self.k
 
     def _submit_one(self, sub: Submission, report: RunReport, followed_tip: int) -> None:
+        prepared = self._prepare(sub, report, followed_tip)
+        if prepared is None:
+            return
+        tx, action, body = prepared
+        assert tx.block_hash is not None
+        try:
+            chain_hash = self._send_action(action, body)
+        except ChainError as exc:
+            self._failed(self.store.submission(sub.key) or sub, exc, report)
+            return
+        self.store.mark_done(sub.key, chain_hash, tx.block_hash)
+        report.submitted.append(sub.key)
+
+    def _prepare(self, sub: Submission, report: RunReport, followed_tip: int) -> tuple[BtcTx, str, dict] | None:
+        """Every check before a submission (k deep on the best chain, prerequisites, the chain's state),
+        the in-flight marker, and the message: (tx, chain action, body); None when nothing is to be sent
+        (already on chain, waiting, failed: recorded in ``report``)."""
         tx = self.store.btc_tx(sub.btc_txid)
         if tx is None or not self._still_k_deep(tx, followed_tip):
             report.skipped_not_on_best_chain.append(sub.key)
-            return
+            return None
         assert tx.block_hash is not None
         for parent_key in self._prerequisites(sub, tx):
             parent = self.store.submission(parent_key)
             if parent is not None and parent.status == "dead":
                 self.store.dead_letter(sub.key, None, f"{parent_key} was dead-lettered")
                 report.dead_lettered.append(sub.key)
-                return
+                return None
             if parent is not None and parent.status != "done":
-                return  # wait for the delegation (and the undelegation) first
+                return None  # wait for the delegation (and the undelegation) first
         # crash-safe marker (counts the attempt); a restart re-checks the chain first
         self.store.mark_submitting(sub.key, tx.block_hash)
         try:
             state = self._chain_state(sub)
             if state == "absent" and sub.kind == "delegation" and tx.intent_id is None:
                 self._await_registration(sub, tx, report)
-                return
+                return None
             if state == "present":
                 self.store.mark_done(sub.key, None, tx.block_hash, note="already on chain")
                 report.already_on_chain.append(sub.key)
-                return
+                return None
             if state == "needs_proof":  # registered without a proof (pre-approval flow): prove it
-                chain_hash = self.chain.add_inclusion_proof(
-                    {"staking_tx_hash": sub.staking_txid, "inclusion_proof": self._proof(tx)}, self.wallet)
-            else:
-                msg = self._build_message(sub, tx)
-                chain_hash = self._send(sub, msg)
+                return tx, "add_btc_delegation_inclusion_proof", {"staking_tx_hash": sub.staking_txid,
+                                                                  "inclusion_proof": self._proof(tx)}
+            action = _ACTIONS.get(sub.kind)
+            if action is None:
+                raise InvalidInputError(f"the chain has no message for {sub.kind}")
+            return tx, action, self._build_message(sub, tx)
         except ChainError as exc:
             self._failed(self.store.submission(sub.key) or sub, exc, report)
-            return
+            return None
         except InvalidInputError as exc:
             self.store.dead_letter(sub.key, None, f"cannot build attestation: {exc}")
             report.dead_lettered.append(sub.key)
+            return None
+
+    def _submit_batched(self, due: list[Submission], report: RunReport, followed_tip: int) -> None:
+        """Send the due attestations ``attest_batch`` messages per tx, broadcasting up to ``pipeline_depth``
+        txs (with locally incremented sequences) before waiting for the oldest to commit. Every submission
+        is checked and marked in flight first, exactly as one by one; a tx the chain refuses as a whole
+        (one bad message reverts them all) is resent one message per tx, so only the bad one is
+        dead-lettered; a transient failure retries its submissions with backoff (the chain is asked
+        first next time, so nothing is attested twice)."""
+        ready = []
+        for sub in due:
+            prepared = self._prepare(sub, report, followed_tip)
+            if prepared is not None:
+                ready.append((sub, *prepared))
+        inflight: deque[tuple[str, list]] = deque()
+        sequence: int | None = None
+        for start in range(0, len(ready), self.attest_batch):
+            chunk = ready[start:start + self.attest_batch]
+            msgs = [(self.chain.contracts.btc_staking, {action: body}) for _, _, action, body in chunk]
+            try:
+                tx_hash, sequence = self.chain.broadcast_msgs(msgs, self.wallet, sequence)
+            except ChainError as exc:
+                for sub, *_ in ready[start:]:  # this chunk and every one not sent after it
+                    self._failed(self.store.submission(sub.key) or sub, exc, report)
+                break
+            inflight.append((tx_hash, chunk))
+            if len(inflight) >= self.pipeline_depth:
+                self._settle(*inflight.popleft(), report)
+        while inflight:
+            self._settle(*inflight.popleft(), report)
+
+    def _settle(self, tx_hash: str, chunk: list, report: RunReport) -> None:
+        """Wait for one batched tx and record its submissions (see :meth:`_submit_batched`)."""
+        try:
+            self.chain.wait_tx(tx_hash)
+        except ChainError as exc:
+            if exc.transient or len(chunk) == 1:
+                for sub, *_ in chunk:
+                    self._failed(self.store.submission(sub.key) or sub, exc, report)
+                return
+            log.info("batch tx %s refused (%s); resending its %d messages one by one", tx_hash, exc, len(chunk))
+            for sub, tx, action, body in chunk:
+                try:
+                    one = self._send_action(action, body)
+                except ChainError as exc1:
+                    self._failed(self.store.submission(sub.key) or sub, exc1, report)
+                    continue
+                self.store.mark_done(sub.key, one, tx.block_hash)
+                report.submitted.append(sub.key)
             return
-        self.store.mark_done(sub.key, chain_hash, tx.block_hash)
-        report.submitted.append(sub.key)
+        for sub, tx, _, _ in chunk:
+            self.store.mark_done(sub.key, tx_hash, tx.block_hash)
+            report.submitted.append(sub.key)
 
     def _await_registration(self, sub: Submission, tx: BtcTx, report: RunReport) -> None:
         """A V0 lock without intent the chain does not know: its staker may still register it.
@@ -514,20 +599,34 @@ class CheckpointService:
         return "present" if done else "absent"
 
     def _proof(self, tx: BtcTx) -> dict[str, Any]:
-        from btc_staking.merkle import build_merkle_proof, verify_merkle_proof
+        from btc_staking.merkle import verify_merkle_proof
 
         assert tx.block_hash is not None
-        block: ParsedBlock = parse_block(self.backend.get_block(tx.block_hash))
-        txids = block.txids
+        txids, tree, root = self._block_tree(tx.block_hash)
         if tx.txid not in txids:
             raise ChainError(f"tx {tx.txid} not in block {tx.block_hash}", transient=True)
         index = txids.index(tx.txid)
-        internal = [bytes.fromhex(t)[::-1] for t in txids]
-        proof = build_merkle_proof(internal, index)
-        root = bytes.fromhex(block.header[36:68].hex())
-        if not verify_merkle_proof(internal[index], root, index, proof):
+        proof = tree.proof(index)
+        if not verify_merkle_proof(tree.levels[0][index], root, index, proof):
             raise InvalidInputError(f"locally built proof for {tx.txid} does not verify")
         return {"block_hash": tx.block_hash, "index": index, "proof": bytes(proof).hex()}
+
+    def _block_tree(self, block_hash: str) -> tuple[list[str], Any, bytes]:
+        """(display txids, merkle tree, header merkle root) of a block, parsed once (a few blocks cached:
+        a block holding many locks gives many proofs)."""
+        from btc_staking.merkle import MerkleTree
+
+        hit = self._trees.get(block_hash)
+        if hit is not None:
+            self._trees.move_to_end(block_hash)
+            return hit
+        block: ParsedBlock = parse_block(self.backend.get_block(block_hash))
+        txids = list(block.txids)
+        entry = (txids, MerkleTree([bytes.fromhex(t)[::-1] for t in txids]), bytes(block.header[36:68]))
+        self._trees[block_hash] = entry
+        while len(self._trees) > 8:
+            self._trees.popitem(last=False)
+        return entry
 
     def _build_message(self, sub: Submission, tx: BtcTx) -> dict[str, Any]:
         proof = self._proof(tx)
@@ -554,15 +653,24 @@ class CheckpointService:
         return {"staking_tx_hash": tx.staking_txid, "spend_tx": tx.raw_tx.hex(), "inclusion_proof": proof}
 
     def _send(self, sub: Submission, msg: dict[str, Any]) -> str:
-        if sub.kind == "delegation":
-            return self.chain.submit_delegation(msg, self.wallet)
-        if sub.kind == "undelegate":
-            return self.chain.submit_undelegate(msg, self.wallet)
-        if sub.kind == "withdraw":
-            return self.chain.report_withdrawal(msg, self.wallet)
-        if sub.kind == "slashing":
-            return self.chain.report_slashing(msg, self.wallet)
-        raise InvalidInputError(f"the chain has no message for {sub.kind}")
+        action = _ACTIONS.get(sub.kind)
+        if action is None:
+            raise InvalidInputError(f"the chain has no message for {sub.kind}")
+        return self._send_action(action, msg)
+
+    def _send_action(self, action: str, body: dict[str, Any]) -> str:
+        """One attestation in its own tx, through the client's typed methods (waits for the commit)."""
+        if action == "create_btc_delegation":
+            return self.chain.submit_delegation(body, self.wallet)
+        if action == "btc_undelegate":
+            return self.chain.submit_undelegate(body, self.wallet)
+        if action == "report_withdrawal":
+            return self.chain.report_withdrawal(body, self.wallet)
+        if action == "report_btc_slashing":
+            return self.chain.report_slashing(body, self.wallet)
+        if action == "add_btc_delegation_inclusion_proof":
+            return self.chain.add_inclusion_proof(body, self.wallet)
+        raise InvalidInputError(f"unknown chain action {action}")
 
     # ------------------------------------------------------------------ views
     def dead_letters(self) -> list[Any]:

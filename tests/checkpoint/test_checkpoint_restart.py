@@ -124,7 +124,7 @@ def _start_runner(env: E2E, rpc, store: Path, keyfile: Path, log: Path) -> subpr
     cmd = [sys.executable, "-m", "checkpoint.runner", "--btc-rpc", rpc.plain_url, "--btc-user", rpc.user,
            "--btc-dialect", "bitcoind", "--chain-rest", env.chain.url, "--store", str(store),
            "--private-key-file", str(keyfile), "--poll", "0.02", "--gas-price", str(env.gas_price),
-           "--denom", env.denom]
+           "--denom", env.denom, "--attest-batch", "1"]  # one tx per delegation: kills land between them
     envvars = dict(os.environ, BTCMESH_BTC_RPC_PASSWORD=rpc.password, PYTHONPATH=str(REPO))
     return subprocess.Popen(cmd, cwd=REPO, env=envvars, stdout=open(log, "ab"), stderr=subprocess.STDOUT)
 
