@@ -38,8 +38,9 @@ class BtcMeshParams:
     converter: str = "mesh-converter"
     virtual_staking: str = "mesh-virtual-staking"
     unbond_slashed: bool = True
-    #: consumer block reward (``virtual_denom`` units per block), paid with the fees to validators by power
-    block_reward: int = 1000
+    #: consumer block reward (``virtual_denom`` units per block), paid with the fees to validators by
+    #: power; 0 (the default) turns block rewards off (fees paid to the consumer still flow)
+    block_reward: int = 0
     #: consumer validators' native (non-virtual) power, ``{valoper: power}``
     consumer_native_power: dict[str, int] = field(default_factory=dict)
     consumer_distribution: str = "mesh-consumer-distribution"

@@ -126,6 +126,24 @@ def _int(body: dict[str, Any], name: str, lo: int = 0) -> int:
     return v
 
 
+def _commission_bounds(genesis: dict[str, Any]) -> list[str]:
+    """Genesis ``min_commission_rate`` (Babylon's x/btcstaking param, default 0) and
+    ``max_commission_rate`` (ours, default 1): every FP's commission must lie between them."""
+    out = []
+    for key, default in (("min_commission_rate", "0"), ("max_commission_rate", "1")):
+        raw = str(genesis.get(key, default))
+        try:
+            rate = Decimal(raw)
+        except InvalidOperation as exc:
+            raise InvalidRequestError(f"btc_staking genesis: {key} is not a decimal: {raw!r:.40}") from exc
+        if not rate.is_finite() or not Decimal(0) <= rate <= Decimal(1):
+            raise InvalidRequestError(f"btc_staking genesis: {key} must be in [0, 1], got {raw}")
+        out.append(str(rate))
+    if Decimal(out[0]) > Decimal(out[1]):
+        raise InvalidRequestError("btc_staking genesis: min_commission_rate above max_commission_rate")
+    return out
+
+
 def _key_hex(v: Any, name: str) -> str:
     """Normalise a 32-byte x-only (or 33-byte compressed) hex key to x-only lowercase hex."""
     if not isinstance(v, str):
@@ -199,6 +217,7 @@ class BtcStakingModule(Module):
                 raise InvalidRequestError(f"btc_staking genesis: params version {i}: {exc}") from exc
         st = self.store(ctx)
         st.set("params", versions)
+        st.set("commission_bounds", _commission_bounds(genesis))
         for i, fp in enumerate(genesis.get("finality_providers", []) or []):
             if not isinstance(fp, dict):
                 raise InvalidRequestError(f"btc_staking genesis: finality provider {i} must be an object")
@@ -266,6 +285,10 @@ class BtcStakingModule(Module):
         if not rate.is_finite() or not Decimal(0) <= rate <= Decimal(1):
             raise InvalidRequestError(f"`commission` must be in [0, 1], got {commission}")
         st = self.store(ctx)
+        lo, hi = (Decimal(b) for b in st.get("commission_bounds", ["0", "1"]))
+        if not lo <= rate <= hi:  # Babylon: commission >= params.min_commission_rate
+            raise RegistryError(f"commission {commission} outside the chain's bounds [min_commission_rate {lo}, "
+                                f"max_commission_rate {hi}]")
         seq = int(st.get("fp_count", 0))
         rec = {"btc_pk": pk, "addr": addr, "description": dict(description), "commission": commission,
                "validator": validator, "slashed_height": None, "registered_height": ctx.height}
@@ -273,6 +296,11 @@ class BtcStakingModule(Module):
         st.set(f"fp_order/{seq:010d}", pk)
         st.set("fp_count", seq + 1)
         return rec
+
+    def commission_bounds(self, ctx: Context) -> tuple[str, str]:
+        """``(min_commission_rate, max_commission_rate)`` set at genesis."""
+        lo, hi = self.store(ctx).get("commission_bounds", ["0", "1"])
+        return lo, hi
 
     def finality_provider(self, ctx: Context, btc_pk_hex: str) -> dict | None:
         """The FP record ``{btc_pk, addr, description, commission, validator, slashed_height, ...}`` or None."""
@@ -696,8 +724,10 @@ class BtcStakingModule(Module):
 
     # ------------------------------------------------------------------ queries
     def query_params(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
-        """``{params_versions: [{version, ...}]}``."""
-        return {"params_versions": [{"version": i, **v} for i, v in enumerate(self.params_versions(ctx))]}
+        """``{params_versions: [{version, ...}], min_commission_rate, max_commission_rate}``."""
+        lo, hi = self.commission_bounds(ctx)
+        return {"params_versions": [{"version": i, **v} for i, v in enumerate(self.params_versions(ctx))],
+                "min_commission_rate": lo, "max_commission_rate": hi}
 
     def _fp_view(self, ctx: Context, rec: dict) -> dict[str, Any]:
         out = dict(rec)

@@ -65,6 +65,7 @@ from mesh_adapter.plugin import contract_from_state
 
 from ..errors import ContractError, InvalidRequestError, UnauthorizedError
 from .base import Context, Module, register_module
+from .mesh_rewards import ROLE as _REWARDS_ROLE, MeshRewardsMixin
 from ..store import canonical_json
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -75,7 +76,7 @@ __all__ = ["MeshModule", "MeshModuleError",
 
 #: Registry statuses that release virtual stake (the lien stays until the unbonding period ends).
 UNBONDING_STATUSES = ("UNBONDING", "EXPIRED")
-_CONTRACT_ROLES = ("vault", "external_staking", "converter", "virtual_staking")
+_CONTRACT_ROLES = ("vault", "external_staking", "converter", "virtual_staking", _REWARDS_ROLE)
 
 
 class MeshModuleError(ContractError):
@@ -96,7 +97,7 @@ def mesh_params_from_genesis(section: dict[str, Any]) -> tuple[BtcMeshParams, st
                 Dec.parse(kw[key], key)
             except ValueError as exc:
                 raise InvalidRequestError(f"mesh genesis: {exc}") from exc
-    for key in ("unbonding_period", "max_cap", "max_virtual_per_validator"):
+    for key in ("unbonding_period", "max_cap", "max_virtual_per_validator", "block_reward"):
         if key in kw and kw[key] is not None:
             try:
                 kw[key] = int(str(kw[key]))
@@ -114,6 +115,10 @@ def mesh_params_from_genesis(section: dict[str, Any]) -> tuple[BtcMeshParams, st
             raise InvalidRequestError(f"mesh genesis: {exc}") from exc
         if len(set(m.values())) != len(m):
             raise InvalidRequestError("mesh genesis: fp_to_validator maps two finality providers to one validator")
+    native = kw.get("consumer_native_power", {})
+    if not isinstance(native, dict) or not all(isinstance(v, str) and v and isinstance(n, int)
+                                               and not isinstance(n, bool) and n >= 0 for v, n in native.items()):
+        raise InvalidRequestError("mesh genesis: consumer_native_power must map validators to non-negative ints")
     admin = section.get("admin")
     if admin is not None and not (isinstance(admin, str) and admin):
         raise InvalidRequestError("mesh genesis: admin must be an address")
@@ -170,7 +175,7 @@ def _btc_left_after_slashing(ctx: Context, staking_tx_hash: str) -> int | None:
 
 
 @register_module
-class MeshModule(Module):
+class MeshModule(MeshRewardsMixin, Module):
     """Mesh Security provider contracts + BTC adapter, persisted in the chain store."""
 
     name = "mesh"
@@ -186,7 +191,8 @@ class MeshModule(Module):
             raise MeshModuleError("mesh module not initialised (no genesis)")
         host = MeshApp(BlockInfo(int(ctx.height), int(ctx.time_unix), ctx.chain_id))
         raw: dict[str, str] = {}
-        for role in _CONTRACT_ROLES:
+        roles = [r for r in _CONTRACT_ROLES if r in cfg["contracts"]]  # older deployments: no rewards
+        for role in roles:
             data = st.get("contract/" + role)
             raw["contract/" + role] = canonical_json(data)
             host.add_contract(contract_from_state(data))
@@ -204,7 +210,7 @@ class MeshModule(Module):
         new: dict[str, Any] = {"balances": {a: {d: str(v) for d, v in sorted(b.items()) if v}
                                             for a, b in sorted(host.balances.items()) if any(b.values())},
                                "adapter": adapter.to_state()}
-        for role in _CONTRACT_ROLES:
+        for role in roles:
             new["contract/" + role] = host.contracts[cfg["contracts"][role]].to_state()
         for key, value in new.items():
             if canonical_json(value) != raw[key]:
@@ -238,7 +244,8 @@ class MeshModule(Module):
             raise InvalidRequestError(f"mesh genesis: {exc}") from exc
         st = self.store(ctx)
         contracts = {"vault": params.vault, "external_staking": params.external_staking,
-                     "converter": params.converter, "virtual_staking": params.virtual_staking}
+                     "converter": params.converter, "virtual_staking": params.virtual_staking,
+                     _REWARDS_ROLE: params.consumer_distribution}
         st.set("config", {"params": asdict(params), "admin": admin, "contracts": contracts})
         for role, addr in contracts.items():
             st.set("contract/" + role, host.contracts[addr].to_state())
@@ -246,7 +253,9 @@ class MeshModule(Module):
         st.set("adapter", adapter.to_state())
 
     def end_block(self, ctx: Context) -> None:
-        """Release matured unbonds and finish withdrawals (``process_matured``)."""
+        """Pay this block's consumer rewards, then release matured unbonds and finish withdrawals
+        (``process_matured``)."""
+        self.pay_block_rewards(ctx)
         st = self.store(ctx)
         adapter_state = st.get("adapter")
         if not adapter_state or not any(r["status"] in ("UNBONDING", "SLASHED", "WITHDRAWING")
@@ -305,9 +314,11 @@ class MeshModule(Module):
                 skipped = (f"finality provider {fp} has no mesh validator" if validator is None
                            else self._map_validator(host, adapter, fp, validator))
                 if skipped is None:
+                    self.set_fp_commission(ctx, host, adapter, fp, validator)
                     out = adapter.on_delegation_active({
                         "staking_tx_hash": h, "staker_btc_pk": delegation["staker_btc_pk"], "fp_btc_pk": fp,
                         "value_sat": _delegation_value(delegation)})
+                    adapter.records[h]["reward_address"] = delegation.get("staker_addr")  # bound by the PoP
             elif new in UNBONDING_STATUSES and known:
                 out = adapter.on_delegation_unbonding(h)
             elif new == "WITHDRAWN" and known:
