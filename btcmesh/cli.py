@@ -193,6 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--port", type=_port, default=8000, help="API port (default 8000)")
     a.add_argument("--timeout", type=_positive_float, default=5.0, help="chain query timeout in seconds")
     a.set_defaults(func=cmd_api)
+
+    from btcmesh.daemons.commands import add_daemon_commands
+
+    add_daemon_commands(sub)  # stake, fp, covenant, slasher, devnet (issue 11)
     return p
 
 

@@ -1,0 +1,321 @@
+"""``btcmesh devnet up|status|down``: every part as its own OS process, under one directory.
+
+``up`` starts, each with its own directory (config, log, PID file, state): the Bitcoin node
+(``btcmesh node``, embedded), the chain (``btcmesh chain``, embedded or ``--comet N`` validators),
+the checkpoint service, 3 covenant signers, 2 finality providers (registered first), the slasher
+and the staking API. It also writes two staker configs (``staker-1``, ``staker-2``, funded with one
+coinbase each) for ``btcmesh stake``. Everything is described in ``DIR/devnet.json``.
+
+``status`` prints one line per process (alive, height, last error); ``down`` stops exactly the
+processes whose PID files it wrote (the PID file holds the process start time too, so a recycled
+PID is never signalled), SIGTERM first, SIGKILL after a bounded wait. ``mine`` and ``double-sign``
+drive a running devnet (``double-sign`` makes fp-1 equivocate on purpose: devnet/demo only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from btcmesh.daemons.common import ConfigError, devnet_cosmos_secret, init_daemon
+
+__all__ = ["DevnetError", "up", "status", "down", "mine", "process_alive", "PROCESS_ORDER"]
+
+DEVNET_SEED = "btcmesh-devnet"
+PROCESS_ORDER = ("node", "chain", "checkpoint", "covenant-1", "covenant-2", "covenant-3", "fp-1", "fp-2",
+                 "slasher", "api")
+
+
+class DevnetError(RuntimeError):
+    """A devnet part did not start / the directory is not a devnet."""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_time(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_alive(pid_file: Path) -> int | None:
+    """The PID in ``pid_file`` if that very process (same start time) is still running, else None."""
+    try:
+        pid_s, start = pid_file.read_text().split()
+        pid = int(pid_s)
+    except (OSError, ValueError):
+        return None
+    st = _start_time(pid)
+    if st is None or st != start:
+        return None
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+    return None if state == "Z" else pid
+
+
+def _spawn(d: Path, name: str, argv: list[str], env: dict[str, str] | None = None) -> int:
+    pdir = d / name
+    pdir.mkdir(parents=True, exist_ok=True)
+    log = open(pdir / f"{name}.log", "ab")
+    e = dict(os.environ)
+    e.pop("BTCMESH_CRASH_AT", None)
+    e.update(env or {})
+    proc = subprocess.Popen([sys.executable, "-m", "btcmesh", *argv], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, cwd=pdir, start_new_session=True, env=e)
+    log.close()
+    (pdir / "pid").write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
+    return proc.pid
+
+
+def start_process(d: Path, name: str, env: dict[str, str] | None = None) -> int:
+    """(Re)start one devnet process with the argv recorded in devnet.json (tests restart daemons so)."""
+    info = json.loads((d / "devnet.json").read_text())
+    return _spawn(d, name, info["argv"][name], env)
+
+
+def _wait_log(d: Path, name: str, needle: str, timeout: float) -> str:
+    log = d / name / f"{name}.log"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        for line in text.splitlines():
+            if needle in line:
+                return line
+        if process_alive(d / name / "pid") is None:
+            raise DevnetError(f"{name} exited before it was ready:\n{text[-2000:]}")
+        time.sleep(0.1)
+    raise DevnetError(f"{name} not ready after {timeout}s (no {needle!r} in its log)")
+
+
+def _rpc(url: str, method: str, params: list) -> Any:
+    import httpx
+
+    r = httpx.post(url, json={"jsonrpc": "1.0", "id": 1, "method": method, "params": params}, timeout=30,
+                   trust_env=False)
+    body = r.json()
+    if body.get("error"):
+        raise DevnetError(f"{method}: {body['error']}")
+    return body["result"]
+
+
+def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_time: int = 4,
+       block_interval: float = 0.5, timeout: float = 60.0) -> dict:
+    """Start the devnet under ``d`` (which must not hold a running one); returns devnet.json's content."""
+    from btcmesh.daemons import covenant as cov_mod, fp as fp_mod, slasher as sl_mod, staker as st_mod
+    from btcmesh.demo import demo_secret
+    from btc_staking.params import covenant_secret
+    from btc_staking.signing import p2tr_key_path_script
+    from regtest.rpc import script_to_address
+
+    d = d.resolve()
+    if (d / "devnet.json").exists() and any(process_alive(d / n / "pid") for n in PROCESS_ORDER):
+        raise DevnetError(f"a devnet is already running in {d} (`btcmesh devnet down --dir {d}` first)")
+    d.mkdir(parents=True, exist_ok=True)
+    ports = {"node": _free_port(), "chain": _free_port(), "api": _free_port()}
+    password = secrets.token_hex(12)
+    btc_rpc = f"http://btcmesh:{password}@127.0.0.1:{ports['node']}"
+    rest = f"http://127.0.0.1:{ports['chain']}"
+    argv: dict[str, list[str]] = {}
+    info: dict[str, Any] = {"dir": str(d), "seed": seed, "comet": comet, "btc_rpc": btc_rpc, "chain_rest": rest,
+                            "api": f"http://127.0.0.1:{ports['api']}", "argv": argv, "k": k,
+                            "unbonding_time": unbonding_time}
+
+    def save() -> None:
+        (d / "devnet.json").write_text(json.dumps(info, indent=1, sort_keys=True))
+
+    try:
+        # ---- Bitcoin: one coinbase per staker, then maturity for them
+        argv["node"] = ["node", "--port", str(ports["node"]), "--password", password, "--datadir", str(d / "node" / "data")]
+        save()
+        _spawn(d, "node", argv["node"])
+        _wait_log(d, "node", "ready ", timeout)
+        stakers = {}
+        for i in (1, 2):
+            secret = demo_secret(seed, f"staker/{i}")
+            stakers[i] = secret
+            _rpc(btc_rpc, "generatetoaddress", [1, script_to_address(p2tr_key_path_script(secret, is_secret=True))])
+        miner = script_to_address(p2tr_key_path_script(demo_secret(seed, "btc/miner"), is_secret=True))
+        info["miner_address"] = miner
+        _rpc(btc_rpc, "generatetoaddress", [101, miner])
+
+        # ---- the chain (light client base = the current tip)
+        argv["chain"] = ["chain", "--port", str(ports["chain"]), "--btc-rpc", btc_rpc, "--seed", seed, "-k", str(k),
+                         "--unbonding-time", str(unbonding_time), "--block-interval", str(block_interval),
+                         "--home", str(d / "chain" / "home")]
+        if comet:
+            argv["chain"] += ["--comet", str(comet)]
+        save()
+        _spawn(d, "chain", argv["chain"])
+        _wait_log(d, "chain", "ready ", timeout * (2 if comet else 1))
+
+        # ---- checkpoint service
+        argv["checkpoint"] = ["checkpoint", "--btc-rpc", btc_rpc, "--btc-dialect", "bitcoind", "--chain-rest", rest,
+                              "--store", str(d / "checkpoint" / "checkpoint.sqlite"), "--seed", seed, "--poll", "0.3"]
+        save()
+        _spawn(d, "checkpoint", argv["checkpoint"])
+        _wait_log(d, "checkpoint", "checkpoint: chain", timeout)
+
+        subs = {"CHAIN_REST": rest, "BTC_RPC": btc_rpc}
+        # ---- covenant signers (devnet covenant keys sha256([i]); each its own funded Cosmos account)
+        for i in (1, 2, 3):
+            name = f"covenant-{i}"
+            cfg = d / name / "covenant.toml"
+            if not cfg.exists():
+                init_daemon(cfg, cov_mod.DEFAULT_TOML, subs, {
+                    "covenant-btc.key": covenant_secret(i - 1),
+                    "covenant-cosmos.key": devnet_cosmos_secret(seed, "covenant" if i == 1 else name)})
+            argv[name] = ["covenant", "run", "--config", str(cfg)]
+        # ---- finality providers: register (one-shot), then run
+        for i in (1, 2):
+            name = f"fp-{i}"
+            cfg = d / name / "fp.toml"
+            if not cfg.exists():
+                init_daemon(cfg, fp_mod.DEFAULT_TOML, dict(subs, MONIKER=name), {
+                    "fp-btc.key": demo_secret(seed, f"fp/{i}"),
+                    "fp-cosmos.key": devnet_cosmos_secret(seed, name)})
+                reg = subprocess.run([sys.executable, "-m", "btcmesh", "fp", "register", "--config", str(cfg)],
+                                     capture_output=True, text=True, timeout=timeout)
+                if reg.returncode != 0:
+                    raise DevnetError(f"{name} register failed: {reg.stderr.strip()[-1000:]}")
+            argv[name] = ["fp", "run", "--config", str(cfg)]
+        cfg = d / "slasher" / "slasher.toml"
+        if not cfg.exists():
+            init_daemon(cfg, sl_mod.DEFAULT_TOML, subs, {})
+        argv["slasher"] = ["slasher", "run", "--config", str(cfg)]
+        argv["api"] = ["api", "--chain-rest", rest, "--port", str(ports["api"])]
+        # ---- stakers (tools, not processes)
+        for i, secret in stakers.items():
+            cfg = d / f"staker-{i}" / "staker.toml"
+            if not cfg.exists():
+                init_daemon(cfg, st_mod.DEFAULT_TOML, subs, {
+                    "staker-btc.key": secret, "staker-cosmos.key": devnet_cosmos_secret(seed, f"staker-{i}")})
+        info["stakers"] = {f"staker-{i}": str(d / f"staker-{i}" / "staker.toml") for i in stakers}
+        save()
+        for name in ("covenant-1", "covenant-2", "covenant-3", "fp-1", "fp-2", "slasher", "api"):
+            _spawn(d, name, argv[name])
+        for name in ("covenant-1", "covenant-2", "covenant-3", "fp-1", "fp-2", "slasher"):
+            _wait_log(d, name, "event=started", timeout)
+        _wait_log(d, "api", "Uvicorn running", timeout)
+    except BaseException:
+        down(d)
+        raise
+    return info
+
+
+def _height(d: Path, name: str, info: dict) -> str:
+    try:
+        if name == "node":
+            return str(_rpc(info["btc_rpc"], "getblockcount", []))
+        if name == "chain":
+            import httpx
+
+            r = httpx.get(f"{info['chain_rest']}/cosmos/base/tendermint/v1beta1/blocks/latest", timeout=5,
+                          trust_env=False)
+            return str(r.json()["block"]["header"]["height"])
+        st = json.loads((d / name / "state" / "status.json").read_text())
+        return str(st.get("height", "-"))
+    except Exception:  # noqa: BLE001 - unknown while starting / stopped
+        return "-"
+
+
+def _last_error(d: Path, name: str) -> str:
+    try:
+        st = json.loads((d / name / "state" / "status.json").read_text())
+        if st.get("last_error"):
+            return str(st["last_error"])
+    except (OSError, ValueError):
+        pass
+    log = d / name / f"{name}.log"
+    if not log.exists():
+        return ""
+    for line in reversed(log.read_text(errors="replace").splitlines()[-200:]):
+        if "level=error" in line or "Error" in line or "error:" in line:
+            return line.strip()[:200]
+    return ""
+
+
+def status(d: Path) -> list[str]:
+    """One line per process: name, pid, alive, height, last error."""
+    d = d.resolve()
+    try:
+        info = json.loads((d / "devnet.json").read_text())
+    except OSError:
+        raise DevnetError(f"no devnet in {d} (devnet.json missing)") from None
+    lines = []
+    for name in PROCESS_ORDER:
+        if name not in info["argv"]:
+            continue
+        pid = process_alive(d / name / "pid")
+        err = _last_error(d, name)
+        lines.append(f"{name:<11} {'alive' if pid else 'dead ':<5} pid={pid or '-':<8} "
+                     f"height={_height(d, name, info) if pid else '-':<6} last_error={json.dumps(err)}")
+    return lines
+
+
+def stop_process(d: Path, name: str, timeout: float = 15.0) -> bool:
+    """SIGTERM (then SIGKILL) the process recorded in ``d/name/pid``; True if one was running."""
+    pid = process_alive(d / name / "pid")
+    if pid is None:
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and process_alive(d / name / "pid") is not None:
+        time.sleep(0.1)
+    if process_alive(d / name / "pid") is not None:
+        os.killpg(pid, signal.SIGKILL)  # its own session: only what it started
+    return True
+
+
+def down(d: Path) -> list[str]:
+    """Stop every process this devnet started (reverse order); returns the names stopped."""
+    d = d.resolve()
+    stopped = []
+    for name in reversed(PROCESS_ORDER):
+        if (d / name / "pid").exists() and stop_process(d, name):
+            stopped.append(name)
+    return stopped
+
+
+def mine(d: Path, n: int, address: str | None = None) -> list[str]:
+    info = json.loads((d.resolve() / "devnet.json").read_text())
+    return list(_rpc(info["btc_rpc"], "generatetoaddress", [n, address or info["miner_address"]]))
+
+
+# ------------------------------------------------------------------------------------------ commands
+def cmd_devnet(args: argparse.Namespace) -> int:
+    d = Path(args.dir)
+    if args.action == "up":
+        info = up(d, comet=args.comet, seed=args.seed, k=args.k, unbonding_time=args.unbonding_time,
+                  block_interval=args.block_interval)
+        print(f"devnet up in {info['dir']}: chain {info['chain_rest']}, Bitcoin {info['btc_rpc']}, API {info['api']}")
+        print("\n".join(status(d)))
+    elif args.action == "status":
+        print("\n".join(status(d)))
+    elif args.action == "down":
+        print("stopped: " + (", ".join(down(d)) or "nothing was running"))
+    elif args.action == "mine":
+        print("\n".join(mine(d, args.n, args.address)))
+    elif args.action == "double-sign":
+        cfg = d / f"fp-{args.fp}" / "fp.toml"
+        if not cfg.exists():
+            raise ConfigError(f"no fp-{args.fp} in {d}")
+        out = subprocess.run([sys.executable, "-m", "btcmesh", "fp", "double-sign", "--config", str(cfg)]
+                             + (["--height", str(args.height)] if args.height else []), timeout=120)
+        return out.returncode
+    return 0
