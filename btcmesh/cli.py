@@ -156,6 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the BTC light-client base header from --btc-rpc (its tip) or the regtest "
                                    "genesis block.")
     c.add_argument("--port", type=_port, default=1317, help="REST port (default 1317; 0 = any free port)")
+    c.add_argument("--grpc-port", type=_port, default=None,
+                   help="gRPC port for the same LedgerClient subset (default 9090, or any free port with --port 0)")
     c.add_argument("--chain-id", default="btcmesh-devnet-1", help="chain id")
     c.add_argument("--home", type=Path, help="state directory (default: in memory / temporary)")
     c.add_argument("--block-interval", type=_positive_float, default=1.0, help="seconds per block (default 1)")
@@ -419,7 +421,20 @@ def cmd_chain(args: argparse.Namespace) -> int:
     from cosmos_chain.node import EmbeddedChain
     from cosmos_chain.rest import RestServer
 
-    app = ChainApp(args.chain_id, args.home)
+    from cosmos_chain.app import ChainIdMismatchError
+
+    try:
+        app = ChainApp(args.chain_id, args.home)
+    except ChainIdMismatchError as exc:
+        raise CliError(f"--chain-id {args.chain_id} differs from the chain stored in {args.home}: {exc.stored} "
+                       f"(start with --chain-id {exc.stored}, or use a new --home)") from None
+    try:
+        stored_base = _check_stored_genesis(app, args)
+    except BaseException:
+        app.close()
+        raise
+    if stored_base is not None:
+        height = stored_base  # the banner shows the light client's real base, not today's node tip
     missing = [m for m in ("btc_light_client", "btc_staking", "finality", "mesh") if m not in app.modules]
     if missing:
         print(f"btcmesh chain: warning: chain modules not installed: {', '.join(missing)}", file=sys.stderr)
@@ -431,7 +446,12 @@ def cmd_chain(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise CliError(f"cannot bind 127.0.0.1:{args.port}: {exc.strerror or exc}") from exc
             try:
-                banner(rest.url)
+                grpc = _start_grpc(node, args)
+            except BaseException:
+                rest.stop()
+                raise
+            try:
+                banner(rest.url, f" grpc={grpc.cosmpy_url}")
 
                 def alive() -> None:
                     if node.error is not None:
@@ -439,6 +459,7 @@ def cmd_chain(args: argparse.Namespace) -> int:
 
                 _wait_for_signal(stop, alive)
             finally:
+                grpc.stop()
                 rest.stop()
         finally:
             node.close()
@@ -446,6 +467,33 @@ def cmd_chain(args: argparse.Namespace) -> int:
         app.close()
     _say("stopped")
     return 0
+
+
+def _check_stored_genesis(app: Any, args: argparse.Namespace) -> int | None:
+    """On a restart (``--home`` holds a chain) the genesis flags must match what the chain stored:
+    raise CliError naming the first flag that differs and the stored value. Returns the light client's
+    stored base height (None for a fresh home)."""
+    if app.last_height == 0 and not app.root.data:
+        return None
+    params = app.smart_query("btc_staking", {"params": {}})["params_versions"][0]
+    for flag, key, wanted in (("-k/--confirmations", "confirmation_depth", args.k),
+                              ("--unbonding-time", "unbonding_time_blocks", args.unbonding_time)):
+        if int(params[key]) != wanted:
+            raise CliError(f"{flag} {wanted} differs from the value stored in {args.home}: {params[key]} "
+                           f"(genesis params are fixed; pass {params[key]} or use a new --home)")
+    base = app.smart_query("btc_light_client", {"base": {}})
+    return base.get("height")
+
+
+def _start_grpc(node_or_backend: Any, args: argparse.Namespace) -> Any:
+    """The gRPC server (same subset as REST) on ``--grpc-port`` (default 9090; any free port with --port 0)."""
+    from cosmos_chain.grpc_server import GrpcServer
+
+    port = args.grpc_port if args.grpc_port is not None else (0 if args.port == 0 else 9090)
+    try:
+        return GrpcServer(node_or_backend, port=port).start()
+    except (OSError, RuntimeError) as exc:
+        raise CliError(f"cannot bind the gRPC port 127.0.0.1:{port}: {exc}") from exc
 
 
 def _chain_comet(args: argparse.Namespace, genesis: dict, banner: Callable[..., None],
@@ -464,11 +512,19 @@ def _chain_comet(args: argparse.Namespace, genesis: dict, banner: Callable[..., 
         except CometError as exc:
             raise CliError(str(exc)) from exc
         try:
-            rest = RestServer(CometBackend(net.rpc_urls[0], chain_id=args.chain_id), port=args.port).start()
+            backend = CometBackend(net.rpc_urls[0], chain_id=args.chain_id)
+            rest = RestServer(backend, port=args.port).start()
             try:
-                banner(rest.url, f" validators={args.comet} comet_rpc={','.join(net.rpc_urls)}")
+                grpc = _start_grpc(backend, args)
+            except BaseException:
+                rest.stop()
+                raise
+            try:
+                banner(rest.url, f" grpc={grpc.cosmpy_url} validators={args.comet} "
+                                 f"comet_rpc={','.join(net.rpc_urls)}")
                 _wait_for_signal(stop, net.check_alive)
             finally:
+                grpc.stop()
                 rest.stop()
         finally:
             net.stop()

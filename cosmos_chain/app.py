@@ -160,6 +160,14 @@ def _err_result(exc: BaseException, gas_wanted: int = 0, gas_used: int = 0, pref
     return TxResult(code, prefix + msg, gas_wanted, gas_used, [], b"", space)
 
 
+class ChainIdMismatchError(ValueError):
+    """``home`` holds a chain with another chain id (``stored``) than the one asked for (``wanted``)."""
+
+    def __init__(self, home: Path | None, stored: str, wanted: str) -> None:
+        super().__init__(f"home {home} holds chain {stored!r}, not {wanted!r}")
+        self.home, self.stored, self.wanted = home, stored, wanted
+
+
 class ChainApp:
     """The application. ``home=None`` keeps everything in memory; otherwise ``home/chain.db`` (SQLite)."""
 
@@ -249,7 +257,9 @@ class ChainApp:
         self._db = db
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         if meta.get("chain_id") and meta["chain_id"] != self.chain_id:
-            raise ValueError(f"home {self.home} holds chain {meta['chain_id']!r}, not {self.chain_id!r}")
+            db.close()
+            self._db = None
+            raise ChainIdMismatchError(self.home, meta["chain_id"], self.chain_id)
         self.root = RootKV(dict(db.execute("SELECT key, value FROM kv").fetchall()))
         self.last_height = int(meta.get("height", 0))
         self.last_app_hash = bytes.fromhex(meta.get("app_hash", ""))
@@ -379,6 +389,8 @@ class ChainApp:
             ectx = self._ctx(kv, height, time_unix)
             for m in self._modules.values():
                 m.end_block(ectx)
+            valset = self._modules.get("valset")
+            self._validator_updates = list(getattr(valset, "pending_updates", None) or [])
             app_hash = state_hash(kv)
             prev = self._blocks.get(self.last_height) or self.get_block(self.last_height) or {}
             hashes = [tx_hash(t) if isinstance(t, (bytes, bytearray)) else "" for t in txs]
@@ -405,6 +417,19 @@ class ChainApp:
             self._deliver = kv
             self._pending = {"height": height, "app_hash": app_hash, "block": block, "txs": tx_records}
             return results, app_hash
+
+    def validator_updates(self) -> list[dict[str, Any]]:
+        """Consensus power changes of the last ``finalize_block``: ``[{operator, pub_key (base64
+        ed25519), power}]`` (power 0 removes); see :mod:`cosmos_chain.modules.valset`."""
+        return list(getattr(self, "_validator_updates", []))
+
+    def genesis_validators(self) -> list[dict[str, Any]]:
+        """The initial validator set of the ``valset`` genesis section (empty: keep CometBFT's)."""
+        with self._lock:
+            valset = self._modules.get("valset")
+            if valset is None or not hasattr(valset, "genesis_validators"):
+                return []
+            return valset.genesis_validators(self._ctx(CacheKV(self.root), 0, self.genesis_time, readonly=True))
 
     def commit(self) -> None:
         """Persist the last finalized block (atomic) and reset the check state."""
