@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from typing import Sequence
 
 import uvicorn
 from fastapi import FastAPI
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from api.errors import install_error_handlers
 from api.explorer import install_explorer
+from api.rewards import install_rewards
 from api.routers import health, v2
 from api.service import StakingService
 from api.source import StakingDataSource
@@ -17,6 +21,32 @@ from api.states import ALLOWED_TRANSITIONS
 
 HOST = "127.0.0.1"
 """The only interface the service ever binds."""
+
+DEFAULT_TRUSTED_HOSTS = ("127.0.0.1", "localhost")
+"""Host headers a served API answers (DNS-rebinding guard); add names with ``trusted_hosts=`` or the
+comma-separated ``BTCMESH_API_TRUSTED_HOSTS`` environment variable."""
+
+
+def trusted_hosts(extra: Sequence[str] = ()) -> list[str]:
+    """127.0.0.1, localhost, ``extra`` and the names in ``BTCMESH_API_TRUSTED_HOSTS``."""
+    env = [h.strip() for h in os.environ.get("BTCMESH_API_TRUSTED_HOSTS", "").split(",") if h.strip()]
+    out: list[str] = []
+    for h in (*DEFAULT_TRUSTED_HOSTS, *extra, *env):
+        if h not in out:
+            out.append(h)
+    return out
+
+
+def guard_hosts(app: FastAPI, extra: Sequence[str] = ()) -> FastAPI:
+    """Answer 400 to a request whose Host header is not trusted (Starlette's TrustedHostMiddleware).
+
+    Every server that puts the API on a socket (``serve``, :class:`BackgroundServer`,
+    ``api.server.serve``) applies it, so a web page on another origin cannot reach the API through a
+    rebound DNS name. In-process ASGI use (tests' ``TestClient``) is left as built."""
+    if not getattr(app.state, "trusted_hosts", None):
+        app.state.trusted_hosts = trusted_hosts(extra)
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=app.state.trusted_hosts)
+    return app
 
 
 def _state_machine_doc() -> str:
@@ -64,6 +94,7 @@ TAGS = [
     {"name": "network", "description": "Staking parameters and network status."},
     {"name": "health", "description": "Service health."},
     {"name": "explorer", "description": "Read-only data of the web explorer (`/explorer`)."},
+    {"name": "rewards", "description": "Consumer-chain rewards of BTC delegations and finality-provider commission."},
 ]
 
 
@@ -81,19 +112,21 @@ def create_app(source: StakingDataSource) -> FastAPI:
     app.include_router(v2.router)
     app.include_router(health.router)
     install_explorer(app, source)
+    install_rewards(app, source)
     return app
 
 
 def serve(source: StakingDataSource, port: int = 8090, log_level: str = "info") -> None:
     """Serve the API on ``127.0.0.1:port`` until interrupted (blocking; for the CLI)."""
-    uvicorn.run(create_app(source), host=HOST, port=port, log_level=log_level)
+    uvicorn.run(guard_hosts(create_app(source)), host=HOST, port=port, log_level=log_level)
 
 
 class BackgroundServer:
     """The API (over a data source, or an app already built) served on 127.0.0.1 from a daemon thread."""
 
-    def __init__(self, source: StakingDataSource | FastAPI, port: int = 0, log_level: str = "warning") -> None:
-        app = source if isinstance(source, FastAPI) else create_app(source)
+    def __init__(self, source: StakingDataSource | FastAPI, port: int = 0, log_level: str = "warning",
+                 *, extra_hosts: Sequence[str] = ()) -> None:
+        app = guard_hosts(source if isinstance(source, FastAPI) else create_app(source), extra_hosts)
         config = uvicorn.Config(app, host=HOST, port=port, log_level=log_level)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="btcmesh-api", daemon=True)

@@ -17,14 +17,14 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import quote, urlsplit
 
 import httpx
 import uvicorn
 from fastapi import FastAPI
 
-from api.app import create_app
+from api.app import create_app, guard_hosts
 from api.chain_source import LedgerClientSource, RegistrySource
 from api.source import DataSourceError
 from cosmos_chain.modules.base import DEFAULT_PREFIX, module_address
@@ -138,22 +138,24 @@ def check_loopback(host: str) -> str:
 def uvicorn_config(
     chain_rest_url: str, host: str = "127.0.0.1", port: int = 8000, *,
     registry_address: str | None = None, light_client_address: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT, log_level: str = "info",
+    timeout: float = DEFAULT_TIMEOUT, log_level: str = "info", extra_hosts: Sequence[str] = (),
 ) -> uvicorn.Config:
-    """The uvicorn config ``serve`` runs (tests run it in a thread)."""
-    app = app_for_url(chain_rest_url, registry_address, light_client_address, timeout=timeout)
+    """The uvicorn config ``serve`` runs (tests run it in a thread); Host headers are checked
+    (127.0.0.1, localhost, ``extra_hosts``, ``BTCMESH_API_TRUSTED_HOSTS``)."""
+    app = guard_hosts(app_for_url(chain_rest_url, registry_address, light_client_address, timeout=timeout),
+                      extra_hosts)
     return uvicorn.Config(app, host=check_loopback(host), port=port, log_level=log_level)
 
 
 def serve(
     chain_rest_url: str, host: str = "127.0.0.1", port: int = 8000, *,
     registry_address: str | None = None, light_client_address: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT, log_level: str = "info",
+    timeout: float = DEFAULT_TIMEOUT, log_level: str = "info", extra_hosts: Sequence[str] = (),
 ) -> None:
     """Serve the staking API for the chain at ``chain_rest_url`` on ``host:port`` until interrupted (blocking)."""
     uvicorn.Server(uvicorn_config(chain_rest_url, host, port, registry_address=registry_address,
                                   light_client_address=light_client_address, timeout=timeout,
-                                  log_level=log_level)).run()
+                                  log_level=log_level, extra_hosts=extra_hosts)).run()
 
 
 __all__ = [

@@ -194,6 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--chain-rest", type=_loopback_url, required=True, help="chain REST URL, e.g. http://127.0.0.1:1317")
     a.add_argument("--port", type=_port, default=8000, help="API port (default 8000)")
     a.add_argument("--timeout", type=_positive_float, default=5.0, help="chain query timeout in seconds")
+    a.add_argument("--trusted-host", action="append", default=[], metavar="NAME",
+                   help="also answer this Host header (127.0.0.1 and localhost always; repeatable; "
+                        "or BTCMESH_API_TRUSTED_HOSTS=a,b)")
     a.set_defaults(func=cmd_api)
 
     from btcmesh.daemons.commands import add_daemon_commands
@@ -588,7 +591,7 @@ def cmd_api(args: argparse.Namespace) -> int:
     from api.server import serve
 
     _say(f"staking API on http://127.0.0.1:{args.port} (docs at /docs) over {args.chain_rest}")
-    serve(args.chain_rest, "127.0.0.1", args.port, timeout=args.timeout)
+    serve(args.chain_rest, "127.0.0.1", args.port, timeout=args.timeout, extra_hosts=args.trusted_host)
     return 0
 
 
