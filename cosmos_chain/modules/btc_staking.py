@@ -41,6 +41,10 @@ Store (``m/btc_staking/``)::
                                                             by the tip height h = end_height − unbonding_time
                                                             at which they expire (a tip move reads only h ≤ tip)
     last_tip            BTC tip height of the last refresh
+    fp_active_sat/<pk>  sum of the FP's ACTIVE staking values  (kept on every save: ``active_sat`` is O(1))
+    updated/<cosmos h:012d>/<txid>, upd_at/<txid>             change feed: each delegation once, under the
+                                                            chain height of its last change (query
+                                                            ``delegations_updated``, what indexers follow)
 """
 
 from __future__ import annotations
@@ -352,8 +356,12 @@ class BtcStakingModule(Module):
         return out
 
     def active_sat(self, ctx: Context, btc_pk_hex: str) -> int:
-        """Sum of ``staking_value`` of the FP's ACTIVE delegations."""
-        return sum(d["staking_value"] for d in self.delegations_by_fp(ctx, btc_pk_hex) if d["status"] == ACTIVE)
+        """Sum of ``staking_value`` of the FP's ACTIVE delegations (a counter kept by ``_save``)."""
+        try:
+            pk = to_xonly(bytes.fromhex(btc_pk_hex)).hex()
+        except ValueError:
+            return 0
+        return int(self.store(ctx).get("fp_active_sat/" + pk, 0))
 
     # ------------------------------------------------------------------ delegations: storage + status
     def delegation(self, ctx: Context, staking_tx_hash: str) -> dict | None:
@@ -397,12 +405,24 @@ class BtcStakingModule(Module):
     def _save(self, ctx: Context, d: dict) -> None:
         st = self.store(ctx)
         h = d["staking_tx_hash"]
+        prev = st.get("del/" + h)
         st.set("del/" + h, d)
         if d["start_height"] is not None:
             if d["status"] in (PENDING, ACTIVE):
                 st.set(_expiry_key(d), 1)
             else:
                 st.delete(_expiry_key(d))
+        was_active, is_active = prev is not None and prev.get("status") == ACTIVE, d.get("status") == ACTIVE
+        if was_active != is_active:
+            delta = d["staking_value"] if is_active else -d["staking_value"]
+            for fp in d["fp_btc_pk_list"]:
+                st.set("fp_active_sat/" + fp, int(st.get("fp_active_sat/" + fp, 0)) + delta)
+        old_height = st.get("upd_at/" + h)
+        if old_height != ctx.height:
+            if old_height is not None:
+                st.delete(f"updated/{old_height:012d}/{h}")
+            st.set(f"updated/{ctx.height:012d}/{h}", 1)
+            st.set("upd_at/" + h, ctx.height)
 
     def _set_status(self, ctx: Context, d: dict, new: str | None = None) -> None:
         """Save ``d`` with status ``new`` (default: derived); report a change to the hooks."""
@@ -759,6 +779,37 @@ class BtcStakingModule(Module):
         if d is None:
             raise RegistryError(f"delegation {h} not found")
         return {"delegation": self._view(d)}
+
+    def query_delegations_updated(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+        """``{after_height, start_after?: {height, staking_tx_hash}, limit?}`` → ``{delegations, next}``: the
+        delegations whose last change was at a chain height > ``after_height``, in (height, txid) order, each
+        with ``updated_height``; ``next`` is the cursor of the last one when more follow, else null. An indexer
+        that remembers the chain height it synced to asks only for what changed since (restart or gap)."""
+        after = body.get("after_height", 0)
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise InvalidRequestError("`after_height` must be a non-negative integer")
+        lo = f"updated/{after + 1:012d}/"
+        cursor = body.get("start_after")
+        if cursor is not None:
+            if not isinstance(cursor, dict) or not isinstance(cursor.get("height"), int):
+                raise InvalidRequestError("`start_after` must be {height, staking_tx_hash}")
+            lo = max(lo, f"updated/{cursor['height']:012d}/{_txid_arg(cursor.get('staking_tx_hash'))}\x00")
+        limit = body.get("limit", DEFAULT_PAGE)
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
+            raise InvalidRequestError(f"`limit` must be an integer in [1, {MAX_PAGE}]")
+        st = self.store(ctx)
+        out: list[dict] = []
+        more = False
+        for key, _ in st.items_range(lo, "updated0"):
+            if len(out) == limit:
+                more = True
+                break
+            _, height, h = key.split("/")
+            view = self._view(st.get("del/" + h))
+            view["updated_height"] = int(height)
+            out.append(view)
+        nxt = {"height": out[-1]["updated_height"], "staking_tx_hash": out[-1]["staking_tx_hash"]} if more else None
+        return {"delegations": out, "next": nxt}
 
     def query_delegations(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
         """``{staker_pk?, fp_btc_pk?, status?, start_after?, limit?}`` → ``{delegations, next_key}``
