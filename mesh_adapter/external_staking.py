@@ -268,14 +268,18 @@ class ExternalStaking(Contract):
         tx = self._tx(tx_id, "in_flight_remote_unstaking")
         user, validator, amount = tx["user"], tx["validator"], int(tx["amount"])
         stake = self._stake(user, validator)
+        packet_amount, amount = amount, min(amount, stake["stake"].high)  # upstream: saturate if slashed
         stake["stake"].commit_sub(amount)
-        stake["pending_unbonds"].append(
-            {"amount": amount, "release_at": ctx.block.time + self.config["unbonding_period"]})
+        # upstream: no unbonding period when the validator is tombstoned or unbonded (it cannot
+        # be slashed any more), the lien is released at once
+        immediate = self.current_state(validator) in (TOMBSTONED, UNBONDED)
+        release_at = ctx.block.time + (0 if immediate else self.config["unbonding_period"])
+        stake["pending_unbonds"].append({"amount": amount, "release_at": release_at})
         self._add_total(validator, -amount, stake)
         self._save_stake(user, validator, stake)
         del self.state["pending_txs"][str(tx_id)]
         return self._packet({"unstake": {"validator": validator,
-                                         "unstake": coin(amount, self.config["denom"]), "tx_id": tx_id}})
+                                         "unstake": coin(packet_amount, self.config["denom"]), "tx_id": tx_id}})
 
     def exec_test_commit_unstake(self, ctx: ExecCtx, body: dict) -> Response:
         self._check_authority(ctx)

@@ -408,7 +408,10 @@ impl World {
             let mut storage = self.provider.contract_storage_mut(&ext);
             let querier: MockQuerier<Empty> = MockQuerier::new(&[]);
             let deps = DepsMut { storage: &mut *storage, api: &api as &dyn Api, querier: QuerierWrapper::new(&querier) };
-            mesh_external_staking::ibc::ibc_packet_receive(deps, env, msg)
+            // A contract panic aborts the packet on a chain; here it must not kill the harness.
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                mesh_external_staking::ibc::ibc_packet_receive(deps, env, msg)
+            }))
         };
         let restore = |w: &mut World| {
             let mut st = w.provider.contract_storage_mut(&ext);
@@ -421,8 +424,20 @@ impl World {
             }
         };
         let recv = match result {
-            Ok(r) => r,
-            Err(e) => bail!("ibc_packet_receive: {e}"),
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                restore(self);
+                bail!("ibc_packet_receive: {e}")
+            }
+            Err(panic) => {
+                restore(self);
+                let text = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                bail!("ibc_packet_receive panicked: {text}")
+            }
         };
         let mut events = vec![];
         let mut burns = vec![];
@@ -628,6 +643,8 @@ block_set!(App);
 block_set!(ConsumerApp);
 
 fn main() -> Result<()> {
+    // Panics are reported as op errors; keep stderr to one line each.
+    std::panic::set_hook(Box::new(|info| eprintln!("panic: {info}")));
     let stdin = io::stdin();
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
@@ -649,7 +666,13 @@ fn main() -> Result<()> {
                 } else {
                     match world.as_mut() {
                         None => Err(anyhow!("send a `reset` op first")),
-                        Some(w) => w.run(&op),
+                        Some(w) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run(&op))) {
+                            Ok(r) => r,
+                            Err(_) => {
+                                world = None; // state may be half-written: demand a reset
+                                Err(anyhow!("harness panicked; send `reset`"))
+                            }
+                        },
                     }
                 };
                 match res {
