@@ -98,6 +98,15 @@ class ExplorerService:
         history = [e for e in reply.get("history") or [] if isinstance(e, list) and len(e) == 2]
         return reply.get("state"), history
 
+    def slash_heights(self, fp_btc_pk: str) -> tuple[int | None, int | None]:
+        """(chain height the FP was slashed at, height of its double vote) per the finality module."""
+        if self.reader is None:
+            return None, None
+        reply = self.reader.try_query(FINALITY, {"is_slashed": {"fp_btc_pk": fp_btc_pk}}) or {}
+        if not reply.get("slashed"):
+            return None, None
+        return _opt_int(reply.get("slashed_height")), _opt_int(reply.get("block_height"))
+
     def last_finalized_height(self) -> int | None:
         """What the finality module reports as finalized, if it reports it."""
         if self.reader is None:
@@ -156,12 +165,15 @@ class ExplorerService:
         for fp in svc.finality_providers():
             r = raw.get(fp.btc_pk, {})
             validator = str(r.get("validator") or "")
+            slashed_at, double_vote_at = self.slash_heights(fp.btc_pk) if fp.state == "slashed" else (None, None)
             rows.append(ProviderRow(
                 btc_pk=fp.btc_pk, moniker=fp.description.moniker, validator=validator, state=fp.state,
                 voting_power=_opt_int(r.get("voting_power")),
                 delegations=sum(1 for d in records if fp.btc_pk in d.fp_pks_hex),
                 active_sat=fp.active_tvl, virtual_stake=self.virtual_stake_of(validator),
-                missed_blocks=_opt_int(r.get("missed_blocks")), slashed_height=_opt_int(r.get("slashed_height")),
+                missed_blocks=_opt_int(r.get("missed_blocks")),
+                slashed_height=slashed_at if slashed_at is not None else _opt_int(r.get("slashed_height")),
+                double_vote_height=double_vote_at,
                 commission=fp.commission,
             ))
         return rows
@@ -285,10 +297,10 @@ class ExplorerService:
                                reported_on_chain=bool(raw.get("slashing_btc_txid")),
                                btc_height=_opt_int(raw.get("slashing_btc_height")))
 
-    @staticmethod
-    def _timeline(public: Any, raw: dict[str, Any], fps: dict[str, dict[str, Any]], depth: int | None,
+    def _timeline(self, public: Any, raw: dict[str, Any], fps: dict[str, dict[str, Any]], depth: int | None,
                   quorum: int | None, slashing: SlashingAmounts | None) -> list[TimelineStep]:
         """Locked → k-deep → attested → covenant-signed → ACTIVE → unbonding / slashed → withdrawn."""
+        slash_heights = self.slash_heights
         st = public.delegation_staking
         state = public.state
         txid = st.staking_tx_hash_hex
@@ -299,7 +311,7 @@ class ExplorerService:
             and state is not DelegationState.VERIFIED
         steps = [
             TimelineStep(step="locked", label="Locked on Bitcoin", done=start is not None, btc_height=start,
-                         txid=txid, detail=f"{st.staking_amount} sat for {st.staking_timelock} blocks"),
+                         txid=txid, detail=f"{st.staking_amount:,} sat for {st.staking_timelock} blocks"),
             TimelineStep(step="k_deep", label=f"{depth if depth is not None else 'k'} blocks deep",
                          done=start is not None,
                          btc_height=(start + depth) if start is not None and depth is not None else None, txid=txid),
@@ -321,15 +333,19 @@ class ExplorerService:
             fp = fps.get(str(raw.get("slashed_fp") or ""), {}) or next(
                 (fps[k] for k in public.finality_provider_btc_pks_hex if k in fps and
                  fps[k].get("slashed_height") is not None), {})
+            slashed_at, double_vote_at = slash_heights(str(fp.get("btc_pk", ""))) if fp else (None, None)
+            detail = f"provider {str(fp.get('btc_pk', ''))[:16]}…" if fp else ""
+            if double_vote_at is not None:
+                detail += f" double-voted at height {double_vote_at}"
             steps.append(TimelineStep(step="slashed", label="Slashed (finality provider double-signed)", done=True,
-                                      chain_height=_opt_int(fp.get("slashed_height")),
-                                      detail=f"provider {str(fp.get('btc_pk', ''))[:16]}…" if fp else ""))
+                                      chain_height=slashed_at if slashed_at is not None
+                                      else _opt_int(fp.get("slashed_height")), detail=detail))
             if slashing is not None:
                 steps.append(TimelineStep(
                     step="slashing_tx", label="Slashing tx on Bitcoin", done=slashing.reported_on_chain,
                     btc_height=slashing.btc_height, txid=slashing.slashing_txid,
-                    detail=(f"{slashing.burned_sat} sat burned, {slashing.returned_sat} sat returned (timelocked), "
-                            f"{slashing.fee_sat} sat fee" + ("" if slashing.reported_on_chain
+                    detail=(f"{slashing.burned_sat:,} sat burned, {slashing.returned_sat:,} sat returned (timelocked), "
+                            f"{slashing.fee_sat:,} sat fee" + ("" if slashing.reported_on_chain
                                                             else "; not reported to the chain yet"))))
         withdrawn_h = _opt_int(raw.get("withdrawn_height"))
         steps.append(TimelineStep(step="withdrawn", label="Withdrawn", done=state is DelegationState.WITHDRAWN
@@ -382,10 +398,13 @@ class ExplorerService:
                     continue  # registration, not an event
                 events.append(MeshEvent(height=int(h), validator=v.validator,
                                         kind="unjailed" if state == "active" else str(state)))
-        fp_slashed = {str(fp.get("validator")): _opt_int(fp.get("slashed_height")) for fp in self.raw_providers()}
-        for v, h in fp_slashed.items():
-            if h is not None and v:
-                events.append(MeshEvent(height=h, validator=v, kind="slashed"))
+        for fp in self.raw_providers():
+            v = str(fp.get("validator") or "")
+            slashed_at, double_vote_at = self.slash_heights(str(fp.get("btc_pk")))
+            if v and slashed_at is not None:
+                events.append(MeshEvent(height=slashed_at, validator=v, kind="slashed"))
+            if v and double_vote_at is not None:
+                events.append(MeshEvent(height=double_vote_at, validator=v, kind="double vote"))
         points = self.recorder.points()
         return VirtualStakeHistory(validators=validators, points=points, events=sorted(events, key=lambda e: e.height),
                                    recorded_since_height=points[0].height if points else None)

@@ -53,6 +53,7 @@ class ProviderRow(BaseModel):
     virtual_stake: int | None = Field(default=None, description="Virtual stake on its mesh validator.")
     missed_blocks: int | None = Field(default=None, description="Missed finality votes, when the chain reports it.")
     slashed_height: int | None = Field(default=None, description="Chain height it was slashed at.")
+    double_vote_height: int | None = Field(default=None, description="Height it double-voted at (slashed ones).")
     commission: str = Field(examples=["0.05"])
 
 
@@ -146,7 +147,8 @@ class MeshEvent(BaseModel):
 
     height: int = Field(ge=0, examples=[61])
     validator: str
-    kind: str = Field(description="slashed | jailed | tombstoned | unjailed | ... (validator state entered).",
+    kind: str = Field(description="slashed (chain height of the slash) | double vote (its height) | jailed | "
+                                  "tombstoned | unjailed | ... (validator state entered, as external staking records it).",
                       examples=["tombstoned"])
 
 

@@ -130,6 +130,13 @@ TITLES = {"overview": "Overview", "providers": "Finality providers", "provider":
           "delegations": "Delegations", "delegation": "Delegation", "mesh": "Mesh"}
 
 
+LOGO_SVG = (
+    '<svg class="logo" viewBox="0 0 26 26" aria-hidden="true"><circle cx="13" cy="13" r="13" fill="#f7931a"/>'
+    '<path d="M8 8.5 18 8.5M8 17.5 18 17.5M8 8.5 13 13 8 17.5M18 8.5 13 13 18 17.5" stroke="#111" '
+    'stroke-width="1.8" fill="none" stroke-linecap="round"/><circle cx="13" cy="13" r="2.4" fill="#111"/></svg>'
+)
+
+
 def page_html(page: str, arg: str = "") -> str:
     """The HTML shell of one page (filled by explorer.js)."""
     nav = "".join(
@@ -144,7 +151,7 @@ def page_html(page: str, arg: str = "") -> str:
 <link rel="stylesheet" href="{ASSETS_PATH}/vendor/uplot/uPlot.min.css">
 <link rel="stylesheet" href="{ASSETS_PATH}/explorer.css">
 </head><body data-page="{page}" data-arg="{html.escape(arg, quote=True)}">
-<header><a class="brand" href="/explorer"><span class="logo">₿</span> btcmesh explorer</a><nav>{nav}</nav>
+<header><a class="brand" href="/explorer">{LOGO_SVG}btcmesh explorer</a><nav>{nav}</nav>
 <span id="live" class="live" title="refreshes every few seconds">live</span></header>
 <div id="banner" class="banner" hidden></div>
 <main id="app"><p class="muted">Loading…</p></main>

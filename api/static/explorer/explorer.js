@@ -113,7 +113,7 @@
         explorer.refreshes += 1;
       } catch (err) {
         setLive(false);
-        if (err.status === 404 || err.status === 400) { renderError(err); }
+        if (err.status === 404 || err.status === 400) { setLive(true); setBanner(null); renderError(err); }
         else { setBanner(explain(err)); if (!explorer.refreshes) renderError(err); }
       } finally {
         busy = false;
@@ -131,7 +131,8 @@
         empty("The chain cannot be reached, so there is nothing to show yet. This page retries by itself.",
           "chain-unreachable"));
     } else {
-      render(h("h1", {}, "Not found"), empty(err.message, "error-message"));
+      render(h("h1", {}, page === "delegation" ? "Unknown delegation" : page === "provider" ? "Unknown provider"
+        : "Not found"), empty(err.message, "error-message"));
     }
   }
 
@@ -190,15 +191,16 @@
   }
 
   function delegationTable(list, id) {
-    return table(["Staking tx", "Staker", "Amount", "State", "BTC height"], list.map((d) => {
+    return table(["Staking tx", "Staker", "Provider", "Amount", "State", "BTC height"], list.map((d) => {
       const st = d.delegation_staking || d;
       const hash = st.staking_tx_hash_hex;
       return {
         attrs: { "data-hash": hash },
         cells: [hex(hash, "/explorer/delegations/" + hash), hex(d.staker_btc_pk_hex, "/explorer/delegations?q=" +
-          d.staker_btc_pk_hex, 6), sat(st.staking_amount), stateBadge(d.state), num(st.start_height)],
+          d.staker_btc_pk_hex, 6), h("span", {}, (d.finality_provider_btc_pks_hex || []).map((k) =>
+          hex(k, "/explorer/providers/" + k, 6))), sat(st.staking_amount), stateBadge(d.state), num(st.start_height)],
       };
-    }), { id: id, numeric: [2, 4] });
+    }), { id: id, numeric: [3, 5] });
   }
 
   async function provider() {
@@ -223,7 +225,8 @@
         card("Voting power", num(r.voting_power), "fp-voting-power"),
         card("Missed blocks", num(r.missed_blocks), "fp-missed"),
         card("Slashed at height", num(r.slashed_height), "fp-slashed-height",
-          p.extracted_key_known ? "secret key extracted from its double vote" : null),
+          isNum(r.double_vote_height) ? "double vote at height " + r.double_vote_height +
+            (p.extracted_key_known ? "; its secret key was extracted" : "") : null),
         card("Commission", r.commission, "fp-commission"),
       ),
       h("h2", {}, "Delegations"),
@@ -268,6 +271,7 @@
     document.getElementById("del-results").replaceChildren(
       list.length ? delegationTable(list.map((d) => ({
         delegation_staking: d, staker_btc_pk_hex: d.staker_btc_pk_hex, state: d.state,
+        finality_provider_btc_pks_hex: d.finality_provider_btc_pks_hex,
       })), "delegations")
         : anyAtAll ? empty("No delegation matches " + [state && "state " + state, q && "“" + q + "”"].filter(Boolean)
           .join(" and ") + ".", "no-match")
@@ -334,21 +338,39 @@
       hooks: {
         draw: [(u) => {
           const ctx = u.ctx;
-          const events = getEvents();
+          const byHeight = new Map();  // one dashed line per height, its events' names stacked
+          for (const e of getEvents()) {
+            const names = byHeight.get(e.height) || [];
+            if (!names.includes(e.kind)) names.push(e.kind);
+            byHeight.set(e.height, names);
+          }
           ctx.save();
           ctx.font = 11 * devicePixelRatio + "px system-ui, sans-serif";
-          for (const e of events) {
-            const x = Math.round(u.valToPos(e.height, "x", true));
+          ctx.textAlign = "left";
+          ctx.textBaseline = "top";
+          let row = 0;
+          for (const [height, kinds] of [...byHeight.entries()].sort((a, b) => a[0] - b[0])) {
+            const x = Math.round(u.valToPos(height, "x", true));
             if (x < u.bbox.left || x > u.bbox.left + u.bbox.width) continue;
-            ctx.strokeStyle = e.kind === "jailed" ? "#eab308" : "#ef4444";
+            const jailOnly = kinds.every((k) => k === "jailed" || k === "unjailed");
+            ctx.strokeStyle = jailOnly ? "#eab308" : "#ef4444";
             ctx.setLineDash([5 * devicePixelRatio, 4 * devicePixelRatio]);
             ctx.lineWidth = 1.5 * devicePixelRatio;
             ctx.beginPath();
             ctx.moveTo(x, u.bbox.top);
             ctx.lineTo(x, u.bbox.top + u.bbox.height);
             ctx.stroke();
+            const label = kinds.join(" · ") + " @" + height;
+            const pad = 3 * devicePixelRatio;
+            const w = ctx.measureText(label).width;
+            const lx = Math.min(x + 4 * devicePixelRatio, u.bbox.left + u.bbox.width - w - 2 * pad);
+            const ly = u.bbox.top + (4 + 17 * (row % 3)) * devicePixelRatio;
+            ctx.setLineDash([]);
+            ctx.fillStyle = "rgba(11, 17, 32, 0.85)";
+            ctx.fillRect(lx - pad, ly - pad, w + 2 * pad, 14 * devicePixelRatio + pad);
             ctx.fillStyle = ctx.strokeStyle;
-            ctx.fillText(e.kind, x + 4 * devicePixelRatio, u.bbox.top + 12 * devicePixelRatio);
+            ctx.fillText(label, lx, ly);
+            row += 1;
           }
           ctx.restore();
         }],

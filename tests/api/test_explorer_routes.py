@@ -1,0 +1,188 @@
+"""The explorer's JSON routes, pages and assets without a browser (fast): OpenAPI, local assets only,
+figures equal to the /v2 routes, empty states and errors, the virtual-stake recorder.
+
+The browser test over a running demo is ``test_explorer_browser.py``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+
+import pytest
+from api_fixtures import A_RECORDS, BTC_TIP, STAKER_B, FP_GAMMA, make_source
+
+from api import create_app
+from api.explorer import explorer_url
+from api.explorer.history import VirtualStakeRecorder
+from api.explorer.routes import STATIC_DIR, UPLOT_VERSION
+from api.memory import InMemorySource
+from api.server import app_for_url
+from btcmesh_testkit.net import closed_port
+
+EXPLORER_ROUTES = ["/v2/explorer/overview", "/v2/explorer/finality-providers", "/v2/explorer/finality-providers/{btc_pk}",
+                   "/v2/explorer/delegations", "/v2/explorer/delegations/{staking_tx_hash}",
+                   "/v2/explorer/mesh/virtual-stake-history", "/v2/explorer/mesh"]
+PAGES = ["/explorer", "/explorer/providers", f"/explorer/providers/{FP_GAMMA}", "/explorer/delegations",
+         f"/explorer/delegations/{A_RECORDS['SLASHED'].staking_tx_hash_hex}", "/explorer/mesh"]
+
+
+def test_every_explorer_route_is_in_openapi(client) -> None:
+    spec = client.get("/openapi.json").json()
+    for route in EXPLORER_ROUTES:
+        op = spec["paths"][route]["get"]
+        assert op["tags"] == ["explorer"] and op["summary"] and op["description"], route
+        assert "200" in op["responses"] and "503" in op["responses"], route
+    assert not any(p.startswith("/explorer") for p in spec["paths"]), "pages are not API routes"
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_pages_load_only_assets_served_by_the_service(client, page: str) -> None:
+    resp = client.get(page)
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/html")
+    html = resp.text
+    assert '<meta name="viewport"' in html  # phone-sized screens
+    refs = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert refs, html
+    for ref in refs:
+        assert not re.match(r"^(https?:)?//", ref), f"{page} loads {ref} from outside the service"
+        if ref.startswith("/explorer/assets/"):
+            asset = client.get(ref)
+            assert asset.status_code == 200 and asset.content, ref
+    assert "/explorer/assets/vendor/uplot/uPlot.iife.min.js" in refs
+    assert "/explorer/assets/explorer.js" in refs
+
+
+def test_vendored_uplot_has_its_license_and_version() -> None:
+    vendor = STATIC_DIR / "vendor" / "uplot"
+    assert "MIT License" in (vendor / "LICENSE").read_text()
+    assert f"uPlot {UPLOT_VERSION}" in (vendor / "VERSION.md").read_text()
+    assert f"(v{UPLOT_VERSION})" in (vendor / "uPlot.iife.min.js").read_text()[:200]
+    js = (STATIC_DIR / "explorer.js").read_text()
+    assert not re.search(r"https?://", js), "explorer.js must not reach outside the service"
+
+
+def test_page_argument_is_escaped(client) -> None:
+    resp = client.get('/explorer/delegations/"><img src=x onerror=alert(1)>')
+    assert resp.status_code == 200
+    assert "<img src=x" not in resp.text and "&quot;&gt;&lt;img src=x onerror=alert(1)&gt;" in resp.text
+
+
+def test_overview_equals_the_v2_figures(client) -> None:
+    ov = client.get("/v2/explorer/overview").json()["data"]
+    stats = client.get("/v2/stats").json()["data"]
+    assert ov["light_client_tip_height"] == stats["btc_tip_height"] == BTC_TIP
+    assert ov["active_tvl"] == stats["active_tvl"]
+    assert ov["total_delegations"] == stats["total_delegations"]
+    assert ov["total_stakers"] == stats["total_stakers"] and ov["active_stakers"] == stats["active_stakers"]
+    assert ov["total_finality_providers"] == stats["total_finality_providers"]
+    by_state = {row["state"]: row for row in ov["tvl_by_state"]}
+    assert by_state["ACTIVE"]["sat"] == stats["active_tvl"]
+    assert by_state["ACTIVE"]["delegations"] == stats["active_delegations"]
+    assert sum(r["delegations"] for r in ov["tvl_by_state"]) == stats["total_delegations"]
+    # no chain behind an in-memory source: chain-only figures are unknown (null → "—"), never invented
+    assert ov["chain_height"] is None and ov["last_finalized_height"] is None and ov["btc_tip_height"] is None
+
+
+def test_delegations_filter_by_state_and_search(client) -> None:
+    rows = client.get("/v2/explorer/delegations", params={"state": "slashed"}).json()["data"]
+    assert [r["staking_tx_hash_hex"] for r in rows] == [A_RECORDS["SLASHED"].staking_tx_hash_hex]
+    rows = client.get("/v2/explorer/delegations", params={"search": STAKER_B}).json()["data"]
+    assert len(rows) == 25 and {r["staker_btc_pk_hex"] for r in rows} == {STAKER_B}
+    one = A_RECORDS["WITHDRAWN"].staking_tx_hash_hex
+    rows = client.get("/v2/explorer/delegations", params={"search": one.upper()}).json()["data"]
+    assert [r["staking_tx_hash_hex"] for r in rows] == [one]
+    assert client.get("/v2/explorer/delegations", params={"search": "00" * 32}).json()["data"] == []
+    assert client.get("/v2/explorer/delegations", params={"state": "NOPE"}).status_code == 400
+
+
+def test_delegation_page_data_and_unknown_hash(client) -> None:
+    d = client.get(f"/v2/explorer/delegations/{A_RECORDS['WITHDRAWN'].staking_tx_hash_hex}").json()["data"]
+    assert d["delegation"]["state"] == "WITHDRAWN"
+    steps = {s["step"]: s for s in d["timeline"]}
+    assert steps["locked"]["done"] and steps["locked"]["btc_height"] == 300
+    assert steps["withdrawn"]["done"]
+    unknown = client.get("/v2/explorer/delegations/" + "ab" * 32)
+    assert unknown.status_code == 404 and "not found" in unknown.json()["message"]
+    bad = client.get("/v2/explorer/delegations/xyz")
+    assert bad.status_code == 400 and "staking_tx_hash" in bad.json()["message"]
+
+
+def test_providers_table_and_unknown_provider(client) -> None:
+    rows = client.get("/v2/explorer/finality-providers").json()["data"]
+    v2 = client.get("/v2/finality-providers").json()["data"]
+    assert [r["btc_pk"] for r in rows] == [f["btc_pk"] for f in v2]
+    gamma = next(r for r in rows if r["btc_pk"] == FP_GAMMA)
+    assert gamma["state"] == "slashed" and gamma["delegations"] == 1
+    assert gamma["voting_power"] is None and gamma["virtual_stake"] is None  # not reported: "—"
+    detail = client.get(f"/v2/explorer/finality-providers/{FP_GAMMA}").json()["data"]
+    assert [d["state"] for d in detail["delegations"]] == ["SLASHED"]
+    assert client.get("/v2/explorer/finality-providers/" + "11" * 32).status_code in (400, 404)
+
+
+def test_no_delegations_yet_is_an_empty_list_not_an_error() -> None:
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(InMemorySource()))
+    assert client.get("/v2/explorer/delegations").json()["data"] == []
+    ov = client.get("/v2/explorer/overview").json()["data"]
+    assert ov["total_delegations"] == 0 and all(r["sat"] == 0 for r in ov["tvl_by_state"])
+
+
+def test_mesh_without_a_chain_says_so(client) -> None:
+    for route in ("/v2/explorer/mesh", "/v2/explorer/mesh/virtual-stake-history"):
+        resp = client.get(route)
+        assert resp.status_code == 503 and "chain connection" in resp.json()["message"]
+
+
+def test_unreachable_chain_is_a_503_with_the_reason() -> None:
+    from fastapi.testclient import TestClient
+
+    client = TestClient(app_for_url(f"http://127.0.0.1:{closed_port()}", timeout=1.0))
+    for route in ("/v2/explorer/overview", "/v2/explorer/delegations", "/v2/explorer/mesh"):
+        resp = client.get(route)
+        assert resp.status_code == 503, route
+        assert "unreachable" in resp.json()["message"], resp.json()
+    assert client.get("/explorer").status_code == 200  # the page itself still loads and shows the message
+
+
+def test_recorder_keeps_ascending_heights_bounded() -> None:
+    samples = iter([(5, {"v": 1}), (5, {"v": 2}), (4, {"v": 9}), (6, {"v": 2}), (7, {"v": 3}), (8, {"v": 3})])
+    rec = VirtualStakeRecorder(lambda: next(samples), max_points=3)
+    for _ in range(6):
+        rec.record()
+    points = [(p.height, p.stakes["v"]) for p in rec.points()]
+    assert points == [(6, 2), (7, 3), (8, 3)]  # same height replaced, lagging height ignored, oldest dropped
+
+
+def test_recorder_thread_starts_and_stops() -> None:
+    calls = threading.Event()
+    heights = iter(range(1, 10_000))
+
+    def sample() -> tuple[int, dict[str, int]]:
+        calls.set()
+        return next(heights), {}
+
+    rec = VirtualStakeRecorder(sample)
+    rec.start(interval=0.01)
+    assert calls.wait(5)
+    rec.stop()
+    n = len(rec.points())
+    assert n >= 1 and len(rec.points()) == n  # stopped: no more samples
+
+
+def test_explorer_url() -> None:
+    assert explorer_url("http://127.0.0.1:8000/") == "http://127.0.0.1:8000/explorer"
+    assert explorer_url("http://127.0.0.1:8000") == "http://127.0.0.1:8000/explorer"
+
+
+def test_demo_serve_needs_the_api(capsys) -> None:
+    from btcmesh.cli import main
+
+    assert main(["demo", "--serve", "--no-api"]) == 1
+    assert "--serve" in capsys.readouterr().err
+
+
+@pytest.fixture
+def source() -> InMemorySource:  # the fixture tests/api/conftest.py provides, named here for clarity
+    return make_source()
