@@ -87,7 +87,9 @@ class ExternalStaking(Contract):
     @classmethod
     def instantiate(cls, ctx: ExecCtx, msg: dict) -> "ExternalStaking":
         """``{denom, rewards_denom, vault, unbonding_period, slash_ratio: {double_sign, offline},
-        authority?, converter?, auto_commit?}``. Ratios above 1 are rejected."""
+        authority?, converter?, auto_commit?, release_tombstoned_at_once?}``. Ratios above 1 are
+        rejected. ``release_tombstoned_at_once`` (default false): upstream's immediate release of
+        unstakes from a tombstoned or unbonded validator."""
         nonpayable(ctx)
         period = require(msg, "unbonding_period", int)
         if period < 0:
@@ -106,6 +108,7 @@ class ExternalStaking(Contract):
             "authority": optional(msg, "authority"),
             "converter": optional(msg, "converter"),
             "auto_commit": bool(optional(msg, "auto_commit", bool) or False),
+            "release_tombstoned_at_once": bool(optional(msg, "release_tombstoned_at_once", bool) or False),
         }
         state = {"config": config, "stakes": {}, "distribution": {}, "tx_count": FIRST_TX_ID_BASE,
                  "pending_txs": {}, "validators": {}}
@@ -270,9 +273,11 @@ class ExternalStaking(Contract):
         stake = self._stake(user, validator)
         packet_amount, amount = amount, min(amount, stake["stake"].high)  # upstream: saturate if slashed
         stake["stake"].commit_sub(amount)
-        # upstream: no unbonding period when the validator is tombstoned or unbonded (it cannot
-        # be slashed any more), the lien is released at once
-        immediate = self.current_state(validator) in (TOMBSTONED, UNBONDED)
+        # upstream releases at once when the validator is tombstoned or unbonded (it cannot be
+        # slashed any more); by default we keep the unbonding period, as the BTC behind the lien
+        # stays timelocked on Bitcoin (docs/MESH_MAPPING.md, "Our choices")
+        immediate = (self.config.get("release_tombstoned_at_once", False)
+                     and self.current_state(validator) in (TOMBSTONED, UNBONDED))
         release_at = ctx.block.time + (0 if immediate else self.config["unbonding_period"])
         stake["pending_unbonds"].append({"amount": amount, "release_at": release_at})
         self._add_total(validator, -amount, stake)

@@ -40,6 +40,10 @@ PENDING_SLASH_IGNORES_INFRACTION_TIME = "pending_slash_ignores_infraction_time"
 #: unbonds escape the slash; we slash them (Bitcoin can slash an unbonding output). States part,
 #: so a random sequence stops comparing at that op.
 PENDING_SLASH_WITHOUT_ACTIVE_STAKE = "pending_slash_without_active_stake"
+#: Upstream releases an unstake from a tombstoned/unbonded validator at once; by default we keep
+#: the unbonding period (the BTC stays timelocked). ``release_tombstoned_at_once`` turns
+#: upstream's rule on; the differential runs use it, and one test pins the default.
+RELEASE_TOMBSTONED_KEEPS_PERIOD = "release_tombstoned_keeps_period"
 #: Upstream bug: ``handle_slashing`` divides by the validator's total stake and panics (the
 #: packet fails: nothing slashed, no tombstone) when its stakers have only pending unbonds
 #: left. We slash those unbonds and tombstone. The states part here, so a random sequence
@@ -392,17 +396,34 @@ def test_difference_upstream_slash_panics_on_zero_stake(harness):
     assert [a for a, _ in d.up.snapshot([])["users"]["alice"]["stakes"]["val1"]["pending_unbonds"]] == [1000]
 
 
-def test_unstake_from_tombstoned_validator_releases_at_once(harness):
-    """Upstream ``commit_unstake``: no unbonding period once the validator is tombstoned or
-    unbonded. The model does the same (was a difference found by this test; fixed)."""
-    d = Diff(harness).run([
-        {"op": "bond", "user": "alice", "amount": 1000},
-        {"op": "stake_remote", "user": "alice", "validator": "val1", "amount": 1000},
-        {"op": "slash", "validator": "val1", "kind": "double_sign"},
-        {"op": "unstake", "user": "alice", "validator": "val1", "amount": 900},
-        {"op": "withdraw_unbonded", "user": "alice"},
-    ])
+TOMBSTONED_UNSTAKE = [
+    {"op": "bond", "user": "alice", "amount": 1000},
+    {"op": "stake_remote", "user": "alice", "validator": "val1", "amount": 1000},
+    {"op": "slash", "validator": "val1", "kind": "double_sign"},
+    {"op": "unstake", "user": "alice", "validator": "val1", "amount": 900},
+    {"op": "withdraw_unbonded", "user": "alice"},
+]
+
+
+def test_unstake_from_tombstoned_validator_releases_at_once_with_the_option(harness):
+    """Upstream ``commit_unstake``: no unbonding period once the validator is tombstoned; the
+    model's ``release_tombstoned_at_once`` matches it (compared after every op)."""
+    d = Diff(harness).run(TOMBSTONED_UNSTAKE)
     assert d.model.snapshot([])["users"]["alice"]["account"]["max_lien"] == (0, 0)
+
+
+def test_difference_release_tombstoned_keeps_period(harness):
+    """Our default keeps the lien for the unbonding period after unstaking from a tombstoned
+    validator; upstream frees it at once."""
+    cfg = Config(release_tombstoned_at_once=False)
+    model, up = ModelWorld(cfg), UpstreamWorld(harness, cfg)
+    for op in TOMBSTONED_UNSTAKE:
+        assert model.call(op)["ok"] and up.call(op)["ok"]
+    assert model.snapshot([])["users"]["alice"]["account"]["max_lien"] == (900, 900)
+    assert up.snapshot([])["users"]["alice"]["account"]["max_lien"] == (0, 0)
+    model.call({"op": "advance", "seconds": cfg.unbonding_period})
+    model.call({"op": "withdraw_unbonded", "user": "alice"})
+    assert model.snapshot([])["users"]["alice"]["account"]["max_lien"] == (0, 0)
 
 
 def test_harness_reports_upstream_errors(harness):

@@ -35,6 +35,8 @@ class Config:
     price: str = "1"
     discount: str = "0"
     validators: list[str] = field(default_factory=lambda: ["val1", "val2", "val3"])
+    #: the model's option for upstream's immediate release (see RELEASE_TOMBSTONED_KEEPS_PERIOD)
+    release_tombstoned_at_once: bool = True
 
     def reset_op(self) -> dict:
         return {"op": "reset", "denom": DENOM, "local_denom": LOCAL, "unbonding_period": self.unbonding_period,
@@ -56,7 +58,8 @@ class ModelWorld:
         self.app.instantiate(ExternalStaking, "external_staking", {
             "denom": DENOM, "rewards_denom": LOCAL, "vault": "vault", "unbonding_period": cfg.unbonding_period,
             "slash_ratio": {"double_sign": cfg.slash_ratio_dsign, "offline": cfg.slash_ratio_offline},
-            "converter": "converter", "auto_commit": False}, sender="owner")
+            "converter": "converter", "auto_commit": False,
+            "release_tombstoned_at_once": cfg.release_tombstoned_at_once}, sender="owner")
         self.app.instantiate(VirtualStaking, "virtual_staking", {
             "denom": LOCAL, "converter": "converter", "max_cap": str(10**30)}, sender="owner")
         self.app.instantiate(Converter, "converter", {
