@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install everything btcmesh needs into ./.venv (Python) and ./.tools/bin (btcd, CometBFT).
 #   scripts/setup.sh            Python environment only (enough for the embedded demo)
-#   scripts/setup.sh --daemons  also build btcd v0.26.0 and CometBFT v0.38.25 with Go
+#   scripts/setup.sh --daemons  also build btcd v0.26.0 and CometBFT v0.38.25 with Go, and the
+#                               upstream Mesh Security harness with cargo (Rust 1.95)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +26,8 @@ if [ "${1:-}" = "--daemons" ]; then
     fi
     .tools/bin/btcd --version
     .tools/bin/cometbft version
+    # the upstream Mesh Security contracts, run in cw-multi-test (Rust 1.95; the sources are the
+    # read-only ../shared/upstream/mesh-security, so the build goes to a target dir in the clone)
+    (cd conformance/mesh-upstream && CARGO_TARGET_DIR="$PWD/target" cargo build --locked --quiet)
+    conformance/mesh-upstream/target/debug/mesh-upstream-harness </dev/null
 fi
