@@ -15,6 +15,7 @@ kill the server itself.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import socket
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
 from cosmpy.protos.tendermint.abci import types_pb2 as abci
+from cosmpy.protos.tendermint.crypto.keys_pb2 import PublicKey
 
 __all__ = [
     "ABCIApplication",
@@ -38,6 +40,7 @@ __all__ = [
     "frame",
     "events_to_proto",
     "proto_size_of_txs",
+    "validator_updates_to_proto",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,7 +56,9 @@ CODE_INTERNAL_ERROR = 1
 
 
 class ABCIApplication(Protocol):
-    """The subset of ``ChainApp`` the ABCI server drives (see docs/CONTRACTS.md)."""
+    """The subset of ``ChainApp`` the ABCI server drives (see docs/CONTRACTS.md). Optional too:
+    ``genesis_validators()`` (the InitChain set) and ``validator_updates()`` (after each
+    ``finalize_block``), both ``[{pub_key: base64 ed25519, power}]``."""
 
     def info(self) -> tuple[int, bytes]: ...
 
@@ -197,6 +202,23 @@ def _result_fields(result: Any) -> dict[str, Any]:
         "events": events_to_proto(get("events")),
         "codespace": _as_str(get("codespace")),
     }
+
+
+def validator_updates_to_proto(updates: Iterable[dict[str, Any]]) -> list[abci.ValidatorUpdate]:
+    """``[{pub_key: base64 ed25519, power}]`` → ABCI ``ValidatorUpdate``s (power 0 removes)."""
+    out = []
+    for u in updates:
+        key = base64.b64decode(u["pub_key"])
+        if len(key) != 32:
+            raise ValueError(f"validator update: ed25519 key of {len(key)} bytes")
+        out.append(abci.ValidatorUpdate(pub_key=PublicKey(ed25519=key), power=int(u["power"])))
+    return out
+
+
+def _app_list(app: Any, method: str) -> list[dict[str, Any]]:
+    """``app.<method>()`` if the app has it (optional part of the ABCIApplication protocol), else []."""
+    fn = getattr(app, method, None)
+    return list(fn()) if callable(fn) else []
 
 
 # --------------------------------------------------------------------------------------------
@@ -425,7 +447,9 @@ class ABCIServer:
         genesis = json.loads(req.app_state_bytes) if req.app_state_bytes else {}
         app_hash = bytes(self.app.init_chain(genesis) or b"")
         self.last_app_hash = app_hash
-        return abci.Response(init_chain=abci.ResponseInitChain(app_hash=app_hash))
+        # a non-empty set from the app replaces genesis.json's validators (ABCI InitChain rule)
+        validators = validator_updates_to_proto(_app_list(self.app, "genesis_validators"))
+        return abci.Response(init_chain=abci.ResponseInitChain(app_hash=app_hash, validators=validators))
 
     def _on_check_tx(self, req: abci.RequestCheckTx) -> abci.Response:
         result = self.app.check_tx(bytes(req.tx))
@@ -477,6 +501,7 @@ class ABCIServer:
         return abci.Response(
             finalize_block=abci.ResponseFinalizeBlock(
                 tx_results=[abci.ExecTxResult(**_result_fields(r)) for r in results],
+                validator_updates=validator_updates_to_proto(_app_list(self.app, "validator_updates")),
                 app_hash=app_hash,
             )
         )

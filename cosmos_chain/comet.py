@@ -501,7 +501,7 @@ class CometNetwork:
         base_dir: Path | str,
         *,
         chain_id: str = DEFAULT_CHAIN_ID,
-        app_genesis: dict | None = None,
+        app_genesis: dict | Callable[[list[str]], dict] | None = None,
         block_time: float = 0.3,
         create_empty_blocks: bool = True,
         empty_blocks_interval: float = 0.0,
@@ -551,6 +551,8 @@ class CometNetwork:
         genesis["initial_height"] = "1"
         genesis["app_state"] = self.app_genesis
         genesis["consensus_params"]["abci"]["vote_extensions_enable_height"] = str(self.vote_extensions_height)
+        if callable(self.app_genesis):  # the app genesis names the generated consensus keys
+            genesis["app_state"] = self.app_genesis(self.consensus_pub_keys())
         genesis_text = json.dumps(genesis, indent=2)
         self.nodes = [self._make_node(i, layout[i]) for i in range(self.n_validators)]
         for node in self.nodes:
@@ -560,6 +562,14 @@ class CometNetwork:
         (self.base_dir / "network.json").write_text(
             json.dumps({"chain_id": self.chain_id, "nodes": layout}, indent=2)
         )
+
+    def consensus_pub_keys(self) -> list[str]:
+        """Base64 ed25519 consensus key of every node (``cometbft testnet``'s), in node order."""
+        keys = []
+        for i in range(self.n_validators):
+            data = json.loads((self.base_dir / f"node{i}" / "config" / "priv_validator_key.json").read_text())
+            keys.append(data["pub_key"]["value"])
+        return keys
 
     def _make_node(self, i: int, ports: dict) -> CometNode:
         home = self.base_dir / f"node{i}"

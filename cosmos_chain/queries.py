@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,38 @@ def _parse(cls: Any, data: bytes) -> Any:
         raise InvalidRequestError(f"cannot decode {cls.DESCRIPTOR.full_name}: {exc}") from exc
 
 
+LATEST_VALIDATOR_SET_PATH = "/cosmos.base.tendermint.v1beta1.Service/GetLatestValidatorSet"
+VALIDATOR_SET_BY_HEIGHT_PATH = "/cosmos.base.tendermint.v1beta1.Service/GetValidatorSetByHeight"
+
+
+def validator_set_response(app: "ChainApp", path: str, data: bytes) -> Any:
+    """The ``valset`` module's set as cosmpy's ``GetLatestValidatorSetResponse`` /
+    ``GetValidatorSetByHeightResponse`` (ed25519 keys, bech32 ``<prefix>valcons`` addresses)."""
+    from cosmpy.protos.cosmos.base.query.v1beta1.pagination_pb2 import PageResponse
+    from cosmpy.protos.cosmos.base.tendermint.v1beta1 import query_pb2 as tm
+    from cosmpy.protos.cosmos.crypto.ed25519.keys_pb2 import PubKey as Ed25519PubKey
+
+    if path == LATEST_VALIDATOR_SET_PATH:
+        _parse(tm.GetLatestValidatorSetRequest, data)
+        height, resp = None, tm.GetLatestValidatorSetResponse()
+    else:
+        req = _parse(tm.GetValidatorSetByHeightRequest, data)
+        if req.height < 1:
+            raise InvalidRequestError("height must be greater than 0")
+        if req.height > app.last_height:
+            raise InvalidRequestError(f"requested height {req.height} is above the latest {app.last_height}")
+        height, resp = req.height, tm.GetValidatorSetByHeightResponse()
+    vs = app.module("valset").validator_set(app.query_context(), height)  # type: ignore[attr-defined]
+    resp.block_height = vs["block_height"]
+    for v in vs["validators"]:
+        pk = ProtoAny()
+        pk.Pack(Ed25519PubKey(key=base64.b64decode(v["pub_key"])), type_url_prefix="/")
+        resp.validators.append(tm.Validator(address=v["valcons"], pub_key=pk, voting_power=v["power"],
+                                            proposer_priority=0))
+    resp.pagination.CopyFrom(PageResponse(total=len(vs["validators"])))
+    return resp
+
+
 def dispatch(app: "ChainApp", path: str, data: bytes) -> bytes:
     """Answer one query path (see ``ChainApp.query``)."""
     if path == "/cosmwasm.wasm.v1.Query/SmartContractState":
@@ -122,4 +155,6 @@ def dispatch(app: "ChainApp", path: str, data: bytes) -> bytes:
         return canonical_json(app.simulate(data).to_dict()).encode()
     if path == "/app/contracts":
         return canonical_json(app.contract_addresses()).encode()
+    if path in (LATEST_VALIDATOR_SET_PATH, VALIDATOR_SET_BY_HEIGHT_PATH):
+        return validator_set_response(app, path, data).SerializeToString()
     raise UnknownQueryError(f"unknown query path {path!r}")

@@ -15,6 +15,7 @@ Routes:
 * ``POST /cosmos/tx/v1beta1/txs`` (``{"tx_bytes", "mode"}``; SYNC, ASYNC, BLOCK = wait for commit)
 * ``GET  /cosmos/tx/v1beta1/txs/{hash}`` (404 ``tx not found: HASH`` while unknown)
 * ``GET  /cosmos/base/tendermint/v1beta1/blocks/latest``, ``.../blocks/{height}``, ``.../node_info``, ``.../syncing``
+* ``GET  /cosmos/base/tendermint/v1beta1/validatorsets/latest``, ``.../validatorsets/{height}`` (``valset`` module)
 * ``GET  /cosmos/consensus/v1/params`` (cosmpy's gas strategy reads ``block.max_gas``)
 * ``GET  /cosmwasm/wasm/v1/contract/{address}/smart/{base64 query}`` → ``{"data": <JSON reply>}``
 """
@@ -320,6 +321,30 @@ def _tx_bytes_from_request(body: dict[str, Any]) -> bytes:
     raise RestError(GRPC_INVALID_ARGUMENT, "empty txs are not allowed: give tx_bytes or tx")
 
 
+# ---------------------------------------------------------------------- validator sets (issue 10 §1)
+def validator_set_route(api: "RestApi", which: str) -> dict[str, Any]:
+    """``GET /cosmos/base/tendermint/v1beta1/validatorsets/{latest|height}`` in cosmpy's
+    ``GetLatestValidatorSetResponse`` / ``GetValidatorSetByHeightResponse`` JSON (from the
+    ``valset`` module over ABCI query, so embedded and CometBFT backends answer alike)."""
+    from cosmpy.protos.cosmos.base.tendermint.v1beta1 import query_pb2 as tm
+
+    if which == "latest":
+        resp = api.query_proto("/cosmos.base.tendermint.v1beta1.Service/GetLatestValidatorSet",
+                               tm.GetLatestValidatorSetRequest(), tm.GetLatestValidatorSetResponse)
+    else:
+        try:
+            height = int(which)
+        except ValueError:
+            raise RestError(GRPC_INVALID_ARGUMENT, f"invalid height {which!r}") from None
+        if not 1 <= height <= MAX_HEIGHT:
+            raise RestError(GRPC_INVALID_ARGUMENT, f"height must be in 1..{MAX_HEIGHT}")
+        resp = api.query_proto("/cosmos.base.tendermint.v1beta1.Service/GetValidatorSetByHeight",
+                               tm.GetValidatorSetByHeightRequest(height=height), tm.GetValidatorSetByHeightResponse)
+    out = _to_dict(resp)
+    out["pagination"] = {"next_key": None, "total": str(len(resp.validators))}
+    return out
+
+
 # ---------------------------------------------------------------------- the API (transport-free)
 class RestApi:
     """Routes → JSON; raises :class:`RestError`. Separate from HTTP so it can be unit-tested."""
@@ -369,6 +394,8 @@ class RestApi:
             return self.get_node_info()
         if parts == ["cosmos", "base", "tendermint", "v1beta1", "syncing"]:
             return {"syncing": False}
+        if parts[:5] == ["cosmos", "base", "tendermint", "v1beta1", "validatorsets"] and len(parts) == 6:
+            return validator_set_route(self, parts[5])
         if parts == ["cosmos", "consensus", "v1", "params"]:
             return _to_dict(ParseDict({"params": self.consensus_params}, ConsensusParamsResponse()))
         if parts[:4] == ["cosmwasm", "wasm", "v1", "contract"] and len(parts) >= 7 and parts[5] == "smart":

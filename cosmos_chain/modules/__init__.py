@@ -22,6 +22,7 @@ BUILTIN_MODULE_PATHS: list[str] = [
     "cosmos_chain.modules.btc_staking",
     "cosmos_chain.modules.finality",
     "cosmos_chain.modules.mesh",
+    "cosmos_chain.modules.valset",
 ]
 
 

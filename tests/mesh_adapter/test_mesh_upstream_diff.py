@@ -44,6 +44,12 @@ PENDING_SLASH_WITHOUT_ACTIVE_STAKE = "pending_slash_without_active_stake"
 #: the unbonding period (the BTC stays timelocked). ``release_tombstoned_at_once`` turns
 #: upstream's rule on; the differential runs use it, and one test pins the default.
 RELEASE_TOMBSTONED_KEEPS_PERIOD = "release_tombstoned_keeps_period"
+#: Pagination: we clamp a page to at most 30 (default 10); upstream's ``clamp_page_limit`` uses
+#: ``max``, so every page holds at least 30.
+PAGINATION_CLAMP = "pagination_clamp"
+#: Our virtual staking rebalances after every packet; upstream once per epoch. The harness runs
+#: upstream's (test) epoch after every packet (``auto_epoch``); without it the stake lags.
+REBALANCE_EVERY_CHANGE = "rebalance_every_change"
 #: Upstream bug: ``handle_slashing`` divides by the validator's total stake and panics (the
 #: packet fails: nothing slashed, no tombstone) when its stakers have only pending unbonds
 #: left. We slash those unbonds and tombstone. The states part here, so a random sequence
@@ -431,3 +437,48 @@ def test_harness_reports_upstream_errors(harness):
     harness.run(Config().reset_op())
     with pytest.raises(HarnessError, match="(?i)claim is locked"):
         harness.run({"op": "unbond", "user": "nobody", "amount": 1})
+
+
+def test_difference_pagination_clamp(harness):
+    """12 stakes of one user: a default page is 10 here, 12 (limit max(10, 30)) upstream."""
+    vals = [f"v{i:02d}" for i in range(12)]
+    cfg = Config(validators=vals)
+    model, up = ModelWorld(cfg), UpstreamWorld(harness, cfg)
+    for w in (model, up):
+        assert w.call({"op": "bond", "user": "alice", "amount": 1200})["ok"]
+        for v in vals:
+            assert w.call({"op": "stake_remote", "user": "alice", "validator": v, "amount": 100})["ok"]
+    mine = model.app.query("external_staking", {"stakes": {"user": "alice"}})["stakes"]
+    theirs = harness.run({"op": "query", "contract": "external_staking", "msg": {"stakes": {"user": "alice"}}})["stakes"]
+    assert (len(mine), len(theirs)) == (10, 12)
+    mine = model.app.query("external_staking", {"stakes": {"user": "alice", "limit": 50}})["stakes"]
+    theirs = harness.run({"op": "query", "contract": "external_staking",
+                          "msg": {"stakes": {"user": "alice", "limit": 50}}})["stakes"]
+    assert [s["validator"] for s in mine] == [s["validator"] for s in theirs] == vals
+
+
+def test_difference_rebalance_every_change(harness):
+    """Without a per-packet epoch, upstream's virtual stake shows the bond only after the epoch."""
+    op = dict(Config().reset_op(), auto_epoch=False)
+    harness.run(op)
+    harness.run({"op": "advance", "seconds": 5})
+    harness.run({"op": "bond", "user": "alice", "amount": 500})
+    harness.run({"op": "stake_remote", "user": "alice", "validator": "val1", "amount": 500})
+    stake = lambda: harness.run({"op": "query", "contract": "virtual_staking", "msg": {"get_stake": {"validator": "val1"}}})
+    assert stake()["stake"] == "0"
+    harness.run({"op": "epoch"})
+    assert stake()["stake"] == "500"
+    model = ModelWorld(Config())
+    model.call({"op": "bond", "user": "alice", "amount": 500})
+    model.call({"op": "stake_remote", "user": "alice", "validator": "val1", "amount": 500})
+    assert model.snapshot(["val1"])["virtual_stake"]["val1"] == 500
+
+
+def test_price_and_discount_reach_virtual_stake(harness):
+    """Converter price 2, discount 0.25: both sides give floor(floor(n*2)*0.75) virtual stake."""
+    Diff(harness, Config(price="2", discount="0.25")).run([
+        {"op": "bond", "user": "alice", "amount": 1000},
+        {"op": "stake_remote", "user": "alice", "validator": "val1", "amount": 333},
+        {"op": "stake_remote", "user": "alice", "validator": "val2", "amount": 100},
+        {"op": "unstake", "user": "alice", "validator": "val1", "amount": 111},
+    ])
