@@ -590,7 +590,7 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     from api.server import serve
 
-    _say(f"staking API on http://127.0.0.1:{args.port} (docs at /docs) over {args.chain_rest}")
+    _say(f"staking API on http://127.0.0.1:{args.port} (docs at /docs, explorer at /explorer) over {args.chain_rest}")
     serve(args.chain_rest, "127.0.0.1", args.port, timeout=args.timeout, extra_hosts=args.trusted_host)
     return 0
 
