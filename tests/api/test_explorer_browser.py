@@ -124,6 +124,9 @@ def _explore(driver: Any, res: Any, shots: Path) -> dict[str, Any]:
     assert by_state["WITHDRAWN"]["sat"] == res.delegations["B"].staked_sat
     seen["overview"] = {k: _text(driver, k) for k in expect}
     _screenshot(driver, shots, "overview")
+    # live: the chain keeps making blocks and the page follows without a reload
+    shown = _text(driver, "#ov-chain-height")
+    _wait(driver, lambda d: _text(d, "#ov-chain-height") not in ("", shown), "the chain height to refresh live")
 
     # ---- providers table and the double-signer's page (double vote marked)
     driver.get(f"{base}/explorer/providers")
@@ -196,7 +199,33 @@ def _explore(driver: Any, res: Any, shots: Path) -> dict[str, Any]:
     overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
     assert overflow <= 0, f"the overview is {overflow}px wider than a phone screen"
     _screenshot(driver, shots, "overview-phone")
+    driver.get(f"{base}/explorer/mesh")
+    _wait(driver, lambda d: d.execute_script("return !!(window.btcmeshExplorer||{}).chart"), "the chart on a phone")
+    overflow = driver.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the mesh page is {overflow}px wider than a phone screen"
+    _screenshot(driver, shots, "mesh-phone")
+    driver.set_window_size(1280, 1000)
     return seen
+
+
+def _empty_states(driver: Any, shots: Path) -> None:
+    """An unreachable chain and a chain without delegations each get their message, not a blank page."""
+    from api.app import BackgroundServer
+    from api.memory import InMemorySource
+    from api.server import app_for_url
+    from btcmesh_testkit.net import closed_port
+
+    with BackgroundServer(app_for_url(f"http://127.0.0.1:{closed_port()}", timeout=1.0)) as down:
+        driver.get(f"{down.url}/explorer")
+        _wait(driver, lambda d: _text(d, "#chain-unreachable"), "the chain-unreachable message")
+        assert "cannot be reached" in _text(driver, "#chain-unreachable")
+        assert "cannot be reached" in _text(driver, "#banner")
+        _screenshot(driver, shots, "chain-unreachable")
+    with BackgroundServer(InMemorySource()) as empty:
+        driver.get(f"{empty.url}/explorer/delegations")
+        _wait(driver, lambda d: _text(d, "#no-delegations"), "the no-delegations message")
+        assert "No delegations yet" in _text(driver, "#no-delegations")
+        _screenshot(driver, shots, "no-delegations")
 
 
 def test_explorer_in_a_browser_during_the_demo(browser: Any, tmp_path: Path) -> None:
@@ -213,6 +242,8 @@ def test_explorer_in_a_browser_during_the_demo(browser: Any, tmp_path: Path) -> 
     result = run_demo(DemoConfig(), workdir=tmp_path / "demo", hold=hold)
     assert result.ok, result.error
     assert {"overview", "burned", "chart"} <= set(checked)
+    _empty_states(browser, shots)
     assert sorted(p.name for p in shots.glob("*.png")) == sorted(
         f"{n}.png" for n in ("overview", "providers", "provider", "delegations", "delegation-slashed", "mesh",
-                             "delegation-unknown", "overview-phone"))
+                             "delegation-unknown", "overview-phone", "mesh-phone", "chain-unreachable",
+                             "no-delegations"))

@@ -17,6 +17,7 @@ from cosmpy.protos.cosmos.auth.v1beta1.auth_pb2 import BaseAccount
 from cosmpy.protos.cosmos.auth.v1beta1.query_pb2 import QueryAccountRequest, QueryAccountResponse
 
 from btc_staking.keys import secret_even_y, xonly_from_secret
+from btc_staking.tx import Tx
 from btcmesh.finality_provider import (
     AppChannel, CallableChannel, ChainRejected, ClientChannel, FinalityProvider, sign_execute_tx,
 )
@@ -46,6 +47,14 @@ STAKES = {1: StakeFixture("a1", [PK_A], 1_000_000, 100, PARAMS), 2: StakeFixture
 
 def h(n: int) -> str:
     return STAKES[n].staking_tx_hash if n in STAKES else f"{n:064x}"
+
+
+def btc_left(chain: Chain, n: int) -> int:
+    """What Bitcoin leaves delegation ``n`` after slashing: its registered slashing tx's change output
+    (the unbonding path's once the unbonding tx is on Bitcoin)."""
+    d = chain.query("btc_staking", {"delegation": {"staking_tx_hash": h(n)}})["delegation"]
+    key = "unbonding_slashing_tx" if d.get("unbonding_height") is not None else "slashing_tx"
+    return Tx.parse(bytes.fromhex(d[key])).outputs[1].value
 
 
 def set_status(chain: Chain, n: int, sk: bytes, value: int, status: str) -> None:
@@ -167,19 +176,23 @@ def test_double_sign_slashes_fp_registry_and_mesh(net: Net) -> None:
     assert [d["status"] for d in reg.delegations_by_fp(ctx, net.fp_b.btc_pk_hex)] == ["ACTIVE"]
 
     # mesh: slashing rate 0.1 on stake and still-locked pending unbonds; collateral follows
+    # (collateral = the registered slashing tx's change output: the slash and its fee are gone)
     a1, a2, b1 = mesh_del(chain, 1), mesh_del(chain, 2), mesh_del(chain, 3)
-    assert (a1["status"], a1["collateral_sat"], a1["slashed_sat"]) == ("SLASHED", 900_000, 100_000)
-    assert (a1["staked_sat"], a1["pending_sat"], a1["virtual_stake"]) == (0, 900_000, 0)  # rest unstaked
-    assert (a2["status"], a2["collateral_sat"], a2["slashed_sat"], a2["pending_sat"]) == ("SLASHED", 450_000, 50_000,
-                                                                                        450_000)
+    left1, left2 = btc_left(chain, 1), btc_left(chain, 2)
+    assert left1 < 900_000 and left2 < 450_000
+    assert (a1["status"], a1["collateral_sat"], a1["slashed_sat"]) == ("SLASHED", left1, 1_000_000 - left1)
+    assert (a1["staked_sat"], a1["pending_sat"], a1["virtual_stake"]) == (0, left1, 0)  # rest unstaked
+    assert (a2["status"], a2["collateral_sat"], a2["slashed_sat"], a2["pending_sat"]) == ("SLASHED", left2,
+                                                                                        500_000 - left2, left2)
     assert (b1["status"], b1["collateral_sat"], b1["staked_sat"], b1["slashed_sat"]) == ("ACTIVE", 2_000_000,
                                                                                         2_000_000, 0)
     assert virtual_on(chain, "valA") == 0 and virtual_on(chain, "valB") == 3_000_000
     es = chain.query("mesh", {"external_staking": {"validator": {"valoper": "valA"}}})
     assert es["state"] == "tombstoned"
     assert chain.query("mesh", {"external_staking": {"validator": {"valoper": "valB"}}})["state"] == "active"
-    # burned collateral: 150_000 sat out of 3_500_000
-    assert chain.query("mesh", {"balance": {"address": "mesh-vault"}})["amount"]["amount"] == "3350000"
+    # burned collateral: 150_000 sat slashed + the two slashing txs' fees, out of 3_500_000
+    assert chain.query("mesh", {"balance": {"address": "mesh-vault"}})["amount"]["amount"] == \
+        str(left1 + left2 + 2_000_000)
 
     # the slashed FP can no longer vote or commit; the honest one goes on
     with pytest.raises(ChainRejected, match="is slashed"):
@@ -188,7 +201,7 @@ def test_double_sign_slashes_fp_registry_and_mesh(net: Net) -> None:
     # after the unbonding period the slashed liens are released; collateral stays what BTC is left
     chain.block(dt=UNBONDING)
     a1 = mesh_del(chain, 1)
-    assert (a1["pending_sat"], a1["collateral_sat"]) == (0, 900_000)
+    assert (a1["pending_sat"], a1["collateral_sat"]) == (0, left1)
 
 
 def test_fork_vote_first_then_canonical_vote_slashes(net: Net) -> None:
@@ -199,7 +212,7 @@ def test_fork_vote_first_then_canonical_vote_slashes(net: Net) -> None:
     out = net.vote_honestly(net.fp_b, 3)
     assert secret_even_y(SK_B) == SK_B  # even-y key: the extracted secret is SK_B itself
     assert out["result"] == "slashed" and out["extracted_btc_sk"] == SK_B.hex()
-    assert mesh_del(chain, 3)["collateral_sat"] == 1_800_000 and virtual_on(chain, "valB") == 0
+    assert mesh_del(chain, 3)["collateral_sat"] == btc_left(chain, 3) and virtual_on(chain, "valB") == 0
     assert mesh_del(chain, 1)["status"] == "ACTIVE" and virtual_on(chain, "valA") == 1_500_000
 
 

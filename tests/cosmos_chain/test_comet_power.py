@@ -37,7 +37,6 @@ STAKER = "5c" * 32
 def app_genesis(pub_keys: list[str]) -> dict:
     genesis = make_genesis([ADMIN, OP_A, OP_B, RELAYER], {
         "mesh": {"admin": ADMIN.address, "block_reward": 0},
-        "finality": {"params": {"signed_blocks_window": 1000, "max_missed": 999}},
         "valset": {"tokens_per_power": str(TOKENS_PER_POWER), "validators": [
             {"operator": f"val{i}", "pub_key": pk, "self_bond": str(SELF_BOND)} for i, pk in enumerate(pub_keys)]}})
     genesis.pop("genesis_time")
