@@ -161,10 +161,10 @@ class CovenantDaemon:
         self.metrics.signatures.inc()
         self.records.set(h, "signing")
         tx = self.conn.execute("btc_staking", sigs.to_msg())
-        crash_point("covenant-after-submit", self.log)
-        self.records.set(h, "submitted", tx, submitted=True)
         self.metrics.submissions.inc()
         self.log.info("covenant_sigs_submitted", staking_tx_hash=h, covenant_pk=me, params_version=version, tx=tx)
+        crash_point("covenant-after-submit", self.log)
+        self.records.set(h, "submitted", tx, submitted=True)
         return "submitted"
 
     def step(self) -> None:

@@ -194,11 +194,12 @@ class SlasherDaemon:
         txid = tx.txid_hex()
         known = self.slasher._known(txid)
         if known is not None:
-            if row is None or row["state"] != known:
+            if row is None or (row["state"] != known and not (row["state"] == "broadcast" and known == "in_mempool")):
                 self.records.set(h, fp, path, txid, known, source)
-                self.log.info("slashing_seen", staking_tx_hash=h, txid=txid, state=known, path=path)
+                self.log.info("slashing_confirmed" if known == "confirmed" else "slashing_seen", staking_tx_hash=h,
+                              txid=txid, state=known, path=path)
             return known
-        self.records.set(h, fp, path, txid, "broadcasting", source)
+        self.records.set(h, fp, path, txid, "broadcasting", source, broadcast=True)  # counted before it leaves
         try:
             self.btc.send_raw_transaction(tx.serialize())
         except Exception as exc:  # noqa: BLE001 - TxRejected (e.g. output spent on another path), transport
@@ -212,7 +213,7 @@ class SlasherDaemon:
         self.metrics.signatures.inc()
         self.log.info("slashing_broadcast", staking_tx_hash=h, fp_btc_pk=fp, txid=txid, path=path, source=source)
         crash_point("slasher-after-broadcast", self.log)
-        self.records.set(h, fp, path, txid, "broadcast", source, broadcast=True)
+        self.records.set(h, fp, path, txid, "broadcast", source)
         return "broadcast"
 
     def slash_fp(self, fp: str, sk: bytes, source: str) -> None:

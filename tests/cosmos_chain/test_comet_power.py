@@ -109,7 +109,7 @@ def test_btc_stake_and_slashing_move_cometbft_power(tool_path, tmp_path) -> None
         active_at = expect({"val0": 20, "val1": 15, "val2": 10, "val3": 10}, "after ACTIVE")
 
         # FP A double-signs: EOTS key extracted, FP slashed, val0 tombstoned → removed from the set
-        fp_a.commit_pub_rand_ahead(50, lead=5)
+        fp_a.commit_pub_rand(c0.latest_height() + 5, 50)  # randomness only for heights above the commit's
         start = fp_a.commits[-1].start
         c0.wait_for_height(start + 1, timeout=30)
         assert fp_a.vote_block(start)["result"] == "voted"

@@ -1,0 +1,276 @@
+"""Issue 11: a devnet made only of separate OS processes, driven through the commands' own interfaces.
+
+``btcmesh devnet up`` starts node, chain, checkpoint, 3 covenant signers, 2 FPs, slasher and API.
+Then: ``btcmesh stake stake`` (pre-approval flow) → covenant signatures → ``devnet mine`` → the
+checkpoint service adds the proof → ACTIVE → fp-1 votes → ``btcmesh devnet double-sign`` → the
+slasher daemon broadcasts the BTC slashing tx, it is mined, the mesh stake is slashed. Every
+non-coinbase tx on the node is checked by both oracles (libbitcoinkernel, btclib).
+
+kill -9 at chosen points (``BTCMESH_CRASH_AT``, the process SIGKILLs itself there) and restart:
+
+* covenant-1 right after submitting its signatures (alone, before the quorum): the restart finds its
+  signature on the chain and submits nothing; the chain holds it once;
+* fp-1 right after recording its first vote, before sending it: ``btcmesh fp sign`` then refuses a
+  second app hash at that height, and the restarted daemon sends the recorded vote (same app hash);
+* the slasher right after broadcasting: the restart sees the tx in the mempool and does not send
+  it again; exactly one slashing tx, mined, recorded once.
+
+The same test runs once with ``--comet 3`` (needs cometbft: a skip locally, a failure in CI).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from btcmesh_testkit.oracles import btclib_verify, kernel_verify
+
+from btc_staking.keys import xonly_from_secret
+from btc_staking.tx import Tx
+from btcmesh.daemons.devnet import process_alive, start_process, stop_process
+from btcmesh.demo import demo_secret
+
+pytestmark = pytest.mark.timeout(300)
+
+SEED = "btcmesh-devnet"
+VALUE = 1_000_000
+
+
+def _cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    e = {k: v for k, v in os.environ.items() if k != "BTCMESH_CRASH_AT"}
+    e.update(env or {})
+    return subprocess.run([sys.executable, "-m", "btcmesh", *args], capture_output=True, text=True, timeout=timeout,
+                          env=e)
+
+
+def _ok(*args: str, timeout: float = 120) -> str:
+    r = _cli(*args, timeout=timeout)
+    assert r.returncode == 0, f"btcmesh {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
+    return r.stdout
+
+
+def _wait(pred: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+class Devnet:
+    """Read-only views of a running devnet (RPC / REST), for the assertions."""
+
+    def __init__(self, d: Path) -> None:
+        self.d = d
+        self.info = json.loads((d / "devnet.json").read_text())
+        from btcmesh.daemons.common import chain_connection
+        from regtest.rpc import RpcBackend
+
+        self.btc = RpcBackend(self.info["btc_rpc"], dialect="bitcoind")
+        self.chain = chain_connection(self.info["chain_rest"])
+
+    def close(self) -> None:
+        self.btc.close()
+
+    def log(self, name: str) -> str:
+        return (self.d / name / f"{name}.log").read_text(errors="replace")
+
+    def delegation(self, h: str) -> dict:
+        return self.chain.client.delegation(h) or {}
+
+    def restart(self, name: str, crash_at: str | None = None) -> None:
+        before = self.started(name)
+        stop_process(self.d, name)
+        start_process(self.d, name, {"BTCMESH_CRASH_AT": crash_at} if crash_at else None)
+        _wait(lambda: self.started(name) > before and process_alive(self.d / name / "pid"), f"{name} restarted", 60)
+
+    def started(self, name: str) -> int:
+        return self.log(name).count("event=started")
+
+    def mine(self, n: int) -> None:
+        _ok("devnet", "mine", "--dir", str(self.d), "-n", str(n))
+
+    def wait_dead(self, name: str, timeout: float = 90) -> None:
+        _wait(lambda: process_alive(self.d / name / "pid") is None, f"{name} to kill -9 itself", timeout)
+        assert "event=crash_point" in self.log(name)
+
+
+def _fp_pk(i: int) -> str:
+    return xonly_from_secret(demo_secret(SEED, f"fp/{i}")).hex()
+
+
+def _all_spends_valid(net: Devnet, base: int) -> int:
+    """Every non-coinbase tx mined above ``base``: each input accepted by libbitcoinkernel and btclib."""
+    from regtest.wallet import parse_block
+
+    checked = 0
+    for height in range(base + 1, net.btc.get_block_count() + 1):
+        _, txs = parse_block(net.btc.get_block(net.btc.get_block_hash(height)))
+        for tx in txs[1:]:
+            prevouts = [Tx.parse(net.btc.get_raw_transaction(i.prevout.txid[::-1].hex())).outputs[i.prevout.vout]
+                        for i in tx.inputs]
+            for n in range(len(tx.inputs)):
+                assert kernel_verify(tx, prevouts, n), f"{tx.txid_hex()} input {n}: libbitcoinkernel refuses it"
+                assert btclib_verify(tx, prevouts, n), f"{tx.txid_hex()} input {n}: btclib refuses it"
+            checked += 1
+    return checked
+
+
+def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by step
+    up = ["devnet", "up", "--dir", str(d), "--block-interval", "0.3" if not comet else "0.4"]
+    if comet:
+        up += ["--comet", str(comet)]
+    out = _ok(*up, timeout=240)
+    assert "devnet up in" in out
+    net = Devnet(d)
+    try:
+        status = _ok("devnet", "status", "--dir", str(d)).splitlines()
+        assert [line.split()[0] for line in status] == ["node", "chain", "checkpoint", "covenant-1", "covenant-2",
+                                                          "covenant-3", "fp-1", "fp-2", "slasher", "api"]
+        assert all(" alive " in line for line in status), status
+        pids = {line.split()[0]: int(re.search(r"pid=(\d+)", line).group(1)) for line in status}
+        assert len(set(pids.values())) == 10  # ten separate OS processes
+        base = int(re.search(r"height=(\d+)", status[0]).group(1))
+
+        # -------- covenant-1 alone sees the delegation and is killed right after submitting
+        for name in ("covenant-2", "covenant-3"):
+            stop_process(d, name)
+        net.restart("covenant-1", crash_at="covenant-after-submit")
+        net.restart("fp-1", crash_at="fp-after-record")
+        staker_cfg = str(d / "staker-1" / "staker.toml")
+        stake = subprocess.Popen([sys.executable, "-m", "btcmesh", "stake", "stake", "--config", staker_cfg,
+                                  "--fp", _fp_pk(1), "--value", str(VALUE), "--time", "150"],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        net.wait_dead("covenant-1")
+        h = _wait(lambda: json.loads((d / "staker-1" / "state" / "wallet.json").read_text())["delegations"],
+                  "the staker's wallet record")[0]["staking_tx_hash"]
+        assert net.delegation(h)["status"] == "PENDING"  # 1 of 2 covenant signatures
+        cov1_pk = json.loads((d / "covenant-1" / "state" / "status.json").read_text())["covenant_pk"]
+        net.restart("covenant-1")
+        _wait(lambda: "event=already_signed" in net.log("covenant-1"), "covenant-1 to find its signature on chain")
+        for name in ("covenant-2", "covenant-3"):
+            start_process(d, name)
+        stdout, stderr = stake.communicate(timeout=120)
+        assert stake.returncode == 0, stderr
+        assert json.loads(stdout)["status"] in ("VERIFIED", "ACTIVE")
+        cov_pks = [c["pk"] for c in net.delegation(h)["covenant_sigs"]]
+        assert cov_pks.count(cov1_pk) == 1 and len(cov_pks) == len(set(cov_pks)) >= 2
+        assert net.log("covenant-1").count(f"event=covenant_sigs_submitted staking_tx_hash={h}") == 1
+        assert "registered" in stderr and "flow=pre-approval" in stderr  # no inclusion proof at registration
+
+        # -------- k deep → the checkpoint service adds the proof → ACTIVE
+        net.mine(net.info["k"] + 1)
+        _wait(lambda: net.delegation(h).get("status") == "ACTIVE", "delegation ACTIVE", 60)
+        rows = [json.loads(line) for line in _ok("stake", "status", "--config", staker_cfg).splitlines()]
+        assert rows[0]["status"] == "ACTIVE" and rows[0]["staking_tx_hash"] == h
+
+        # -------- fp-1 dies right after recording its first vote; protection survives the kill -9
+        net.wait_dead("fp-1")
+        db = sqlite3.connect(str(d / "fp-1" / "state" / "fp.sqlite"))
+        height, recorded = db.execute("SELECT height, app_hash FROM signed WHERE state = 'signing'").fetchone()
+        db.close()
+        other = bytes.fromhex(recorded)[::-1].hex()
+        r = _cli("fp", "sign", "--config", str(d / "fp-1" / "fp.toml"), "--height", str(height), "--app-hash", other)
+        assert r.returncode == 1 and "refused" in r.stdout, (r.stdout, r.stderr)
+        assert "event=double_sign_refused" in r.stderr
+        r = _cli("fp", "sign", "--config", str(d / "fp-1" / "fp.toml"), "--height", str(height), "--app-hash", recorded)
+        assert r.returncode == 0 and len(r.stdout.strip()) == 64  # the same app hash may be signed again
+        net.restart("fp-1")
+        fin = net.chain.addresses["finality"]
+        vote = _wait(lambda: net.chain.client.query(fin, {"vote": {"fp_btc_pk": _fp_pk(1), "height": height}})["vote"],
+                     "fp-1's recorded vote on chain")
+        assert vote["app_hash"] == recorded
+        _wait(lambda: re.search(r"event=voted heights=", net.log("fp-1").split("event=started")[-1]),
+              "fp-1 voting again after the restart")
+
+        # -------- the slasher dies right after broadcasting; the double sign
+        net.restart("slasher", crash_at="slasher-after-broadcast")
+        ds = json.loads(_ok("devnet", "double-sign", "--dir", str(d)))
+        assert ds["slashed"]["slashed"] is True
+        net.wait_dead("slasher")
+        net.restart("slasher")
+        slash_txid = re.search(rf"event=slashing_broadcast staking_tx_hash={h} \S+ txid=(\w+)",
+                               net.log("slasher")).group(1)
+        net.mine(1)
+        _wait(lambda: f"event=slashing_confirmed staking_tx_hash={h}" in net.log("slasher"), "slashing confirmed")
+        assert net.log("slasher").count(f"event=slashing_broadcast staking_tx_hash={h}") == 1
+        rec = sqlite3.connect(str(d / "slasher" / "state" / "slasher.sqlite")).execute(
+            "SELECT txid, state, broadcasts, path FROM slashings WHERE staking_tx_hash = ?", (h,)).fetchone()
+        assert rec == (slash_txid, "confirmed", 1, "staking")  # recorded before the send, never re-sent after
+        slash = Tx.parse(net.btc.get_raw_transaction(slash_txid))
+        assert slash.inputs[0].prevout.txid[::-1].hex() == h
+
+        # -------- the chain: FP slashed, delegation SLASHED, mesh stake slashed, BTC slashing reported
+        assert net.delegation(h)["status"] == "SLASHED"
+        fps = net.chain.query("btc_staking", {"finality_providers": {}})["finality_providers"]
+        validator = next(f["validator"] for f in fps if f["btc_pk"] == _fp_pk(1))
+        vs = net.chain.query("mesh", {"adapter": {"validator_virtual_stake": {"validator": validator}}})
+        assert int(vs["virtual_stake"]) == 0
+        net.mine(net.info["k"])
+        _wait(lambda: net.delegation(h).get("slashing_btc_txid") == slash_txid, "report_btc_slashing", 60)
+        assert not net.chain.query("finality", {"is_slashed": {"fp_btc_pk": _fp_pk(2)}})["slashed"]
+        assert len(net.chain.query("finality", {"evidence": {"fp_btc_pk": _fp_pk(1)}})["evidence"]) == 1
+
+        # -------- every spend on the node, both oracles
+        assert _all_spends_valid(net, base) >= 2  # the staking tx and the slashing tx at least
+
+        # -------- metrics on 127.0.0.1 (prometheus_client)
+        import httpx
+
+        port = json.loads((d / "slasher" / "state" / "status.json").read_text())["metrics_port"]
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5, trust_env=False).text
+        assert 'btcmesh_btc_height{daemon="slasher"}' in text and "btcmesh_submissions_total" in text
+        status = _ok("devnet", "status", "--dir", str(d)).splitlines()
+        assert all(" alive " in line for line in status), status
+    finally:
+        net.close()
+        stopped = _ok("devnet", "down", "--dir", str(d))
+        assert "node" in stopped
+    for name in ("node", "chain", "checkpoint", "fp-1", "slasher", "api"):
+        assert process_alive(d / name / "pid") is None
+
+
+def test_devnet_stake_double_sign_slash_with_kill_9(tmp_path: Path) -> None:
+    _scenario(tmp_path / "devnet", comet=0)
+
+
+def test_devnet_on_comet_3(tmp_path: Path, tool_path) -> None:
+    cometbft = tool_path("cometbft")
+    os.environ.setdefault("BTCMESH_TOOLS", str(cometbft.parent))
+    _scenario(tmp_path / "devnet", comet=3)
+
+
+def test_bad_config_names_the_key(tmp_path: Path) -> None:
+    cfg = tmp_path / "fp.toml"
+    r = _cli("fp", "init", "--config", str(cfg), "--chain-rest", "http://127.0.0.1:1")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "fp-btc.key").stat().st_mode & 0o777 == 0o600
+    text = cfg.read_text()
+    assert text.count("#") > 5  # commented default
+    cases = [
+        (text.replace("pub_rand_batch = 100", 'pub_rand_batch = "many"'), "key fp.pub_rand_batch"),
+        (text + "\n[extra]\nfoo = 1\n", "unknown key extra.foo"),
+        (text.replace('rest = "http://127.0.0.1:1"', 'rest = "http://10.0.0.1:1317"'), "key chain.rest"),
+        (text.replace("[chain]\n", "[chain\n"), "not valid TOML"),
+    ]
+    for body, needle in cases:
+        cfg.write_text(body)
+        r = _cli("fp", "run", "--config", str(cfg))
+        assert r.returncode == 1 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    cfg.write_text(text)
+    os.chmod(tmp_path / "fp-btc.key", 0o644)
+    r = _cli("fp", "run", "--config", str(cfg))
+    assert r.returncode == 1 and "key fp.btc_key_file" in r.stderr and "chmod 600" in r.stderr
