@@ -28,7 +28,7 @@ use std::io::{self, BufRead, Write};
 use anyhow::{anyhow, bail, Context, Result};
 use cosmwasm_std::testing::{MockApi, MockQuerier};
 use cosmwasm_std::{
-    coin, to_json_binary, Addr, Api, Binary, CosmosMsg, Decimal, DepsMut, Empty, Env, IbcEndpoint,
+    coin, to_json_binary, Addr, Api, BankMsg, Binary, CosmosMsg, Decimal, DepsMut, Empty, Env, IbcEndpoint,
     IbcPacket, IbcPacketReceiveMsg, IbcTimeout, Order, QuerierWrapper, Timestamp,
     TransactionInfo, ContractInfo, Uint128,
 };
@@ -365,6 +365,10 @@ impl World {
         let infraction_time = u(op, "infraction_time").map(|x| x as u64).unwrap_or(0);
         // The consumer reports the amount it slashed; on a faithful consumer that is the
         // nominal ratio times the stake it holds for this validator (in provider units).
+        let mut before_total = Uint128::zero();
+        for user in self.users.clone() {
+            before_total += Uint128::new(self.stake_high(&user, &validator)?);
+        }
         let slash_amount = match u(op, "slash_amount") {
             Ok(a) => a,
             Err(_) => {
@@ -457,6 +461,20 @@ impl World {
                 }
             }
         }
+        // `consumer_slash`: what the consumer chain's own slashing does to the virtual
+        // delegation (outside the contracts), emulated as a burn of the slashed stake
+        if op.get("consumer_slash").and_then(Value::as_bool).unwrap_or(false) {
+            let mut after = Uint128::zero();
+            for user in self.users.clone() {
+                after += Uint128::new(self.stake_high(&user, &validator)?);
+            }
+            let cut = before_total.saturating_sub(after);
+            if !cut.is_zero() {
+                let msg = json!({"test_burn": {"validators": [validator.clone()], "burn": coin(cut.u128(), &self.denom)}});
+                let r = self.exec_consumer(&msg)?;
+                burns.push(json!({"consumer_slash": {"validator": validator, "amount": cut.to_string()}, "events": events_json(&r)}));
+            }
+        }
         let ack: Value = recv.acknowledgement.as_ref().map(|a| serde_json::from_slice(a.as_slice()).unwrap_or(Value::Null)).unwrap_or(Value::Null);
         Ok(json!({"slash_amount": slash_amount.to_string(), "ack": ack, "events": events, "burns": burns,
                   "attributes": recv.attributes.iter().map(|a| json!({"key": a.key, "value": a.value})).collect::<Vec<_>>()}))
@@ -504,6 +522,24 @@ impl World {
                 let vault = self.vault.clone();
                 let r = self.exec_provider(&user, &vault, &json!({"bond": {}}), &[coin(amount, &self.denom)])?;
                 Ok(self.with_events(&r, json!({})))
+            }
+            "mint" => {
+                let user = self.user(&s(op, "user")?);
+                self.provider
+                    .sudo(SudoMsg::Bank(BankSudo::Mint { to_address: user.to_string(), amount: vec![coin(u(op, "amount")?, &self.denom)] }))
+                    .map_err(|e| anyhow!("{e:#}"))?;
+                Ok(json!({}))
+            }
+            "burn" => {
+                let user = self.user(&s(op, "user")?);
+                let msg: CosmosMsg<Empty> = BankMsg::Burn { amount: vec![coin(u(op, "amount")?, &self.denom)] }.into();
+                let r = self.provider.execute(user, msg).map_err(|e| anyhow!("{e:#}"))?;
+                Ok(self.with_events(&r, json!({})))
+            }
+            "balance" => {
+                let user = self.user(&s(op, "user")?);
+                let b = self.provider.wrap().query_balance(user, &self.denom).map_err(|e| anyhow!("{e:#}"))?;
+                Ok(json!({"amount": b.amount.to_string()}))
             }
             "unbond" => {
                 let user = self.user(&s(op, "user")?);
