@@ -214,6 +214,13 @@ class ChainClient:
             return None
         return int(res["height"]), str(res["hash"])
 
+    def light_client_header(self, hash_hex: str) -> dict[str, Any] | None:
+        """``{height, hash, header, main_chain}`` of a header the light client knows (any branch), or None."""
+        res = self.query(self.contracts.light_client, {"header_by_hash": {"hash": hash_hex}})
+        if not isinstance(res, dict) or res.get("hash") is None:
+            return None
+        return res
+
     def light_client_hash_at(self, height: int) -> str | None:
         """Display-hex hash of the light client's main-chain header at ``height``, or None."""
         res = self.query(self.contracts.light_client, {"header": {"height": height}})

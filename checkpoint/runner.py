@@ -253,14 +253,16 @@ def main(argv: list[str] | None = None) -> int:
     rounds = 0
     try:
         while not stop.is_set() and (args.max_rounds is None or rounds < args.max_rounds):
+            ok = True
             try:
                 rep = service.run_once()
                 if args.report:
                     print(json.dumps(rep.__dict__, sort_keys=True), flush=True)
             except Exception as exc:  # noqa: BLE001 - a round must never kill the loop
+                ok = False
                 log.warning("checkpoint round failed: %s: %s", type(exc).__name__, exc)
             rounds += 1
-            stop.wait(service.poll_interval)
+            stop.wait(service.next_round_delay(ok))  # exponential with jitter after failures
     finally:
         service.close()
         backend.close()

@@ -33,8 +33,20 @@ One :meth:`CheckpointService.run_once` round is deterministic:
    first whether it already has the attestation (idempotence; e.g. after a
    crash between broadcast and bookkeeping). Transient failures
    are retried with bounded exponential backoff (``retry_base_s·2^n`` capped at
-   ``retry_max_s``, at most ``max_attempts``); deterministic rejections go to
-   the dead-letter list with the chain's reason.
+   ``retry_max_s``, at most ``max_attempts``, each delay jittered into ``[d/2, d]``); deterministic
+   rejections go to the dead-letter list with the chain's reason.
+
+**Backoff and the fork alert** (:mod:`checkpoint.backoff`). A failed header relay (RPC down, chain
+rejection) backs the relay off exponentially with jitter (``retry_base_s`` .. ``retry_max_s``), and a
+round that raises (e.g. the Bitcoin node is down) makes :meth:`CheckpointService.run_forever` wait
+exponentially longer (``poll_interval`` .. ``retry_max_s``) before the next. When the chain's light
+client already has our best chain's tip but prefers another branch (or still prefers another branch
+right after we relayed ours), the chain follows a fork that is heavier than what our node knows: the
+service stops relaying (re-sending headers it already has would only burn fees), pauses submissions,
+and raises one alert: a single ERROR log line, the ``btcmesh_checkpoint_fork_alert`` gauge and
+``status()["fork_alert"]`` (also ``RunReport.fork_alert``). It checks again with backoff, by queries
+only, and clears the alert once the light client follows our node's chain again or our chain has
+grown heavier (then it relays again).
 
 **An already attested lock removed by a reorg deeper than its confirmations.**
 The chain's light client follows the heavier fork as soon as we relay it.
@@ -61,6 +73,7 @@ from dataclasses import asdict, dataclass, field, is_dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from checkpoint.backoff import Backoff, ForkAlert, ServiceHealth
 from checkpoint.btcparse import ParsedBlock, parse_block
 from checkpoint.chain_client import ChainClient
 from checkpoint.detector import Detector, staking_scripts
@@ -98,6 +111,8 @@ class RunReport:
     skipped_not_on_best_chain: list[str] = field(default_factory=list)
     reorged_attested: list[str] = field(default_factory=list)
     awaiting_registration: list[str] = field(default_factory=list)
+    relay_deferred: bool = False          # header relay skipped: backing off after a failure
+    fork_alert: str | None = None         # the chain's light client prefers a fork (see module docstring)
 
 
 def _hex(x: bytes | str) -> str:
@@ -197,6 +212,16 @@ class CheckpointService:
         self.store = CheckpointStore(store_path)
         self.store.check_config(params_fingerprint(params, k))
         self.detector = Detector(params, self.store, submit_kinds)
+        self.health = ServiceHealth()
+        self._relay_backoff = Backoff(retry_base_s, retry_max_s, clock=clock)
+        self._round_backoff = Backoff(self.poll_interval, max(retry_max_s, self.poll_interval), clock=clock)
+
+    def status(self) -> dict[str, Any]:
+        """Fork alert, failure counters and backoff (JSON-friendly; metrics in ``health.registry``)."""
+        tip = self.store.tip()
+        return self.health.as_dict(relay_backoff_s=round(self._relay_backoff.remaining(), 3),
+                                   round_failures_in_a_row=self._round_backoff.failures,
+                                   followed_tip=None if tip is None else {"height": tip.height, "hash": tip.hash})
 
     def close(self) -> None:
         """Close the store."""
@@ -277,6 +302,9 @@ class CheckpointService:
         report = RunReport()
         self.follow(report)
         self.relay_headers(report)
+        if self.health.fork_alert is not None:
+            report.fork_alert = self.health.fork_alert.message()
+            return report  # attestations would fail on a light client that follows another branch
         self.submit_due(report)
         return report
 
@@ -301,18 +329,33 @@ class CheckpointService:
     def run_forever(self, stop_event: threading.Event, max_rounds: int | None = None) -> int:
         """Call ``run_once`` every ``poll_interval`` seconds until ``stop_event`` is set.
 
-        Errors in a round are logged and the round is retried after the poll
-        interval; every sleep is bounded by ``poll_interval``. Returns rounds run.
+        Errors in a round are logged and the next round waits :meth:`next_round_delay` (exponential
+        with jitter, capped at ``retry_max_s``); every wait ends early when ``stop_event`` is set.
+        Returns rounds run.
         """
         rounds = 0
         while not stop_event.is_set() and (max_rounds is None or rounds < max_rounds):
+            ok = True
             try:
                 self.run_once()
             except Exception as exc:  # noqa: BLE001 - a round must never kill the loop
+                ok = False
                 log.warning("checkpoint round failed: %s: %s", type(exc).__name__, exc)
             rounds += 1
-            stop_event.wait(self.poll_interval)
+            stop_event.wait(self.next_round_delay(ok))
         return rounds
+
+    def next_round_delay(self, ok: bool) -> float:
+        """Seconds to wait before the next round: ``poll_interval`` after a round that ran, an
+        exponentially growing, jittered wait after consecutive rounds that raised."""
+        if ok:
+            self._round_backoff.success()
+            self.health.backoff_seconds.set(self._relay_backoff.remaining())
+            return self.poll_interval
+        self.health.round_failures.inc()
+        delay = max(self.poll_interval, self._round_backoff.failure())
+        self.health.backoff_seconds.set(delay)
+        return delay
 
     # ------------------------------------------------------------------ follow
     def _find_fork(self, stored_tip_height: int, backend_tip: int) -> int:
@@ -372,28 +415,61 @@ class CheckpointService:
         ours = self.store.tip()
         if ours is None:
             return
+        if not self._relay_backoff.ready():
+            report.relay_deferred = True
+            return
         try:
             chain_tip = self.chain.light_client_tip()
             if chain_tip is None:
                 raise ChainError("the chain's BTC light client has no base header", transient=True)
             ch, chash = chain_tip
-            if ch > ours.height:
-                if self.chain.light_client_hash_at(ours.height) == ours.hash:
-                    return  # the chain is ahead on our branch already
-                common = self._common_height(ours.height)
-            elif self._hash_at(ch) == chash:
+            if ch >= ours.height and self.chain.light_client_hash_at(ours.height) == ours.hash:
+                self._relay_ok()
+                return  # the chain is at or ahead of our tip on our branch
+            known = self.chain.light_client_header(ours.hash)
+            if known is not None and not known.get("main_chain"):
+                self._fork(ch, chash, ours.height, ours.hash, report)  # it has our tip and prefers another
+                return
+            if ch <= ours.height and self._hash_at(ch) == chash:
                 common = ch
             else:
-                common = self._common_height(ch)
+                common = self._common_height(min(ch, ours.height))
             h = common + 1
             while h <= ours.height:
                 end = min(ours.height, h + self.header_batch - 1)
                 self.chain.insert_headers([self._header_at(x) for x in range(h, end + 1)], self.wallet)
+                self.health.relay_txs.inc()
                 report.headers_relayed += end - h + 1
                 h = end + 1
+            after = self.chain.light_client_tip()
+            if after is not None and after[1] != ours.hash and \
+                    self.chain.light_client_hash_at(ours.height) != ours.hash:
+                self._fork(after[0], after[1], ours.height, ours.hash, report)  # ours is lighter
+                return
+            self._relay_ok()
         except ChainError as exc:
             report.relay_error = str(exc)
-            log.warning("header relay failed: %s", exc)
+            self.health.relay_failures.inc()
+            delay = self._relay_backoff.failure()
+            self.health.backoff_seconds.set(delay)
+            log.warning("header relay failed (next try in %.2fs): %s", delay, exc)
+
+    def _relay_ok(self) -> None:
+        """The light client follows our best chain: reset the backoff, clear a fork alert."""
+        self._relay_backoff.success()
+        if self.health.fork_alert is not None:
+            log.warning("fork alert cleared: the chain's BTC light client follows this node's chain again")
+            self.health.fork_alert = None
+            self.health.fork_gauge.set(0)
+
+    def _fork(self, chain_height: int, chain_hash: str, our_height: int, our_hash: str, report: RunReport) -> None:
+        """Raise (once) or keep the fork alert; check again after a backoff (queries only)."""
+        if self.health.fork_alert is None:
+            self.health.fork_alert = ForkAlert(chain_height, chain_hash, our_height, our_hash, self.clock())
+            self.health.fork_gauge.set(1)
+            log.error(self.health.fork_alert.message())
+        report.fork_alert = self.health.fork_alert.message()
+        self.health.backoff_seconds.set(self._relay_backoff.failure())
 
     def _common_height(self, start: int) -> int:
         """Highest height ≤ start where the light client and our best chain agree."""
@@ -577,7 +653,8 @@ class CheckpointService:
             self.store.dead_letter(sub.key, exc.code, f"gave up after {attempts} attempts: {exc.reason}")
             report.dead_lettered.append(sub.key)
             return
-        delay = min(self.retry_base_s * (2 ** (attempts - 1)), self.retry_max_s)
+        step = min(self.retry_base_s * (2 ** (attempts - 1)), self.retry_max_s)
+        delay = self._relay_backoff.rng.uniform(step / 2, step)  # jitter: retries of many locks spread out
         self.store.record_transient_failure(sub.key, str(exc), self.clock() + delay)
         report.retried.append(sub.key)
 

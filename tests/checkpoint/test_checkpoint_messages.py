@@ -65,6 +65,13 @@ class RecordingChain:
         i = height - self.base
         return self.main[i] if 0 <= i < len(self.main) else None
 
+    def light_client_header(self, hash_hex: str) -> dict[str, Any] | None:
+        if hash_hex not in self.headers:
+            return None
+        height, raw = self.headers[hash_hex]
+        return {"height": height, "hash": hash_hex, "header": raw.hex(),
+                "main_chain": self.light_client_hash_at(height) == hash_hex}
+
     def insert_headers(self, headers: list[bytes], wallet: Any) -> str:
         self.sent.append(("insert_headers", {"headers": [h.hex() for h in headers]}))
         parent = BlockHeader.parse(headers[0]).prev_hash[::-1].hex()

@@ -72,7 +72,8 @@ def test_backoff_then_dead_letter(tmp_path):
         delays.append(sub.next_attempt_at - now[0])
         assert svc.run_once().retried == []          # backoff not elapsed: nothing sent
         now[0] = sub.next_attempt_at
-    assert delays == [2.0, 4.0, 5.0]                 # exponential, capped at retry_max_s
+    # exponential (2, 4, 8 capped at retry_max_s 5), each jittered into [step/2, step]
+    assert [lo <= d <= hi for d, (lo, hi) in zip(delays, [(1.0, 2.0), (2.0, 4.0), (2.5, 5.0)])] == [True] * 3, delays
     rep = svc.run_once()
     assert rep.dead_lettered == [key]
     (dl,) = svc.dead_letters()
