@@ -185,6 +185,10 @@ class DemoResult:
     virtual_stake_after: dict[str, int] = field(default_factory=dict)
     mesh_collateral_before: dict[str, int] = field(default_factory=dict)
     mesh_collateral_after: dict[str, int] = field(default_factory=dict)
+    mesh_virtual_slashed: int = 0                  # issue 10: virtual stake burned by the mesh slash
+    mesh_virtual_unbonded: int = 0                 # ... force-unbonded from the tombstoned validator
+    mesh_btc_left: dict[str, int] = field(default_factory=dict)  # ... BTC left per slashed delegation
+    slashing_change_sat: int = 0                   # the change output of A's mined slashing tx
     expected_burned_sat: int = 0
     bad_fp_pk: str = ""
     bad_fp_secret: str = ""
@@ -714,6 +718,11 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
     with run.step("mesh: the bad FP's validator is slashed") as st:
         for v in validators.values():
             res.virtual_stake_after[v] = virtual_stake(v)
+        report = q(MESH, {"slash_report": {"validator": validators["bad"]}})["report"] or {}
+        res.mesh_virtual_slashed = int(report.get("virtual_slashed") or 0)
+        res.mesh_virtual_unbonded = int(report.get("virtual_unbonded") or 0)
+        res.mesh_btc_left = {who: int(report["delegations"][d.staking_tx_hash]["btc_left"])
+                             for who, d in dels.items() if d.staking_tx_hash in report.get("delegations", {})}
         for who in dels:
             res.mesh_collateral_after[who] = collateral(dels[who].staking_tx_hash)
         st.detail = ", ".join(f"{v[:16]}… {res.virtual_stake_before[v]} → {res.virtual_stake_after[v]}"
@@ -742,6 +751,10 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
             raise DemoError("slashing tx not mined")
         res.expected_burned_sat = mul_f64(d.staking_value, params.slashing_rate)
         res.delegations["A"].burned_sat = slash_tx.outputs[0].value
+        res.slashing_change_sat = slash_tx.outputs[1].value
+        if res.mesh_collateral_after.get("A") != res.slashing_change_sat:
+            raise DemoError(f"mesh collateral of A {res.mesh_collateral_after.get('A')} != the slashing tx's "
+                            f"change output {res.slashing_change_sat}")
         st.detail = (f"{txid[:16]}… mined at {res.spends['slashing tx A'].height}: "
                      f"{slash_tx.outputs[0].value} sat burned to the slashing script, "
                      f"{slash_tx.outputs[1].value} sat change timelocked {params.unbonding_time_blocks} blocks")
@@ -875,7 +888,10 @@ def format_summary(res: DemoResult) -> str:
                       f"{'yes' if res.extracted_key_matches else 'NO'}",
                   f"          slashing tx {res.slashing_txid or '-'}; burned "
                   f"{res.delegations.get('A', DelegationOutcome('', '', '', '')).burned_sat} sat "
-                  f"(expected floor(value × {rate}) = {res.expected_burned_sat})"]
+                  f"(expected floor(value × {rate}) = {res.expected_burned_sat})",
+                  f"Mesh:     virtual stake slashed {res.mesh_virtual_slashed}; unbonded from the tombstoned "
+                  f"validator {res.mesh_virtual_unbonded}; BTC left (vault collateral of A) "
+                  f"{res.mesh_collateral_after.get('A', '-')} sat = slashing tx change {res.slashing_change_sat or '-'}"]
     if res.kernel_checked_spent_coins:
         node = "embedded node" if res.btc_backend == "embedded" else f"{res.btc_backend} node"
         parts.append(f"Bitcoin ({node}): {res.btc_height} blocks; chain state and {res.kernel_checked_spent_coins} "

@@ -23,7 +23,8 @@ Execute: ``set_price {price}`` (admin only: converter ``update_price`` + adapter
 Queries: ``vault``/``external_staking``/``converter``/``virtual_staking`` ``{<contract query>}``
 (passthrough), ``adapter {delegation {staking_tx_hash} | validator_virtual_stake {validator} |
 delegations_of {staker_btc_pk} | lien {staking_tx_hash} | config {}}``, ``config {}``,
-``balance {address, denom?}`` (internal mesh bank).
+``balance {address, denom?}`` (internal mesh bank), ``slash_report {validator}`` (virtual stake
+slashed / force-unbonded, BTC left per delegation).
 
 Hooks (stateless; everything they touch comes from ``ctx``):
 
@@ -388,6 +389,7 @@ class MeshModule(MeshRewardsMixin, Module):
         ctx.emit("mesh_slash", fp_btc_pk=fp, validator=validator, height=str(height), ratio=report["ratio"],
                  virtual_slashed=str(report["virtual_slashed"]), virtual_unbonded=str(report["virtual_unbonded"]),
                  delegations=report["delegations"])
+        self.store(ctx).set("slash/" + validator, dict(report, fp_btc_pk=fp, height=int(height)))
         return report
 
     # ------------------------------------------------------------------ execute
@@ -429,6 +431,16 @@ class MeshModule(MeshRewardsMixin, Module):
 
     def query_config(self, ctx: Context, body: dict) -> Any:
         return self.config(ctx)
+
+    def query_slash_report(self, ctx: Context, body: dict) -> Any:
+        """``{validator}`` → the double-sign slash of that mesh validator, three figures apart:
+        ``virtual_slashed`` (consumer virtual stake burned), ``virtual_unbonded`` (what was left on
+        the tombstoned validator, force-unbonded by the consumer) and per delegation ``btc_left``
+        (= its collateral: the slashing tx's change output); ``{"report": null}`` if never slashed."""
+        v = body.get("validator")
+        if not isinstance(v, str) or not v:
+            raise InvalidRequestError("mesh: slash_report needs `validator`")
+        return {"report": self.store(ctx).get("slash/" + v)}
 
     def query_balance(self, ctx: Context, body: dict) -> Any:
         address = body.get("address")

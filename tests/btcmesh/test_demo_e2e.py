@@ -84,9 +84,20 @@ def test_virtual_stake_slashed_on_the_cosmos_side(demo: DemoResult) -> None:
     assert demo.virtual_stake_before == {bad: CFG.value_a, honest: CFG.value_b}
     # the bad FP's validator is tombstoned and its stake slashed and unstaked; the honest one is untouched
     assert demo.virtual_stake_after == {bad: 0, honest: CFG.value_b}
-    # collateral mirrors Bitcoin: exactly the burned amount is cut
-    assert demo.mesh_collateral_before["A"] - demo.mesh_collateral_after["A"] == demo.delegations["A"].burned_sat
+    # collateral mirrors Bitcoin: it is the slashing tx's change output (the burned part and the fee are gone)
+    assert demo.mesh_collateral_after["A"] == demo.slashing_change_sat == demo.mesh_btc_left["A"]
+    assert demo.slashing_change_sat < CFG.value_a - demo.delegations["A"].burned_sat  # the fee came out too
     assert demo.mesh_collateral_after["B"] == demo.mesh_collateral_before["B"] == CFG.value_b
+
+
+def test_slash_figures_reported_apart(demo: DemoResult) -> None:
+    """Issue 10 §2: virtual stake slashed, virtual stake unbonded from the tombstoned validator and
+    BTC left are three separate figures, in the result and in the summary."""
+    assert demo.delegations["A"].burned_sat == demo.expected_burned_sat == 100_000
+    assert (demo.mesh_virtual_slashed, demo.mesh_virtual_unbonded) == (100_000, 900_000)
+    summary = format_summary(demo)
+    assert "virtual stake slashed 100000" in summary and "tombstoned validator 900000" in summary
+    assert f"BTC left (vault collateral of A) {demo.slashing_change_sat} sat" in summary
 
 
 def test_extracted_key_is_the_fp_secret(demo: DemoResult) -> None:
