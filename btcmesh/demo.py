@@ -113,12 +113,15 @@ def demo_params(cfg: DemoConfig) -> StakingParams:
 
 
 def chain_genesis(params: StakingParams, base_height: int, base_header: bytes, funded: list[str],
-                  mesh_admin: str, header_reporters: list[str] | None = None) -> dict[str, Any]:
+                  mesh_admin: str, header_reporters: list[str] | None = None,
+                  block_reward: int = 1000) -> dict[str, Any]:
     """ChainApp genesis: funded accounts, light-client base header, staking params, mesh admin.
 
     ``header_reporters`` is the light client's ``insert_headers_allow_list``: pass the checkpoint
     service's address (devnets, the demo); None or [] leaves header relaying permissionless, which
-    on regtest lets any funded account hijack the light client with cheap made-up headers."""
+    on regtest lets any funded account hijack the light client with cheap made-up headers.
+    ``block_reward``: what the consumer chain (modelled in the mesh module) pays per block, in its
+    staking denom, to validators by power; the virtual stake's share flows to the BTC stakers."""
     from cosmos_chain.genesis import build_genesis
 
     return build_genesis(
@@ -126,7 +129,7 @@ def chain_genesis(params: StakingParams, base_height: int, base_header: bytes, f
         btc_light_client={"base": {"height": base_height, "header": base_header.hex()},
                           "params": {"insert_headers_allow_list": list(header_reporters or [])}},
         btc_staking={"params": [params.to_dict()]},
-        mesh={"admin": mesh_admin},
+        mesh={"admin": mesh_admin, "block_reward": block_reward},
     )
 
 
@@ -212,6 +215,8 @@ class DemoResult:
     app_hash_height: int = 0                       # CometBFT: the height the app hashes below are for
     validator_app_hashes: dict[str, str] = field(default_factory=dict)        # node → header app hash (RPC)
     validator_local_app_hashes: dict[str, str] = field(default_factory=dict)  # node → its own app's hash
+    rewards: dict[str, dict] = field(default_factory=dict)        # staker → {earned_at_slash, claimed, pending, ...}
+    reward_totals: dict[str, Any] = field(default_factory=dict)   # mesh ``rewards {totals}`` at the end
     elapsed_s: float = 0.0
 
     def step(self, name: str) -> DemoStep | None:
@@ -633,9 +638,15 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
             d = staker.delegation(tx, [fp_pk], cfg.staking_time)
             dels[who] = d
             out.staking_tx_hash = d.staking_tx_hash
-            # the checkpoint service submits create_btc_delegation: the PoP is over its address
-            service.register_intent(staker.pk, [fp_pk], cfg.staking_time, values[who],
-                                    d.material(staker.pop(str(cp_wallet.address()))))
+            # Babylon's pre-approval flow: the staker registers the delegation itself (its PoP binds
+            # its own Cosmos address, where its consumer rewards are paid); the checkpoint service
+            # only adds the k-deep inclusion proof (the intent's material carries no PoP)
+            sw = staker_wallets[who]
+            client.execute(addr[REGISTRY], {"create_btc_delegation": d.create_msg(staker.pop(str(sw.address())))},
+                           sw)
+            material = d.material(b"")
+            material.pop("pop")
+            service.register_intent(staker.pk, [fp_pk], cfg.staking_time, values[who], material)
             node.send_raw_transaction(tx.serialize())
             res.spends[f"staking tx {who}"] = SpendRecord(f"staking tx {who}", tx.txid_hex(), tx.serialize(),
                                                           wallets[who].prevouts(tx), None)
@@ -725,8 +736,12 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
                              for who, d in dels.items() if d.staking_tx_hash in report.get("delegations", {})}
         for who in dels:
             res.mesh_collateral_after[who] = collateral(dels[who].staking_tx_hash)
+            res.rewards[who] = {"earned_at_slash": _earned(q(MESH, {"rewards": {"delegation": {
+                "staking_tx_hash": dels[who].staking_tx_hash}}}))}
         st.detail = ", ".join(f"{v[:16]}… {res.virtual_stake_before[v]} → {res.virtual_stake_after[v]}"
                               for v in validators.values())
+        st.detail += "; consumer rewards earned so far: " + ", ".join(
+            f"{w} {r['earned_at_slash']}" for w, r in res.rewards.items())
 
     # ---------------------------------------------------------------- 8. Bitcoin slashing
     with run.step("slasher completes staker A's slashing tx and broadcasts it on regtest") as st:
@@ -780,7 +795,24 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
             raise DemoError(f"registry records slashing tx {res.chain_slashing_btc_txid!r}, not {slash_rec.txid}")
         st.detail = f"registry: delegation A slashed on Bitcoin by {slash_rec.txid[:16]}… (block {slash_rec.height})"
 
-    # ---------------------------------------------------------------- 9. honest unbonding
+    # ---------------------------------------------------------------- 9. rewards claim, honest unbonding
+    with run.step("staker B claims its consumer rewards (to the address its PoP bound)") as st:
+        from btcmesh.rewards import claim_rewards
+        from checkpoint.chain_client import ChainError
+
+        h_b = dels["B"].staking_tx_hash
+        try:  # staker A's account may not take B's rewards
+            client.execute(addr[MESH], {"claim_rewards": {"staking_tx_hash": h_b}}, staker_wallets["A"])
+            raise DemoError("the chain let staker A's account claim B's rewards")
+        except ChainError as exc:
+            refused = str(exc)
+        out = claim_rewards(client, staker_wallets["B"], h_b)
+        if out["claimed"] <= 0:
+            raise DemoError(f"staker B claimed nothing: {out}")
+        res.rewards["B"]["claimed_in_step"] = out["claimed"]
+        st.detail = (f"{out['claimed']} to {str(staker_wallets['B'].address())[:16]}…; "
+                     f"a claim by A's account refused ({refused.split(':')[-1].strip()[:60]})")
+
     with run.step("staker B unbonds (covenant-signed unbonding tx) → UNBONDING") as st:
         d = dels["B"]
         cov_sigs = _covenant_unbonding_sigs(delegation(d.staking_tx_hash))
@@ -840,11 +872,28 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         res.btc_height = node.get_block_count()
         res.kernel_checked_spent_coins = _kernel_cross_check(run, node)
         res.chain_height = chain.height()
+        for who in dels:
+            r = q(MESH, {"rewards": {"delegation": {"staking_tx_hash": dels[who].staking_tx_hash}}})
+            res.rewards[who].update({
+                "fp": fp_of[who], "pending": int(r["pending"]), "claimed": int(r["claimed"]),
+                "earned_after_slash": _earned(r) - res.rewards[who]["earned_at_slash"],
+                "balance": int(q(MESH, {"balance": {"address": str(staker_wallets[who].address()),
+                                                    "denom": r["denom"]}})["amount"]["amount"])})
+        if res.rewards["A"]["earned_after_slash"] != 0:
+            raise DemoError(f"staker A earned {res.rewards['A']['earned_after_slash']} after the slash")
+        res.reward_totals = q(MESH, {"rewards": {"totals": {}}})
+        if res.reward_totals["totals"]["balanced"] is not True:
+            raise DemoError(f"rewards do not reconcile: {res.reward_totals['totals']}")
         if cfg.comet:
             _check_validator_app_hashes(run, chain)
             st.detail += (f"; {len(res.validator_app_hashes)} validators agree on the app hash "
                           f"at height {res.app_hash_height}")
         st.detail = ", ".join(f"{w}: chain {o.status} / API {o.api_state or '-'}" for w, o in res.delegations.items())
+
+
+def _earned(r: dict) -> int:
+    """Pending + claimed of a mesh ``rewards {delegation}`` reply."""
+    return int(r["pending"]) + int(r["claimed"])
 
 
 def _covenant_unbonding_sigs(d: dict) -> dict[bytes, bytes]:
@@ -892,6 +941,8 @@ def format_summary(res: DemoResult) -> str:
                   f"Mesh:     virtual stake slashed {res.mesh_virtual_slashed}; unbonded from the tombstoned "
                   f"validator {res.mesh_virtual_unbonded}; BTC left (vault collateral of A) "
                   f"{res.mesh_collateral_after.get('A', '-')} sat = slashing tx change {res.slashing_change_sat or '-'}"]
+    if res.reward_totals:
+        parts += _rewards_summary(res)
     if res.kernel_checked_spent_coins:
         node = "embedded node" if res.btc_backend == "embedded" else f"{res.btc_backend} node"
         parts.append(f"Bitcoin ({node}): {res.btc_height} blocks; chain state and {res.kernel_checked_spent_coins} "
@@ -903,3 +954,26 @@ def format_summary(res: DemoResult) -> str:
                      f"{'identical on every validator' if len(hashes) == 1 else 'DIFFERS'}: {min(hashes)[:16]}…")
     parts += ["", f"{'OK' if res.ok else 'FAILED'} in {res.elapsed_s:.1f} s" + (f": {res.error}" if res.error else "")]
     return "\n".join(parts)
+
+
+def _rewards_summary(res: DemoResult) -> list[str]:
+    """The rewards table (per staker, per FP) and the reconciliation line."""
+    tot, denom = res.reward_totals["totals"], res.reward_totals.get("denom", "")
+    rows = [["staker", "FP", "earned before slash", "earned after", "claimed", "pending", "in wallet"]] + [
+        [f"staker {who}", r.get("fp", "-"), str(r["earned_at_slash"]), str(r.get("earned_after_slash", "-")),
+         str(r.get("claimed", "-")), str(r.get("pending", "-")), str(r.get("balance", "-"))]
+        for who, r in res.rewards.items()]
+    fps = [["validator (FP)", "commission rate", "distributed", "commission"]] + [
+        [f"{v['validator'][:16]}… ({(v.get('fp_btc_pk') or '-')[:8]}…)", v["commission_rate"], v["distributed"],
+         v["commission"]] for v in res.reward_totals.get("validators", [])]
+    extra = int(tot["undistributed"]) + int(tot["carried"])
+    line = (f"Reconciliation: paid by the consumer {tot['paid_by_consumer']} = claimed {tot['claimed']} + pending "
+            f"{tot['pending']} + FP commission {tot['commission']}"
+            + (f" + remainder {extra} (sub-unit points carried + undistributed)" if extra else "")
+            + f"  {'OK, to the unit' if tot['balanced'] else 'MISMATCH'}")
+    c = res.reward_totals.get("consumer", {})
+    consumer = (f"Consumer: minted {c.get('minted', '-')} + fees {c.get('fees', '-')} = to the mesh's virtual stake "
+                f"{c.get('to_delegators', '-')} + native validators {c.get('to_native', '-')} + community pool "
+                f"{c.get('community_pool', '-')} (power-split rounding) + fee pool {c.get('fee_pool', '-')}")
+    return ["", f"Rewards ({denom}; consumer block reward {res.reward_totals.get('block_reward', '-')} per block, "
+                f"to validators by power)", _table(rows), "", _table(fps), line, consumer]

@@ -15,6 +15,8 @@ Statuses (Babylon names)::
     PENDING / VERIFIED / ACTIVE / EXPIRED ──btc_undelegate──► UNBONDING
     EXPIRED / UNBONDING ──report_withdrawal──► WITHDRAWN
     any non-withdrawn delegation of a slashed FP ──► SLASHED ──report_withdrawal──► WITHDRAWN
+    PENDING with proof / ACTIVE / EXPIRED ──its block leaves the light client's main chain──► REORGED
+    REORGED ──add_btc_delegation_inclusion_proof (the tx is k-deep on the main chain again)──► ACTIVE ...
 
 A SLASHED delegation is withdrawn when the staker takes back what Bitcoin left: the change
 output of a slashing tx (after its ``unbonding_time`` timelock), or the staking / unbonding
@@ -23,8 +25,11 @@ it as slashed-then-withdrawn) and the hooks see ``SLASHED → WITHDRAWN``, so th
 the collateral it still held for it.
 
 A proof that arrives when the timelock is already that close to its end registers the delegation
-as EXPIRED (it never counts as stake). Like Babylon, the registry relies on k-depth: a BTC reorg
-deeper than k is not undone here. Time-based changes (→ EXPIRED) are recomputed in ``end_block`` whenever the light-client tip
+as EXPIRED (it never counts as stake). A BTC reorg deeper than k that takes the staking tx's block off
+the light client's main chain makes the delegation REORGED (checked in ``end_block`` from the lowest
+height the light client rewrote, ``take_reorg_floor``): it stops counting as stake and the hooks see
+``→ REORGED`` (the mesh unstakes it as for an unbonding). If the tx is mined again on the main chain, a
+new inclusion proof (``add_btc_delegation_inclusion_proof``) makes it ACTIVE again. Time-based changes (→ EXPIRED) are recomputed in ``end_block`` whenever the light-client tip
 height moved, and before any message touches a delegation. Every status change (creation
 included, with ``old_status=None``) is reported to ``hooks.on_delegation_status`` (the mesh
 wiring sets the hooks; ``None`` falls back to :class:`cosmos_chain.modules.hooks.ChainStakingHooks`, a
@@ -41,6 +46,7 @@ Store (``m/btc_staking/``)::
                                                             by the tip height h = end_height − unbonding_time
                                                             at which they expire (a tip move reads only h ≤ tip)
     last_tip            BTC tip height of the last refresh
+    incl/<h:010d>/<txid> 1                              proven live delegations by inclusion height (reorg scan)
     fp_active_sat/<pk>  sum of the FP's ACTIVE staking values  (kept on every save: ``active_sat`` is O(1))
     updated/<cosmos h:012d>/<txid>, upd_at/<txid>             change feed: each delegation once, under the
                                                             chain height of its last change (query
@@ -84,12 +90,16 @@ __all__ = [
     "EXPIRED",
     "WITHDRAWN",
     "SLASHED",
+    "REORGED",
     "STATUSES",
 ]
 
 PENDING, VERIFIED, ACTIVE, UNBONDING, EXPIRED, WITHDRAWN, SLASHED = (
     "PENDING", "VERIFIED", "ACTIVE", "UNBONDING", "EXPIRED", "WITHDRAWN", "SLASHED")
-STATUSES = (PENDING, VERIFIED, ACTIVE, UNBONDING, EXPIRED, WITHDRAWN, SLASHED)
+REORGED = "REORGED"  # the staking tx's block left the BTC light client's main chain (deep reorg)
+STATUSES = (PENDING, VERIFIED, ACTIVE, UNBONDING, EXPIRED, WITHDRAWN, SLASHED, REORGED)
+#: Statuses of a proven delegation that a deep BTC reorg can turn into REORGED.
+_REORGABLE = (PENDING, ACTIVE, EXPIRED)
 #: Statuses after which the delegation no longer takes covenant signatures or proofs.
 _CLOSED = (UNBONDING, WITHDRAWN, SLASHED)
 MAX_PAGE = 1000
@@ -183,6 +193,11 @@ def _sighash(tx: Tx, prevout_output: Any, leaf: bytes) -> bytes:
 def _expiry_key(d: dict) -> str:
     """Index key of a live delegation: the BTC tip height at which it expires, then its staking txid."""
     return f"expires/{max(0, d['end_height'] - d['unbonding_time']):010d}/{d['staking_tx_hash']}"
+
+
+def _incl_key(d: dict) -> str:
+    """Index key of a proven delegation by the BTC height of its staking tx's block."""
+    return f"incl/{d['start_height']:010d}/{d['staking_tx_hash']}"
 
 
 def _pop_ok(pk_hex: str, sender: str, sig: bytes) -> bool:
@@ -392,6 +407,8 @@ class BtcStakingModule(Module):
             return WITHDRAWN  # the BTC left every script; ``slashed`` stays as a fact of the record
         if d.get("slashed"):
             return SLASHED
+        if d.get("reorged"):
+            return REORGED  # until a new inclusion proof
         if d.get("unbonding_height") is not None:
             return UNBONDING
         if d.get("status") == EXPIRED:
@@ -407,6 +424,10 @@ class BtcStakingModule(Module):
         h = d["staking_tx_hash"]
         prev = st.get("del/" + h)
         st.set("del/" + h, d)
+        if prev is not None and prev.get("start_height") is not None:
+            st.delete(_incl_key(prev))
+        if d["start_height"] is not None and d["status"] in _REORGABLE:
+            st.set(_incl_key(d), 1)
         if d["start_height"] is not None:
             if d["status"] in (PENDING, ACTIVE):
                 st.set(_expiry_key(d), 1)
@@ -442,7 +463,9 @@ class BtcStakingModule(Module):
             self._set_status(ctx, d, new)
 
     def end_block(self, ctx: Context) -> None:
-        """Recompute time-based statuses when the BTC tip height moved."""
+        """Mark delegations a deep BTC reorg took off the main chain; recompute time-based statuses when the
+        BTC tip height moved."""
+        self._mark_reorged(ctx)
         tip = self._btc_tip(ctx)
         st = self.store(ctx)
         if tip is None or st.get("last_tip") == tip:
@@ -457,6 +480,28 @@ class BtcStakingModule(Module):
             try:
                 self._refresh(sub, d, tip)
             except ValueError as exc:
+                ctx.emit("btc_delegation_status_error", staking_tx_hash=d["staking_tx_hash"], error=str(exc))
+                continue
+            sub.kv.write()  # type: ignore[union-attr]
+            ctx.events.extend(sub.events)
+
+    def _mark_reorged(self, ctx: Context) -> None:
+        """REORGED for every proven live delegation whose block is no longer on the light client's main chain
+        (only heights at or above the lowest one the light client rewrote since the last block are read)."""
+        lc = self._lc(ctx)
+        floor = lc.take_reorg_floor(ctx) if hasattr(lc, "take_reorg_floor") else None
+        if floor is None:
+            return
+        st = self.store(ctx)
+        for key, _ in list(st.items_range(f"incl/{floor:010d}/", "incl0")):
+            d = st.get("del/" + key.rsplit("/", 1)[1])
+            if d is None or lc.is_main_chain(ctx, d["inclusion_block_hash"], d["start_height"]):
+                continue
+            sub = dataclasses.replace(ctx, kv=CacheKV(ctx.kv), events=[])
+            d.update(reorged=True, reorged_height=ctx.height, reorged_block_hash=d["inclusion_block_hash"])
+            try:
+                self._set_status(sub, d, REORGED)
+            except ValueError as exc:  # a failing hook must not halt the chain; retried at the next reorg
                 ctx.emit("btc_delegation_status_error", staking_tx_hash=d["staking_tx_hash"], error=str(exc))
                 continue
             sub.kv.write()  # type: ignore[union-attr]
@@ -584,9 +629,9 @@ class BtcStakingModule(Module):
 
     def exec_add_btc_delegation_inclusion_proof(self, ctx: Context, sender: str, body: dict[str, Any],
                                                 funds: list[Coin]) -> dict[str, Any]:
-        """``{staking_tx_hash, inclusion_proof}`` for a delegation created without one."""
+        """``{staking_tx_hash, inclusion_proof}`` for a delegation created without one, or REORGED."""
         d = self._require(ctx, body.get("staking_tx_hash"))
-        if d["start_height"] is not None:
+        if d["start_height"] is not None and not d.get("reorged"):
             raise RegistryError(f"delegation {d['staking_tx_hash']} already has an inclusion proof")
         if d["status"] in _CLOSED:
             raise RegistryError(f"delegation {d['staking_tx_hash']} is {d['status']}")
@@ -594,7 +639,8 @@ class BtcStakingModule(Module):
         txid = bytes.fromhex(d["staking_tx_hash"])[::-1]
         height, block_hash = self._verify_inclusion(ctx, txid, body.get("inclusion_proof"), p.confirmation_depth,
                                                     "staking tx")
-        d.update(start_height=height, end_height=height + d["staking_time"], inclusion_block_hash=block_hash)
+        d.update(start_height=height, end_height=height + d["staking_time"], inclusion_block_hash=block_hash,
+                 reorged=False)
         self._set_status(ctx, d)
         return {"staking_tx_hash": d["staking_tx_hash"], "status": d["status"]}
 
@@ -667,6 +713,9 @@ class BtcStakingModule(Module):
         h = d["staking_tx_hash"]
         if d["status"] in _CLOSED:
             raise RegistryError(f"delegation {h} is already {d['status']}")
+        if d["status"] == REORGED:
+            raise RegistryError(f"delegation {h} is REORGED: its staking tx is not on the BTC main chain "
+                                "(prove it again first)")
         tx = _tx(body, "unbonding_tx")
         registered = Tx.parse(bytes.fromhex(d["unbonding_tx"]))
         if tx.txid() != registered.txid():

@@ -76,7 +76,7 @@ __all__ = ["MeshModule", "MeshModuleError",
            "mesh_params_from_genesis"]
 
 #: Registry statuses that release virtual stake (the lien stays until the unbonding period ends).
-UNBONDING_STATUSES = ("UNBONDING", "EXPIRED")
+UNBONDING_STATUSES = ("UNBONDING", "EXPIRED", "REORGED")  # REORGED: the BTC lock left the main chain
 _CONTRACT_ROLES = ("vault", "external_staking", "converter", "virtual_staking", _REWARDS_ROLE)
 
 
@@ -309,7 +309,10 @@ class MeshModule(MeshRewardsMixin, Module):
         with self.session(ctx) as (host, adapter):
             known = h in adapter.records
             out = None
-            if new == "ACTIVE":
+            if new == "ACTIVE" and known and old == "REORGED":
+                skipped = ("re-proven after a BTC reorg: its mesh record stays unbonded "
+                           "(one collateral per staking tx)")
+            elif new == "ACTIVE":
                 fp = _delegation_fp(delegation)
                 validator = self._validator_for(ctx, adapter, fp)
                 skipped = (f"finality provider {fp} has no mesh validator" if validator is None

@@ -144,3 +144,25 @@ def test_a_missing_chain_module_is_reported_not_faked(monkeypatch: pytest.Monkey
     assert "btc_staking" in res.steps[1].detail and "btc_staking" in res.error
     assert not res.delegations and not res.spends
     assert "not available" in format_summary(res) and "FAILED" in format_summary(res)
+
+
+def test_rewards_flow_slash_stops_and_reconcile(demo: DemoResult) -> None:
+    """Issue 15: both stakers earn consumer rewards; A nothing after its FP's slash (what it earned
+    stays pending); B claims to its own (PoP-bound) address; every unit the consumer paid is
+    claimed, pending or FP commission (plus the sub-unit remainder), and the summary says so."""
+    a, b = demo.rewards["A"], demo.rewards["B"]
+    assert a["earned_at_slash"] > 0 and a["earned_after_slash"] == 0
+    assert a["pending"] == a["earned_at_slash"] and a["claimed"] == 0 and a["balance"] == 0
+    assert b["earned_after_slash"] > 0 and b["claimed"] == b["claimed_in_step"] == b["balance"] > 0
+    t = demo.reward_totals["totals"]
+    assert t["balanced"] is True
+    assert int(t["paid_by_consumer"]) == sum(int(t[k]) for k in ("claimed", "pending", "commission",
+                                                                 "undistributed", "carried"))
+    assert int(t["pending"]) >= a["pending"] + b["pending"] and int(t["claimed"]) == b["claimed"]
+    by_fp = {v["fp_btc_pk"]: v for v in demo.reward_totals["validators"]}
+    for who in ("A", "B"):
+        v = by_fp[demo.delegations[who].fp_pk]
+        # floor(reward × 0.05) per block: at most 5% of what the validator received, and paid
+        assert v["commission_rate"] == "0.05" and 0 < int(v["commission"]) <= int(v["distributed"]) * 5 // 100
+    assert "Reconciliation: paid by the consumer" in format_summary(demo)
+    assert "OK, to the unit" in format_summary(demo)
