@@ -103,6 +103,7 @@ def delegation_from_json(d: Mapping[str, Any]) -> DelegationRecord:
         withdrawn_height=_opt_height(d.get("withdrawn_height")),
         slashed=bool(d.get("slashed")) or status == SLASHED,
         chain_status=status,
+        reorged=status == "REORGED",
         cosmos_height=_opt_height(d.get("created_height")),
         cosmos_time=d.get("created_time"),
     )

@@ -43,6 +43,7 @@ class DelegationRecord:
     withdrawn_height: int | None = None
     slashed: bool = False
     chain_status: str = ""
+    reorged: bool = False
     cosmos_height: int | None = None
     cosmos_time: str | None = None
 

@@ -35,6 +35,9 @@ class DelegationState(str, Enum):
     """The staker's withdrawal (timelock-path spend) was observed on BTC."""
     SLASHED = "SLASHED"
     """The delegation's finality provider was slashed; the stake was slashed with it."""
+    REORGED = "REORGED"
+    """A BTC reorg deeper than k took the staking tx's block off the main chain: no stake counts until
+    the tx is mined (k deep) and proven again."""
 
 
 class DelegationSubState(str, Enum):
@@ -47,17 +50,23 @@ class DelegationSubState(str, Enum):
 
 
 ALLOWED_TRANSITIONS: dict[DelegationState, frozenset[DelegationState]] = {
-    DelegationState.PENDING: frozenset({DelegationState.VERIFIED, DelegationState.ACTIVE}),
+    DelegationState.PENDING: frozenset({DelegationState.VERIFIED, DelegationState.ACTIVE, DelegationState.REORGED}),
     DelegationState.VERIFIED: frozenset({DelegationState.ACTIVE, DelegationState.SLASHED}),
     DelegationState.ACTIVE: frozenset(
-        {DelegationState.UNBONDING, DelegationState.WITHDRAWABLE, DelegationState.SLASHED}
+        {DelegationState.UNBONDING, DelegationState.WITHDRAWABLE, DelegationState.SLASHED, DelegationState.REORGED}
     ),
-    DelegationState.UNBONDING: frozenset({DelegationState.WITHDRAWABLE, DelegationState.SLASHED}),
+    DelegationState.UNBONDING: frozenset(
+        {DelegationState.WITHDRAWABLE, DelegationState.SLASHED, DelegationState.REORGED}
+    ),
     # Until the staker actually withdraws, the covenant-signed slashing tx can
     # still spend the output: an unspent WITHDRAWABLE delegation can be slashed.
     DelegationState.WITHDRAWABLE: frozenset({DelegationState.WITHDRAWN, DelegationState.SLASHED}),
     DelegationState.SLASHED: frozenset({DelegationState.WITHDRAWN}),
     DelegationState.WITHDRAWN: frozenset(),
+    DelegationState.REORGED: frozenset(
+        {DelegationState.PENDING, DelegationState.ACTIVE, DelegationState.UNBONDING,
+         DelegationState.WITHDRAWABLE, DelegationState.SLASHED}
+    ),
 }
 """Every edge of the state machine. Staying in the same state is always allowed.
 
@@ -126,6 +135,8 @@ def derive_state(facts: DelegationFacts, btc_tip: int) -> DerivedState:
     if facts.slashed and facts.has_covenant_quorum:
         # Without covenant signatures on the slashing tx nothing can be slashed.
         return DerivedState(DelegationState.SLASHED)
+    if getattr(facts, "reorged", False):
+        return DerivedState(DelegationState.REORGED)
     if facts.unbonding_height is not None:
         if timelock_passed(facts.unbonding_height, facts.unbonding_time, btc_tip):
             return DerivedState(DelegationState.WITHDRAWABLE, DelegationSubState.EARLY_UNBONDING)

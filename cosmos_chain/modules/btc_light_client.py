@@ -17,6 +17,8 @@ Store (``m/btc_light_client/``)::
     base            {height, hash}
     params          {insert_headers_allow_list: [bech32, ...]}
     tip             {height, hash, work}            work = cumulative work from the base (decimal)
+    reorg_floor     int                             lowest main-chain height rewritten since the registry
+                                                    last looked (``take_reorg_floor``)
     h/<hash>        {header, height, work, parent}  every known header (display-order hash)
     main/<height>   <hash>                          main-chain index (height zero-padded to 10)
 
@@ -188,6 +190,16 @@ class BtcLightClientModule(Module):
                 f"insert_headers: {sender} is not in the insert_headers_allow_list param "
                 f"({len(allow)} reporter{'s' if len(allow) != 1 else ''} allowed)")
 
+    def take_reorg_floor(self, ctx: Context) -> int | None:
+        """Lowest height whose main-chain header changed in a reorg since the last call (and forget it);
+        None without a reorg. The staking registry calls it once per block to find delegations whose
+        staking tx's block left the main chain."""
+        st = self.store(ctx)
+        floor = st.get("reorg_floor")
+        if floor is not None:
+            st.delete("reorg_floor")
+        return None if floor is None else int(floor)
+
     # ------------------------------------------------------------------ execute
     def insert(self, ctx: Context, headers: list[BlockHeader]) -> dict[str, Any]:
         """Insert parsed headers (parent first); raises LightClientError on the first bad one."""
@@ -242,6 +254,10 @@ class BtcLightClientModule(Module):
             st.set(_main_key(height), h)
             h = st.get("h/" + h)["parent"]
             height -= 1
+        if reorg or tip_height < old_height:
+            floor = height + 1  # lowest height whose main-chain header changed
+            prev = st.get("reorg_floor")
+            st.set("reorg_floor", floor if prev is None else min(int(prev), floor))
         if reorg:
             ctx.emit("btc_light_client_reorg", depth=str(reorg), new_tip=tip_hash)
         st.set("tip", {"height": tip_height, "hash": tip_hash, "work": str(work)})
