@@ -9,6 +9,7 @@ them) is ``None``, never invented.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from api.errors import ApiError, NotFoundError
@@ -36,6 +37,7 @@ from api.states import DelegationState
 
 MAX_VOTE_HEIGHTS = 500
 DEFAULT_VOTE_HEIGHTS = 100
+VOTE_QUERY_THREADS = 8
 FINALIZED_QUERIES = ({"last_finalized_height": {}}, {"finalized_height": {}})
 """Finality queries that may report the last finalized height (the first that answers wins)."""
 
@@ -107,6 +109,13 @@ class ExplorerService:
             return None, None
         return _opt_int(reply.get("slashed_height")), _opt_int(reply.get("block_height"))
 
+    def finality_status(self, fp_btc_pk: str) -> dict[str, Any]:
+        """The finality module's view of a provider (``voting_power``, ``state``...), {} if it has none."""
+        if self.reader is None:
+            return {}
+        reply = self.reader.try_query(FINALITY, {"finality_provider": {"fp_btc_pk": fp_btc_pk}})
+        return reply if isinstance(reply, dict) else {}
+
     def last_finalized_height(self) -> int | None:
         """What the finality module reports as finalized, if it reports it."""
         if self.reader is None:
@@ -166,12 +175,16 @@ class ExplorerService:
             r = raw.get(fp.btc_pk, {})
             validator = str(r.get("validator") or "")
             slashed_at, double_vote_at = self.slash_heights(fp.btc_pk) if fp.state == "slashed" else (None, None)
+            fin = self.finality_status(fp.btc_pk)
+            state = fin.get("state") if fin.get("state") in ("active", "standby", "jailed", "slashed") else fp.state
+            if fp.state == "slashed":
+                state = "slashed"
             rows.append(ProviderRow(
-                btc_pk=fp.btc_pk, moniker=fp.description.moniker, validator=validator, state=fp.state,
-                voting_power=_opt_int(r.get("voting_power")),
+                btc_pk=fp.btc_pk, moniker=fp.description.moniker, validator=validator, state=state,
+                voting_power=_opt_int(fin.get("voting_power", r.get("voting_power"))),
                 delegations=sum(1 for d in records if fp.btc_pk in d.fp_pks_hex),
                 active_sat=fp.active_tvl, virtual_stake=self.virtual_stake_of(validator),
-                missed_blocks=_opt_int(r.get("missed_blocks")),
+                missed_blocks=_opt_int(fin.get("missed_blocks", fin.get("missed", r.get("missed_blocks")))),
                 slashed_height=slashed_at if slashed_at is not None else _opt_int(r.get("slashed_height")),
                 double_vote_height=double_vote_at,
                 commission=fp.commission,
@@ -215,9 +228,13 @@ class ExplorerService:
                 break
         evidence = (reader.try_query(FINALITY, {"evidence": {"fp_btc_pk": fp}}) or {}).get("evidence") or []
         forks = {int(e["block_height"]): e for e in evidence}
+        scan = sorted(set(heights) | set(forks), reverse=True)
+        with ThreadPoolExecutor(max_workers=VOTE_QUERY_THREADS) as pool:  # one query per height: overlap them
+            votes = list(pool.map(
+                lambda h: (reader.try_query(FINALITY, {"vote": {"fp_btc_pk": fp, "height": h}}) or {}).get("vote"),
+                scan))
         out = []
-        for h in sorted(set(heights) | set(forks), reverse=True):
-            vote = (reader.try_query(FINALITY, {"vote": {"fp_btc_pk": fp, "height": h}}) or {}).get("vote")
+        for h, vote in zip(scan, votes):
             ev = forks.get(h)
             if vote is None and ev is None:
                 continue
@@ -398,8 +415,13 @@ class ExplorerService:
                     continue  # registration, not an event
                 events.append(MeshEvent(height=int(h), validator=v.validator,
                                         kind="unjailed" if state == "active" else str(state)))
+        jailed = (self.reader.try_query(FINALITY, {"jailed": {}}) or {}) if self.reader else {}
+        jailed_at = {str(j.get("fp_btc_pk")): _opt_int(j.get("jailed_height"))
+                     for j in jailed.get("finality_providers") or [] if isinstance(j, dict)}
         for fp in self.raw_providers():
             v = str(fp.get("validator") or "")
+            if v and jailed_at.get(str(fp.get("btc_pk"))) is not None:
+                events.append(MeshEvent(height=jailed_at[str(fp.get("btc_pk"))], validator=v, kind="jailed"))
             slashed_at, double_vote_at = self.slash_heights(str(fp.get("btc_pk")))
             if v and slashed_at is not None:
                 events.append(MeshEvent(height=slashed_at, validator=v, kind="slashed"))
