@@ -180,12 +180,18 @@ class StakerTool:
         staker = self.staker(params)
         wallet = self.wallet()
         tx = staker.fund_staking_tx(wallet, fp, staking_time, value, self.cfg["staker.fee_rate"])
-        d = staker.delegation(tx, [fp], staking_time)
+        return self.register_and_broadcast(staker.delegation(tx, [fp], staking_time), wait)
+
+    def register_and_broadcast(self, d: Any, wait: bool = True) -> dict:
+        """Register ``d`` (a signed :class:`btcmesh.staker.StakingDelegation`) without a proof, wait for
+        the covenant quorum (unless ``wait`` is False), then broadcast its staking tx."""
+        staker = self.staker(d.params)
+        tx, value = d.staking_tx, d.staking_value
         msg = d.create_msg(pop=staker.pop(str(self.conn.wallet.address())))  # no inclusion_proof: pre-approval
         st = self.state()
         st["delegations"].append({"staking_tx_hash": d.staking_tx_hash, "staking_tx": tx.serialize().hex(),
-                                  "fp_pks": [fp.hex()], "staking_time": staking_time, "value": value,
-                                  "registered": False, "broadcast": False, "created": time.time()})
+                                  "fp_pks": [k.hex() for k in d.fp_pks], "staking_time": d.staking_time,
+                                  "value": value, "registered": False, "broadcast": False, "created": time.time()})
         self.save(st)  # before anything leaves the process: a crash leaves a record to resume from
         tx_hash = self.conn.execute("btc_staking", {"create_btc_delegation": msg})
         self._update(d.staking_tx_hash, registered=True, register_tx=tx_hash)
