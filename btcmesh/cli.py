@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after the scenario keep every part running and print the web explorer's URL (Ctrl-C stops)")
     d.add_argument("--api-port", type=_non_negative_int, default=0,
                    help="port of the staking API and explorer on 127.0.0.1 (default: any free port)")
+    d.add_argument("--mesh", choices=("model", "upstream"), default="model",
+                   help="upstream: also drive the upstream Mesh Security contracts (cw-multi-test harness, "
+                        "built by scripts/setup.sh --daemons) with the same events and compare with the model")
     d.set_defaults(func=cmd_demo)
 
     n = sub.add_parser("node", help="run a regtest Bitcoin node with JSON-RPC on 127.0.0.1",
@@ -259,7 +262,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     cfg = DemoConfig(k=args.k, unbonding_time=args.unbonding_time, seed=args.seed, with_api=not args.no_api,
                      btc_backend=args.btc_backend, comet=args.comet,
                      btcd_binary=str(args.btcd) if args.btcd else None,
-                     cometbft_binary=str(args.cometbft) if args.cometbft else None, api_port=args.api_port)
+                     cometbft_binary=str(args.cometbft) if args.cometbft else None, api_port=args.api_port,
+                     mesh=getattr(args, "mesh", "model"))
     quiet = args.quiet or args.json
     if args.serve and args.no_api:
         raise CliError("--serve shows the explorer, which the API serves: drop --no-api")

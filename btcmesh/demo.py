@@ -94,12 +94,15 @@ class DemoConfig:
     btcd_binary: str | None = None     # default: found like the tests do ($BTCMESH_TOOLS, .tools/bin, PATH, ~/go/bin)
     cometbft_binary: str | None = None
     api_port: int = 0              # the staking API's (and explorer's) port on 127.0.0.1; 0 = any free port
+    mesh: str = "model"            # "upstream": also replay the mesh events on the upstream contracts (harness)
 
     def __post_init__(self) -> None:
         if self.btc_backend not in BTC_BACKENDS:
             raise ValueError(f"btc_backend must be one of {BTC_BACKENDS}, got {self.btc_backend!r}")
         if not isinstance(self.comet, int) or self.comet < 0:
             raise ValueError(f"comet must be a non-negative int (validators), got {self.comet!r}")
+        if self.mesh not in ("model", "upstream"):
+            raise ValueError(f"mesh must be 'model' or 'upstream', got {self.mesh!r}")
 
 
 def demo_secret(seed: str, label: str) -> bytes:
@@ -217,6 +220,7 @@ class DemoResult:
     validator_local_app_hashes: dict[str, str] = field(default_factory=dict)  # node → its own app's hash
     rewards: dict[str, dict] = field(default_factory=dict)        # staker → {earned_at_slash, claimed, pending, ...}
     reward_totals: dict[str, Any] = field(default_factory=dict)   # mesh ``rewards {totals}`` at the end
+    mesh_upstream: dict[str, Any] = field(default_factory=dict)  # --mesh upstream: btcmesh.mesh_upstream replay
     elapsed_s: float = 0.0
 
     def step(self, name: str) -> DemoStep | None:
@@ -740,6 +744,19 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
                 "staking_tx_hash": dels[who].staking_tx_hash}}}))}
         st.detail = ", ".join(f"{v[:16]}… {res.virtual_stake_before[v]} → {res.virtual_stake_after[v]}"
                               for v in validators.values())
+
+    if cfg.mesh == "upstream":
+        with run.step("mesh: the same events on the upstream contracts (harness)") as st:
+            from btcmesh.mesh_upstream import replay_on_upstream
+
+            recs = [q(MESH, {"adapter": {"delegation": {"staking_tx_hash": d.staking_tx_hash}}})["delegation"]
+                    for d in dels.values()]
+            res.mesh_upstream = replay_on_upstream(q(MESH, {"config": {}})["params"], recs, fps["bad"].btc_pk_hex)
+            unnamed = [d for d in res.mesh_upstream["differences"] if not d["named"]]
+            if unnamed:
+                raise DemoError(f"upstream contracts and model disagree: {unnamed}")
+            st.detail = (f"upstream = model, {len(res.mesh_upstream['differences'])} named difference(s): "
+                         + (", ".join(sorted({d['named'] for d in res.mesh_upstream['differences']})) or "none"))
         st.detail += "; consumer rewards earned so far: " + ", ".join(
             f"{w} {r['earned_at_slash']}" for w, r in res.rewards.items())
 
@@ -941,6 +958,18 @@ def format_summary(res: DemoResult) -> str:
                   f"Mesh:     virtual stake slashed {res.mesh_virtual_slashed}; unbonded from the tombstoned "
                   f"validator {res.mesh_virtual_unbonded}; BTC left (vault collateral of A) "
                   f"{res.mesh_collateral_after.get('A', '-')} sat = slashing tx change {res.slashing_change_sat or '-'}"]
+    if res.mesh_upstream:
+        m, u = res.mesh_upstream["model"], res.mesh_upstream["upstream"]
+        parts += ["", "Mesh on the upstream contracts (cw-multi-test harness) vs our model", _table(
+            [["figure", "model", "upstream"]]
+            + [[f"virtual stake {v[:16]} after slash", str(m["virtual_stake_after"][v]),
+                str(u["virtual_stake_after"][v])] for v in m["virtual_stake_after"]]
+            + [["virtual stake slashed", str(m["virtual_slashed"]), str(u["virtual_slashed"])],
+               ["virtual stake unbonded", str(m["virtual_unbonded"]), str(u["virtual_unbonded"])]]
+            + [[f"collateral {h[:12]}… after slash", str(c), str(u["collateral_after"][h])]
+               for h, c in m["collateral_after"].items()])]
+        parts += [f"  differs: {d['what']} model {d['model']} upstream {d['upstream']} ({d['named'] or 'NOT NAMED'})"
+                  for d in res.mesh_upstream["differences"]]
     if res.reward_totals:
         parts += _rewards_summary(res)
     if res.kernel_checked_spent_coins:

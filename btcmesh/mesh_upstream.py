@@ -1,0 +1,78 @@
+"""``btcmesh demo --mesh upstream``: the demo's mesh events replayed on the upstream contracts.
+
+The chain hosts our Python model of the Mesh Security contracts. Here the same BTC delegation
+events the chain's adapter handled (each delegation going ACTIVE, then the bad finality
+provider's double sign with the BTC its slashing tx leaves) drive a
+:class:`~mesh_adapter.btc_adapter.BtcMeshAdapter` twice: over the upstream contracts in the
+``conformance/mesh-upstream`` harness (through :class:`~mesh_adapter.upstream.UpstreamMeshHost`)
+and over our contracts in a ``MeshApp``. The outcomes (collateral, virtual stake per validator,
+slash report) are compared with each other and with what the chain measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+from mesh_adapter.deploy import BtcMeshParams, deploy_btc_mesh
+from mesh_adapter.framework import BlockInfo, MeshApp
+from mesh_adapter.upstream import UpstreamHarness, default_harness_path, deploy_btc_mesh_upstream
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+#: docs/MESH_MAPPING.md: upstream's slashing has no cap of the lien at the BTC left, so the
+#: slashing tx fee stays in the vault collateral there.
+COLLATERAL_LEFT = "collateral_left"
+
+
+def _params(config: dict) -> BtcMeshParams:
+    known = {f.name for f in fields(BtcMeshParams)}
+    return BtcMeshParams(**{k: v for k, v in config.items() if k in known})
+
+
+def _outcome(adapter: Any, records: list[dict], validators: list[str], bad_fp: str, height: int,
+             btc_left: dict[str, int]) -> dict:
+    active = {}
+    for r in records:
+        adapter.on_delegation_active({"staking_tx_hash": r["staking_tx_hash"], "staker_btc_pk": r["staker_btc_pk"],
+                                      "fp_btc_pk": r["fp_btc_pk"], "value_sat": r["value_sat"], "status": "ACTIVE"})
+        active[r["staking_tx_hash"]] = adapter.delegation(r["staking_tx_hash"])["collateral_sat"]
+    vs_before = {v: adapter.validator_virtual_stake(v) for v in validators}
+    report = adapter.on_finality_provider_slashed(bad_fp, height=height, btc_left=btc_left)
+    return {"collateral_active": active, "virtual_stake_before": vs_before,
+            "virtual_stake_after": {v: adapter.validator_virtual_stake(v) for v in validators},
+            "collateral_after": {r["staking_tx_hash"]: adapter.delegation(r["staking_tx_hash"])["collateral_sat"]
+                                 for r in records},
+            "virtual_slashed": report["virtual_slashed"], "virtual_unbonded": report["virtual_unbonded"]}
+
+
+def replay_on_upstream(config: dict, records: list[dict], bad_fp: str, height: int = 1,
+                       harness_path: Path | None = None) -> dict:
+    """Replay ``records`` (the chain adapter's delegation records) and the slash of ``bad_fp``
+    (infraction at ``height`` of the replay's own clock, which starts at height 1).
+
+    Returns ``{"model": outcome, "upstream": outcome, "differences": [..]}``; each difference is
+    ``{"what", "model", "upstream", "named"}`` where ``named`` is the documented reason (or None:
+    a real mismatch).
+    """
+    params = _params(config)
+    params.fp_to_validator = {r["fp_btc_pk"]: r["validator"] for r in records}
+    validators = sorted(set(params.fp_to_validator.values()))
+    btc_left = {r["staking_tx_hash"]: int(r["btc_left_sat"]) for r in records
+                if r.get("fp_btc_pk") == bad_fp and r.get("btc_left_sat") is not None}
+    model = deploy_btc_mesh(MeshApp(BlockInfo(1, 1_000_000)), params)
+    ours = _outcome(model, records, validators, bad_fp, height, btc_left)
+    with UpstreamHarness(harness_path or default_harness_path(REPO_ROOT)) as harness:
+        up = deploy_btc_mesh_upstream(harness, params, time=1_000_000, height=1)
+        theirs = _outcome(up, records, validators, bad_fp, height, btc_left)
+    differences = []
+    for key in ours:
+        a, b = ours[key], theirs[key]
+        items = a.keys() if isinstance(a, dict) else [None]
+        for item in items:
+            x, y = (a[item], b.get(item)) if item is not None else (a, b)
+            if x != y:
+                named = COLLATERAL_LEFT if key == "collateral_after" and item in btc_left and x == btc_left[item] else None
+                differences.append({"what": f"{key}[{item}]" if item else key, "model": x, "upstream": y,
+                                    "named": named})
+    return {"model": ours, "upstream": theirs, "differences": differences}
