@@ -54,6 +54,7 @@ class ModelWorld:
         self.app._block.time = START_TIME
         self.app._block.height = START_HEIGHT
         self.users: list[str] = []
+        self.with_rewards = False  # snapshots carry each stake's pending rewards (reward sequences)
         self.app.instantiate(Vault, "vault", {"denom": DENOM, "local_staking": None}, sender="owner")
         self.app.instantiate(ExternalStaking, "external_staking", {
             "denom": DENOM, "rewards_denom": LOCAL, "vault": "vault", "unbonding_period": cfg.unbonding_period,
@@ -127,6 +128,19 @@ class ModelWorld:
                 for v, amount in packet.get("burn", {}).get("amounts", {}).items():
                     burned[v] = burned.get(v, 0) + int(amount)
             return {"burned": burned}
+        elif name == "distribute":  # upstream's DistributeBatch, via the test entry point (issue 15)
+            rewards = [{"validator": v, "reward": str(int(a))} for v, a in op["rewards"]]
+            total = sum(int(a) for _, a in op["rewards"])
+            with app.atomic():  # the consumer's reward tokens sit in the converter (as upstream)
+                if total:
+                    app.mint("converter", [coin(total, LOCAL)])
+                app.execute(RELAYER, "external_staking", {"test_distribute_rewards_batch": {
+                    "denom": op.get("denom", LOCAL), "rewards": rewards}})
+        elif name == "withdraw_rewards":
+            user = self._user(op["user"])
+            app.execute(user, "external_staking", {"withdraw_rewards": {
+                "validator": op["validator"], "remote_recipient": f"remote-{user}"}})
+            app.execute(RELAYER, "external_staking", {"test_commit_withdraw_rewards": {"tx_id": self._last_tx()}})
         elif name == "snapshot":
             return self.snapshot(op.get("validators", []))
         else:
@@ -143,6 +157,9 @@ class ModelWorld:
                 full = self.app.query("external_staking", {"stake": {"user": u, "validator": s["validator"]}})
                 stakes[s["validator"]] = {"stake": _rng(full["stake"]), "pending_unbonds": [
                     (int(p["amount"]), int(p["release_at"])) for p in full["pending_unbonds"]]}
+                if self.with_rewards:
+                    stakes[s["validator"]]["rewards"] = int(self.app.query("external_staking", {"pending_rewards": {
+                        "user": u, "validator": s["validator"]}})["amount"]["amount"])
             users[u] = {"account": _account(acct),
                         "claims": [(c["lienholder"], _rng(c["amount"])) for c in claims], "stakes": stakes}
         vs = {v: int(self.app.query("virtual_staking", {"delegation": {"validator": v}})["amount"]) for v in validators}
@@ -182,14 +199,35 @@ class UpstreamWorld:
         self.cfg = cfg
         harness.run(cfg.reset_op())
         self.users: list[str] = []
+        self.with_rewards = False
 
     def call(self, op: dict) -> dict:
         if "user" in op and op["user"] not in self.users:
             self.users.append(op["user"])
+        if op["op"] == "distribute":
+            return self.h.call({"op": "exec", "sender": RELAYER, "contract": "external_staking", "msg": {
+                "test_distribute_rewards_batch": {"denom": op.get("denom", LOCAL), "rewards": [
+                    {"validator": v, "reward": str(int(a))} for v, a in op["rewards"]]}}})
+        if op["op"] == "withdraw_rewards":
+            out = self.h.call({"op": "exec", "sender": op["user"], "contract": "external_staking", "msg": {
+                "withdraw_rewards": {"validator": op["validator"], "remote_recipient": f"remote-{op['user']}"}}})
+            if not out["ok"]:
+                return out
+            txs = self.h.run({"op": "query", "contract": "external_staking", "msg": {"all_pending_txs_desc": {}}})
+            tx_id = next(iter(txs["txs"][0].values()))["id"]
+            return self.h.call({"op": "exec", "sender": RELAYER, "contract": "external_staking",
+                                "msg": {"test_commit_withdraw_rewards": {"tx_id": tx_id}}})
         return self.h.call(op)
 
     def snapshot(self, validators: list[str]) -> dict:
-        return upstream_snapshot(self.h.run({"op": "snapshot", "users": self.users, "validators": validators}))
+        snap = upstream_snapshot(self.h.run({"op": "snapshot", "users": self.users, "validators": validators}))
+        if self.with_rewards:
+            for u, d in snap["users"].items():
+                for v, st in d["stakes"].items():
+                    r = self.h.run({"op": "query", "contract": "external_staking",
+                                    "msg": {"pending_rewards": {"user": u, "validator": v}}})
+                    st["rewards"] = int(r["rewards"]["amount"])
+        return snap
 
 
 USERS = ("alice", "bob", "carol")
