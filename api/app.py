@@ -13,6 +13,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from api.errors import install_error_handlers
 from api.explorer import install_explorer
+from api.mesh_slash import install_mesh_slash
 from api.rewards import install_rewards
 from api.routers import health, v2
 from api.service import StakingService
@@ -95,6 +96,7 @@ TAGS = [
     {"name": "health", "description": "Service health."},
     {"name": "explorer", "description": "Read-only data of the web explorer (`/explorer`)."},
     {"name": "rewards", "description": "Consumer-chain rewards of BTC delegations and finality-provider commission."},
+    {"name": "mesh", "description": "Mesh slash figures of a delegation: virtual stake slashed / unbonded, BTC left."},
 ]
 
 
@@ -113,6 +115,7 @@ def create_app(source: StakingDataSource) -> FastAPI:
     app.include_router(health.router)
     install_explorer(app, source)
     install_rewards(app, source)
+    install_mesh_slash(app, source)
     return app
 
 
