@@ -113,7 +113,11 @@ def create_app(source: StakingDataSource) -> FastAPI:
     install_error_handlers(app)
     app.include_router(v2.router)
     app.include_router(health.router)
-    install_explorer(app, source)
+    install_explorer(app, getattr(source, "upstream", None) or source)  # an index's chain source for chain-only data
+    if callable(getattr(source, "index_lag", None)):
+        from api.index import install_index_metrics
+
+        install_index_metrics(app, source)
     install_rewards(app, source)
     install_mesh_slash(app, source)
     return app

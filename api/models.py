@@ -218,6 +218,11 @@ class NetworkInfoPublic(BaseModel):
     staking_status: StakingStatusPublic
     params: ParamsPublic
     btc_tip_height: int = Field(ge=0, description="BTC light-client tip height.", examples=[500])
+    index_lag_blocks: int | None = Field(default=None, ge=0, description="How many chain blocks the API's index "
+                                         "is behind the chain (null: the API reads the chain directly).",
+                                         examples=[0])
+    indexed_height: int | None = Field(default=None, ge=0, description="Chain height the API's index has "
+                                       "synced to (null: no index).", examples=[120])
 
 
 class HealthPublic(BaseModel):

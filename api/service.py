@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from api.errors import NotFoundError
 from api.models import (
@@ -92,7 +93,14 @@ class StakingService:
         self.source = source
 
     def _slashed_fps(self) -> set[str]:
+        fast = getattr(self.source, "slashed_fp_pks", None)  # api.index.IndexedSource
+        if callable(fast):
+            return fast()
         return {fp.btc_pk_hex for fp in self.source.list_finality_providers() if fp.slashed}
+
+    def _indexed(self) -> Any:
+        """The source when it is an index with fast paths (``api.index.IndexedSource``), else None."""
+        return self.source if getattr(self.source, "indexed", False) else None
 
     @staticmethod
     def _with_fp_slashing(records: Iterable[DelegationRecord], slashed_fps: set[str]) -> list[DelegationRecord]:
@@ -128,6 +136,12 @@ class StakingService:
     ) -> Page:
         """A page of one staker's delegations, ordered by staking txid, starting after ``after``."""
         tip = self.source.btc_tip_height()
+        if self._indexed() is not None:  # one indexed range read (state filter in the index)
+            recs, more = self.source.page_delegations(staker_pk_hex, after, states, limit)  # type: ignore[attr-defined]
+            slashed = self._slashed_fps()
+            items = [to_public(r, tip) for r in self._with_fp_slashing(recs, slashed)]
+            key = encode_pagination_key(items[-1].delegation_staking.staking_tx_hash_hex) if more and items else ""
+            return Page(items, key)
         wanted = set(states) if states else None
         records = sorted(self._records(staker_pk_hex), key=lambda r: r.staking_tx_hash_hex)
         items: list[DelegationPublic] = []
@@ -148,13 +162,7 @@ class StakingService:
     def finality_providers(self) -> list[FinalityProviderPublic]:
         """All finality providers with their ACTIVE TVL, largest first."""
         tip = self.source.btc_tip_height()
-        tvl: dict[str, int] = {}
-        count: dict[str, int] = {}
-        for rec, state in self._states(self._records(), tip):
-            if state is DelegationState.ACTIVE:
-                for fp in rec.fp_pks_hex:
-                    tvl[fp] = tvl.get(fp, 0) + rec.staking_amount
-                    count[fp] = count.get(fp, 0) + 1
+        tvl, count = self._active_by_fp(tip)
         out = [
             FinalityProviderPublic(
                 btc_pk=fp.btc_pk_hex,
@@ -175,9 +183,35 @@ class StakingService:
         out.sort(key=lambda f: (-f.active_tvl, f.btc_pk))
         return out
 
+    def _active_by_fp(self, tip: int) -> tuple[dict[str, int], dict[str, int]]:
+        """(ACTIVE satoshi, ACTIVE count) per finality provider: the index's counters, else a scan."""
+        idx = self._indexed()
+        if idx is not None:
+            per_fp = idx.fp_counters()
+            return ({fp: c.get("ACTIVE_tvl", 0) for fp, c in per_fp.items()},
+                    {fp: c.get("ACTIVE_count", 0) for fp, c in per_fp.items()})
+        tvl: dict[str, int] = {}
+        count: dict[str, int] = {}
+        for rec, state in self._states(self._records(), tip):
+            if state is DelegationState.ACTIVE:
+                for fp in rec.fp_pks_hex:
+                    tvl[fp] = tvl.get(fp, 0) + rec.staking_amount
+                    count[fp] = count.get(fp, 0) + 1
+        return tvl, count
+
     def overall_stats(self) -> OverallStatsPublic:
         """Network totals; TVL counts only ACTIVE delegations."""
         tip = self.source.btc_tip_height()
+        idx = self._indexed()
+        if idx is not None:  # counters kept by the indexer
+            c = idx.counters("all")
+            fps = self.finality_providers()
+            return OverallStatsPublic(
+                active_tvl=c.get("ACTIVE_tvl", 0), active_delegations=c.get("ACTIVE_count", 0),
+                active_stakers=c.get("active_stakers", 0),
+                active_finality_providers=sum(1 for f in fps if f.state == "active"),
+                total_finality_providers=len(fps), total_delegations=c.get("total_count", 0),
+                total_stakers=c.get("stakers", 0), btc_tip_height=tip)
         pairs = self._states(self._records(), tip)
         active = [r for r, s in pairs if s is DelegationState.ACTIVE]
         fps = self.finality_providers()
@@ -202,6 +236,13 @@ class StakingService:
             DelegationState.SLASHED: "slashed",
         }
         totals = {f"{b}_{k}": 0 for b in buckets.values() for k in ("tvl", "delegations")}
+        idx = self._indexed()
+        if idx is not None:  # the staker's counters kept by the indexer
+            c = idx.counters("staker", staker_pk_hex.lower())
+            for state, bucket in buckets.items():
+                totals[f"{bucket}_tvl"] = c.get(f"{state.value}_tvl", 0)
+                totals[f"{bucket}_delegations"] = c.get(f"{state.value}_count", 0)
+            return StakerStatsPublic(**totals)
         for rec, state in self._states(self._records(staker_pk_hex), tip):
             bucket = buckets.get(state)
             if bucket:
@@ -240,7 +281,13 @@ class StakingService:
         tip = self.source.btc_tip_height()
         params = self.params()
         is_open = any(p.btc_activation_height <= tip for p in params.bbn)
-        return NetworkInfoPublic(staking_status=StakingStatusPublic(is_staking_open=is_open), params=params, btc_tip_height=tip)
+        info = NetworkInfoPublic(staking_status=StakingStatusPublic(is_staking_open=is_open), params=params,
+                                 btc_tip_height=tip)
+        lag_fn = getattr(self.source, "index_lag", None)  # api.index.IndexedSource
+        lag = lag_fn() if callable(lag_fn) else None
+        if lag is not None:
+            info.index_lag_blocks, info.indexed_height = lag.blocks, lag.indexed_height
+        return info
 
 
 __all__ = ["Page", "StakingService", "to_public", "DelegationSubState"]

@@ -24,6 +24,12 @@ if [ "${1:-}" = "--daemons" ]; then
         $SUDO apt-get update -qq
         DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver
     fi
+    # PostgreSQL server (Debian package) for the API index tests on PostgreSQL (tests start their own cluster)
+    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+        SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+        $SUDO apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql
+    fi
     .tools/bin/btcd --version
     .tools/bin/cometbft version
     # the upstream Mesh Security contracts, run in cw-multi-test (Rust 1.95; the sources are the

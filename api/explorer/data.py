@@ -338,8 +338,8 @@ class ExplorerService:
             TimelineStep(step="covenant_signed", label="Covenant-signed", done=signed,
                          detail=(f"{sigs} covenant signature{'s' if sigs != 1 else ''}"
                                  + (f" (quorum {quorum})" if quorum else "")) if raw else ""),
-            TimelineStep(step="active", label="ACTIVE", done=reached_active, btc_height=start,
-                         detail="counts towards TVL and mesh virtual stake"),
+            TimelineStep(step="active", label="ACTIVE", done=reached_active,
+                         detail="k deep, attested and covenant-signed: counts towards TVL and mesh virtual stake"),
         ]
         ub_h = public.delegation_unbonding.unbonding_height
         if ub_h is not None or state in (DelegationState.UNBONDING, DelegationState.WITHDRAWABLE):

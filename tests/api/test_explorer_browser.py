@@ -161,7 +161,32 @@ def _explore(driver: Any, res: Any, shots: Path) -> dict[str, Any]:
     assert steps.get("slashed") == "done" and steps.get("slashing_tx") == "done", steps
     assert res.slashing_txid in driver.find_element(By.CSS_SELECTOR, "#slashing-txid code").get_attribute("data-full")
     seen["burned"] = _text(driver, "#burned-sat")
+    # figures other routes add (mesh slash, rewards): the page shows the API's, or "—" where a route has none
+    q = f"?staking_tx_hash_hex={a.staking_tx_hash}"
+    for css, path, key in (("#virtual-slashed", "/v2/mesh/slash" + q, "virtual_slashed"),
+                           ("#virtual-unbonded", "/v2/mesh/slash" + q, "virtual_unbonded"),
+                           ("#rewards-pending", "/v2/rewards/delegation" + q, "pending"),
+                           ("#rewards-claimed", "/v2/rewards/delegation" + q, "claimed")):
+        def shows_the_api(d: Any, css: str = css, path: str = path, key: str = key) -> bool:
+            r = api.get(path)
+            want = f"{int(r.json()['data'][key]):,}" if r.status_code == 200 else "—"
+            return _text(d, css).split(" ")[0] == want
+        _wait(driver, shows_the_api, f"{css} to show {path}'s {key}")
     _screenshot(driver, shots, "delegation-slashed")
+
+    # ---- the withdrawn delegation's timeline: unbonding and withdrawal with their Bitcoin tx ids
+    b = res.delegations["B"]
+    driver.get(f"{base}/explorer/delegations/{b.staking_tx_hash}")
+    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#timeline li[data-step="withdrawn"].done'),
+          "B's withdrawn step")
+    txids = {li.get_attribute("data-step"): [c.get_attribute("data-full") for c in li.find_elements(By.CSS_SELECTOR,
+                                                                                                    "code")]
+             for li in driver.find_elements(By.CSS_SELECTOR, "#timeline li")}
+    assert txids["locked"] == [b.staking_tx_hash]
+    assert txids["unbonding"] == [res.spends["unbonding tx B"].txid]
+    assert txids["withdrawn"] == [res.spends["withdrawal B"].txid]
+    assert not driver.find_elements(By.CSS_SELECTOR, "#burned-sat")  # not slashed: no slashing figures
+    _screenshot(driver, shots, "delegation-withdrawn")
 
     # ---- mesh: the chart has a point for each validator; the slash shows in the series and as an event
     driver.get(f"{base}/explorer/mesh")
@@ -244,6 +269,7 @@ def test_explorer_in_a_browser_during_the_demo(browser: Any, tmp_path: Path) -> 
     assert {"overview", "burned", "chart"} <= set(checked)
     _empty_states(browser, shots)
     assert sorted(p.name for p in shots.glob("*.png")) == sorted(
-        f"{n}.png" for n in ("overview", "providers", "provider", "delegations", "delegation-slashed", "mesh",
+        f"{n}.png" for n in ("overview", "providers", "provider", "delegations", "delegation-slashed",
+                             "delegation-withdrawn", "mesh",
                              "delegation-unknown", "overview-phone", "mesh-phone", "chain-unreachable",
                              "no-delegations"))

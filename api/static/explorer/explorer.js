@@ -34,6 +34,13 @@
     return data ? data.data : null;
   }
 
+  // a figure other routes add (rewards, mesh slash): null when the route is absent or has no answer → "—"
+  async function optional(path) {
+    try { return await api(path); } catch (e) { if (e.status === 0 || e.status === 503) throw e; return null; }
+  }
+  const amount = (v, denom) => (v === null || v === undefined ? DASH : Number(v).toLocaleString("en-US") +
+    (denom ? " " + denom : ""));
+
   function h(tag, attrs, ...children) {
     const el = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {
@@ -138,7 +145,8 @@
 
   // ------------------------------------------------------------------ overview
   async function overview() {
-    const [o, s] = await Promise.all([api("/v2/explorer/overview"), api("/v2/stats")]);
+    const [o, s, rw] = await Promise.all([api("/v2/explorer/overview"), api("/v2/stats"),
+      optional("/v2/rewards/totals")]);
     const maxSat = Math.max(1, ...o.tvl_by_state.map((t) => t.sat));
     const lag = isNum(o.btc_tip_height) ? o.btc_tip_height - o.light_client_tip_height : null;
     render(
@@ -156,6 +164,8 @@
         card("Finality providers", num(o.total_finality_providers), "ov-providers",
           num(s.active_finality_providers) + " active"),
         card("Virtual stake", num(o.total_virtual_stake), "ov-virtual-stake", "mesh, all validators"),
+        card("Rewards paid", rw ? amount(rw.paid_by_consumer, rw.denom) : DASH, "ov-rewards",
+          rw ? amount(rw.claimed) + " claimed, " + amount(rw.pending) + " pending" : "no rewards data"),
       ),
       h("h2", {}, "Stake by state"),
       o.total_delegations === 0
@@ -212,6 +222,7 @@
       if (err.status === 400) err.message = "This is not a provider key (" + err.message + ").";
       throw err;
     }
+    const commission = await optional("/v2/rewards/finality-provider?fp_pk_hex=" + encodeURIComponent(arg));
     const r = p.provider;
     const doubles = p.votes.filter((v) => v.double_vote).length;
     render(
@@ -227,7 +238,8 @@
         card("Slashed at height", num(r.slashed_height), "fp-slashed-height",
           isNum(r.double_vote_height) ? "double vote at height " + r.double_vote_height +
             (p.extracted_key_known ? "; its secret key was extracted" : "") : null),
-        card("Commission", r.commission, "fp-commission"),
+        card("Commission", r.commission, "fp-commission",
+          commission ? amount(commission.commission, commission.denom) + " paid" : null),
       ),
       h("h2", {}, "Delegations"),
       p.delegations.length ? delegationTable(p.delegations, "fp-delegations")
@@ -295,6 +307,9 @@
     const p = d.delegation;
     const st = p.delegation_staking;
     const s = d.slashing;
+    const q = "?staking_tx_hash_hex=" + encodeURIComponent(arg);
+    const [rw, ms] = await Promise.all([optional("/v2/rewards/delegation" + q),
+      s ? optional("/v2/mesh/slash" + q) : null]);
     render(
       h("p", { class: "crumbs" }, h("a", { href: "/explorer/delegations" }, "Delegations"), " / ", short(st.staking_tx_hash_hex)),
       h("h1", {}, "Delegation ", stateBadge(p.state)),
@@ -314,7 +329,11 @@
           card("Returned", sat(s.returned_sat), "returned-sat", "change to the staker, timelocked"),
           card("Fee", sat(s.fee_sat), "fee-sat", "Bitcoin fee of the slashing tx"),
           card("Slashing tx", hex(s.slashing_txid, null, 10), "slashing-txid",
-            s.reported_on_chain ? "mined at BTC height " + num(s.btc_height) : "not reported to the chain yet"))) : null,
+            s.reported_on_chain ? "mined at BTC height " + num(s.btc_height) : "not reported to the chain yet"),
+          card("Virtual stake slashed", ms ? amount(ms.virtual_slashed) : DASH, "virtual-slashed",
+            "burned on the validator by the mesh slash"),
+          card("Virtual stake unbonded", ms ? amount(ms.virtual_unbonded) : DASH, "virtual-unbonded",
+            "left on the tombstoned validator, force-unbonded"))) : null,
       h("h2", {}, "Timeline"),
       h("ol", { class: "timeline", id: "timeline" }, d.timeline.map((t) => h("li", {
         class: t.done ? "done" : "todo", "data-step": t.step,
@@ -324,6 +343,11 @@
         isNum(t.chain_height) ? h("span", {}, "chain height " + num(t.chain_height)) : null,
         t.txid ? h("span", {}, "tx ", hex(t.txid, null, 8)) : null),
       t.detail ? h("div", { class: "t-detail" }, t.detail) : null))),
+      h("h2", {}, "Rewards"),
+      h("div", { class: "cards" },
+        card("Pending", rw ? amount(rw.pending, rw.denom) : DASH, "rewards-pending"),
+        card("Claimed", rw ? amount(rw.claimed, rw.denom) : DASH, "rewards-claimed",
+          rw && rw.reward_address ? "to " + short(rw.reward_address, 8) : null)),
       h("h2", {}, "Mesh"),
       d.mesh ? table(Object.keys(d.mesh), [{ cells: Object.values(d.mesh).map((v) =>
         typeof v === "string" && v.length > 24 ? hex(v, null, 8) : v === null ? DASH : String(v)) }], { id: "del-mesh" })
