@@ -1,7 +1,8 @@
 """Issue 11: a devnet made only of separate OS processes, driven through the commands' own interfaces.
 
 ``btcmesh devnet up`` starts node, chain, checkpoint, 3 covenant signers, 2 FPs, slasher and API.
-Then: ``btcmesh stake stake`` (pre-approval flow) → covenant signatures → ``devnet mine`` → the
+Then: ``btcmesh stake stake`` (pre-approval flow; staker-2 through ``--psbt`` / ``--psbt-signed`` with
+embit as the outside signer) → covenant signatures → ``devnet mine`` → the
 checkpoint service adds the proof → ACTIVE → fp-1 votes → ``btcmesh devnet double-sign`` → the
 slasher daemon broadcasts the BTC slashing tx, it is mined, the mesh stake is slashed. Every
 non-coinbase tx on the node is checked by both oracles (libbitcoinkernel, btclib).
@@ -44,6 +45,7 @@ pytestmark = pytest.mark.timeout(300)
 
 SEED = "btcmesh-devnet"
 VALUE = 1_000_000
+VALUE_2 = 500_000
 
 
 def _cli(*args: str, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -112,6 +114,26 @@ def _fp_pk(i: int) -> str:
     return xonly_from_secret(demo_secret(SEED, f"fp/{i}")).hex()
 
 
+def _psbt_stake(d: Path, net: Devnet) -> str:
+    """``stake --psbt DIR`` → sign the three PSBTs with embit (the outside wallet) → ``stake --psbt-signed DIR``."""
+    from embit import ec
+    from embit.psbt import PSBT
+
+    cfg = str(d / "staker-2" / "staker.toml")
+    pdir = d / "staker-2" / "psbt"
+    out = json.loads(_ok("stake", "stake", "--config", cfg, "--fp", _fp_pk(2), "--value", str(VALUE_2), "--time",
+                         "150", "--psbt", str(pdir)))
+    assert len(out["psbts"]) == 3 and not net.chain.client.delegation(out["staking_tx_hash"])  # nothing sent yet
+    key = ec.PrivateKey(demo_secret(SEED, "staker/2"))
+    for path in out["psbts"]:
+        ps = PSBT.from_string(Path(path).read_text().strip())
+        assert ps.sign_with(key) >= 1
+        Path(path).write_text(ps.to_string() + "\n")
+    done = json.loads(_ok("stake", "stake", "--config", cfg, "--psbt-signed", str(pdir)))
+    assert done["staking_tx_hash"] == out["staking_tx_hash"] and done["status"] in ("VERIFIED", "ACTIVE")
+    return str(done["staking_tx_hash"])
+
+
 def _all_spends_valid(net: Devnet, base: int) -> int:
     """Every non-coinbase tx mined above ``base``: each input accepted by libbitcoinkernel and btclib."""
     from regtest.wallet import parse_block
@@ -171,9 +193,13 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         assert net.log("covenant-1").count(f"event=covenant_sigs_submitted staking_tx_hash={h}") == 1
         assert "registered" in stderr and "flow=pre-approval" in stderr  # no inclusion proof at registration
 
-        # -------- k deep → the checkpoint service adds the proof → ACTIVE
+        # -------- staker-2 stakes to fp-2 through PSBTs signed by an outside wallet (embit)
+        h2 = _psbt_stake(d, net)
+
+        # -------- k deep → the checkpoint service adds the proofs → ACTIVE
         net.mine(net.info["k"] + 1)
         _wait(lambda: net.delegation(h).get("status") == "ACTIVE", "delegation ACTIVE", 60)
+        _wait(lambda: net.delegation(h2).get("status") == "ACTIVE", "delegation 2 (PSBT) ACTIVE", 60)
         rows = [json.loads(line) for line in _ok("stake", "status", "--config", staker_cfg).splitlines()]
         assert rows[0]["status"] == "ACTIVE" and rows[0]["staking_tx_hash"] == h
 
@@ -219,13 +245,16 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         validator = next(f["validator"] for f in fps if f["btc_pk"] == _fp_pk(1))
         vs = net.chain.query("mesh", {"adapter": {"validator_virtual_stake": {"validator": validator}}})
         assert int(vs["virtual_stake"]) == 0
+        honest = next(f["validator"] for f in fps if f["btc_pk"] == _fp_pk(2))
+        vs2 = net.chain.query("mesh", {"adapter": {"validator_virtual_stake": {"validator": honest}}})
+        assert int(vs2["virtual_stake"]) == VALUE_2 and net.delegation(h2)["status"] == "ACTIVE"
         net.mine(net.info["k"])
         _wait(lambda: net.delegation(h).get("slashing_btc_txid") == slash_txid, "report_btc_slashing", 60)
         assert not net.chain.query("finality", {"is_slashed": {"fp_btc_pk": _fp_pk(2)}})["slashed"]
         assert len(net.chain.query("finality", {"evidence": {"fp_btc_pk": _fp_pk(1)}})["evidence"]) == 1
 
         # -------- every spend on the node, both oracles
-        assert _all_spends_valid(net, base) >= 2  # the staking tx and the slashing tx at least
+        assert _all_spends_valid(net, base) >= 3  # 2 staking txs (one PSBT-signed) and the slashing tx
 
         # -------- metrics on 127.0.0.1 (prometheus_client)
         import httpx
