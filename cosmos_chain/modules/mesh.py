@@ -20,6 +20,8 @@ Genesis section (every key optional; see :class:`~mesh_adapter.deploy.BtcMeshPar
 ``slashing_rate`` defaults to the staking registry's (last params version) and must equal it.
 
 Execute: ``set_price {price}`` (admin only: converter ``update_price`` + adapter price).
+Rewards (issue 15): ``block_reward`` / ``consumer_native_power`` genesis keys, ``claim_rewards``,
+``pay_consumer_fees`` and the ``rewards`` query live in :mod:`cosmos_chain.modules.mesh_rewards`.
 Queries: ``vault``/``external_staking``/``converter``/``virtual_staking`` ``{<contract query>}``
 (passthrough), ``adapter {delegation {staking_tx_hash} | validator_virtual_stake {validator} |
 delegations_of {staker_btc_pk} | lien {staking_tx_hash} | config {}}``, ``config {}``,

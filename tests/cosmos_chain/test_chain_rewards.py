@@ -180,3 +180,21 @@ def test_commission_bound_enforced_at_registration():
     bad["btc_staking"]["max_commission_rate"] = "0.4"
     with pytest.raises(InvalidRequestError, match="min_commission_rate above"):
         ChainApp("bad-1").init_chain(bad)
+
+
+def test_fees_paid_to_the_consumer_flow_with_the_next_block():
+    chain = start()
+    d = delegation(5, FP_B, 40_000, STAKER_B)
+    for st in ("PENDING", "ACTIVE"):
+        set_status(chain, d, st)
+    chain.block()
+    got = int(chain.ok(STAKER_B, "mesh", {"claim_rewards": {}})["total"]["amount"])
+    assert got > 0
+    res = chain.execute(STAKER_B, "mesh", {"pay_consumer_fees": {"amount": str(got + 1)}})
+    assert res.code != 0 and "cannot send" in res.log  # only what the mesh balance holds
+    paid = int(rewards(chain, {"totals": {}})["totals"]["paid_by_consumer"])
+    chain.ok(STAKER_B, "mesh", {"pay_consumer_fees": {"amount": "300"}})  # its block pays reward + fees
+    t = rewards(chain, {"totals": {}})
+    assert int(t["totals"]["paid_by_consumer"]) == paid + REWARD + 300 and t["consumer"]["fees"] == "300"
+    assert mesh_balance(chain, STAKER_B.address) == got - 300
+    check_reconciliation(chain)
