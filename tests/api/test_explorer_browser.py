@@ -251,6 +251,10 @@ def _empty_states(driver: Any, shots: Path) -> None:
         _wait(driver, lambda d: _text(d, "#no-delegations"), "the no-delegations message")
         assert "No delegations yet" in _text(driver, "#no-delegations")
         _screenshot(driver, shots, "no-delegations")
+        driver.get(f"{empty.url}/explorer")  # no chain behind it: chain-only figures are "—", the rest shows
+        _wait(driver, lambda d: _text(d, "#no-delegations"), "the overview's no-delegations message")
+        assert _text(driver, "#ov-delegations") == "0" and _text(driver, "#ov-chain-height") == "—"
+        assert _text(driver, "#banner") == ""
 
 
 def test_explorer_in_a_browser_during_the_demo(browser: Any, tmp_path: Path) -> None:

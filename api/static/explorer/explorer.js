@@ -36,7 +36,7 @@
 
   // a figure other routes add (rewards, mesh slash): null when the route is absent or has no answer → "—"
   async function optional(path) {
-    try { return await api(path); } catch (e) { if (e.status === 0 || e.status === 503) throw e; return null; }
+    try { return await api(path); } catch (e) { if (e.status === 0) throw e; return null; }
   }
   const amount = (v, denom) => (v === null || v === undefined ? DASH : Number(v).toLocaleString("en-US") +
     (denom ? " " + denom : ""));
