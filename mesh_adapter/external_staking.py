@@ -687,7 +687,8 @@ class ExternalStaking(Contract):
     def query_pending_rewards(self, body: dict) -> dict:
         user, validator = require(body, "user"), require(body, "validator")
         amount = self._reward(self._stake(user, validator), validator)
-        return {"amount": coin(amount, self.config["rewards_denom"])}
+        reward = coin(amount, self.config["rewards_denom"])
+        return {"rewards": reward, "amount": reward}  # upstream's PendingRewards {rewards}; `amount` kept
 
     def query_all_pending_rewards(self, body: dict) -> dict:
         user = require(body, "user")
