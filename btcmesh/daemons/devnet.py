@@ -321,6 +321,9 @@ def cmd_devnet(args: argparse.Namespace) -> int:
         info = up(d, comet=args.comet, seed=args.seed, k=args.k, unbonding_time=args.unbonding_time,
                   block_interval=args.block_interval)
         print(f"devnet up in {info['dir']}: chain {info['chain_rest']}, Bitcoin {info['btc_rpc']}, API {info['api']}")
+        from api.explorer import explorer_url
+
+        print(f"explorer {explorer_url(info['api'])}")
         print("\n".join(status(d)))
     elif args.action == "status":
         print("\n".join(status(d)))

@@ -186,3 +186,19 @@ def test_demo_serve_needs_the_api(capsys) -> None:
 @pytest.fixture
 def source() -> InMemorySource:  # the fixture tests/api/conftest.py provides, named here for clarity
     return make_source()
+
+
+def test_devnet_up_prints_the_explorer_url(monkeypatch, capsys, tmp_path) -> None:
+    """`btcmesh devnet up` prints the explorer's URL (the devnet itself is faked here: its own test runs it)."""
+    import argparse
+
+    from btcmesh.daemons import devnet
+
+    info = {"dir": str(tmp_path), "chain_rest": "http://127.0.0.1:1", "btc_rpc": "http://127.0.0.1:2",
+            "api": "http://127.0.0.1:8123"}
+    monkeypatch.setattr(devnet, "up", lambda d, **kw: info)
+    monkeypatch.setattr(devnet, "status", lambda d: ["api alive"])
+    args = argparse.Namespace(dir=str(tmp_path), action="up", comet=0, seed="s", k=3, unbonding_time=4,
+                              block_interval=0.3)
+    assert not devnet.cmd_devnet(args)
+    assert "explorer http://127.0.0.1:8123/explorer" in capsys.readouterr().out.splitlines()
