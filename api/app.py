@@ -84,6 +84,7 @@ makes it `WITHDRAWN`; a slashed finality provider makes its delegations `SLASHED
 | `UNBONDING` (unbonding tx proven) | `UNBONDING` (`EARLY_UNBONDING`), then `WITHDRAWABLE` once the unbonding timelock passed |
 | `WITHDRAWN` | `WITHDRAWN` |
 | `SLASHED` | `SLASHED` (a delegation without covenant quorum stays `PENDING`: nothing of it can be slashed on BTC) |
+| `REORGED` (a BTC reorg deeper than k took its staking tx's block off the main chain) | `REORGED` (no stake counts until the tx is k deep and proven again) |
 
 `/healthcheck` answers 503 with the reason when the chain cannot be reached.
 """

@@ -60,7 +60,9 @@ ALLOWED_TRANSITIONS: dict[DelegationState, frozenset[DelegationState]] = {
     ),
     # Until the staker actually withdraws, the covenant-signed slashing tx can
     # still spend the output: an unspent WITHDRAWABLE delegation can be slashed.
-    DelegationState.WITHDRAWABLE: frozenset({DelegationState.WITHDRAWN, DelegationState.SLASHED}),
+    DelegationState.WITHDRAWABLE: frozenset(
+        {DelegationState.WITHDRAWN, DelegationState.SLASHED, DelegationState.REORGED}
+    ),
     DelegationState.SLASHED: frozenset({DelegationState.WITHDRAWN}),
     DelegationState.WITHDRAWN: frozenset(),
     DelegationState.REORGED: frozenset(

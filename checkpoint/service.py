@@ -665,7 +665,10 @@ class CheckpointService:
             return "absent"
         status = str(record.get("status", "")).upper()
         if sub.kind == "delegation":
-            # Babylon's pre-approval flow registers without a proof: no start height yet
+            # Babylon's pre-approval flow registers without a proof: no start height yet; a REORGED
+            # delegation (its block left the light client's main chain) is proven again
+            if status == "REORGED":
+                return "needs_proof"
             return "present" if record.get("start_height") else "needs_proof"
         if sub.kind == "undelegate":
             done = status in ("UNBONDING", "WITHDRAWN") or bool(record.get("unbonding_height"))

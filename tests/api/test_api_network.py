@@ -79,7 +79,7 @@ def test_openapi_documents_every_route(client):
     assert params["limit"]["schema"]["maximum"] == 100 and params["limit"]["schema"]["minimum"] == 1
     assert params["state"]["schema"]["anyOf"][0]["items"] == {"$ref": "#/components/schemas/DelegationState"}
     assert spec["components"]["schemas"]["DelegationState"]["enum"] == [
-        "PENDING", "VERIFIED", "ACTIVE", "UNBONDING", "WITHDRAWABLE", "WITHDRAWN", "SLASHED"]
+        "PENDING", "VERIFIED", "ACTIVE", "UNBONDING", "WITHDRAWABLE", "WITHDRAWN", "SLASHED", "REORGED"]
     assert "400" in ops["responses"]
     err = spec["components"]["schemas"]["ErrorResponse"]
     assert set(err["properties"]) == {"errorCode", "message"}

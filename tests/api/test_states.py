@@ -137,6 +137,11 @@ def _walk(rng: random.Random) -> list[S]:
             events.append("withdraw")
         if not rec.slashed and state is not S.WITHDRAWN:
             events.append("slash")
+        if rec.start_height is not None and not rec.reorged and rec.unbonding_height is None \
+                and rec.withdrawn_height is None and not rec.slashed:
+            events.append("reorg")  # a deep BTC reorg takes the staking tx's block off the main chain
+        if rec.reorged:
+            events.append("reprove")
         ev = rng.choice(events)
         if ev == "tip":
             tip += rng.randint(1, 4)
@@ -150,6 +155,10 @@ def _walk(rng: random.Random) -> list[S]:
             rec = replace(rec, withdrawn_height=tip)
         elif ev == "slash":
             rec = replace(rec, slashed=True)
+        elif ev == "reorg":
+            rec = replace(rec, reorged=True)
+        elif ev == "reprove":
+            rec = replace(rec, reorged=False, start_height=tip - 6, end_height=tip - 6 + rec.staking_time)
         seen.append(derive_state(rec, tip).state)
     return seen
 

@@ -2,8 +2,9 @@
 
 Documented behaviour (``checkpoint/service.py``): a lock removed *before* its attestation is never
 attested (also when the reorg lands between following and submitting); a lock removed *after* its
-attestation is flagged ``reorged`` and the chain's light client follows the heavier branch; a lock
-re-mined on the new branch is attested (or found registered) once it is k deep there. The same holds
+attestation is flagged ``reorged``, the chain's light client follows the heavier branch and the registry
+marks the delegation REORGED; a lock re-mined on the new branch is attested (or proven again with
+``add_btc_delegation_inclusion_proof``) once it is k deep there. The same holds
 when the reorg happens while the service is stopped."""
 
 from __future__ import annotations
@@ -110,16 +111,21 @@ def test_reorg_after_attestation_flags_it_reorged(env):
         # still flagged on the next rounds, and nothing is (re)submitted
         assert svc.run_once().submitted == [] and svc.store.submission(key).status == "reorged"
         assert len(env.chain_msgs("create_btc_delegation")) == 1
-        assert env.delegation(d.staking_tx_hash) is not None      # the registry has no un-attest message
+        # the registry marked it REORGED (its block left the light client's main chain; issue 12)
+        assert env.delegation(d.staking_tx_hash)["status"] == "REORGED"
 
-        # the lock is mined again on the new branch: once k deep there it is found registered → done
+        # the lock is mined again on the new branch: once k deep there it is proven again
         if d.staking_tx_hash not in env.node.get_mempool():
             env.broadcast(d.staking_tx)
         env.mine(1 + K)
-        rep = env.rounds(svc, lambda r: key in r.already_on_chain)
+        rep = env.rounds(svc, lambda r: key in r.submitted)
         sub = svc.store.submission(key)
-        assert sub.status == "done" and sub.last_error == "already on chain"
-        assert sub.attested_block_hash == env.node.get_tx_block(d.staking_tx_hash)[0] != lock_block
+        new_block = env.node.get_tx_block(d.staking_tx_hash)[0]
+        assert sub.status == "done" and sub.attested_block_hash == new_block != lock_block
+        (proof,) = env.chain_msgs("add_btc_delegation_inclusion_proof")
+        assert proof["code"] == 0 and proof["body"]["inclusion_proof"]["block_hash"] == new_block
+        record = env.delegation(d.staking_tx_hash)
+        assert record["status"] == "PENDING" and record["inclusion_block_hash"] == new_block  # no covenant quorum here
         assert len(env.chain_msgs("create_btc_delegation")) == 1   # never re-sent
     finally:
         svc.close()
