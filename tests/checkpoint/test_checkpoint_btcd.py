@@ -51,3 +51,55 @@ def test_lock_on_btcd_attested_and_active(btcd_env):
         assert env.delegation(d.staking_tx_hash)["status"] == "ACTIVE"
     finally:
         svc.close()
+
+
+def _competing_chain(env: E2E, parent_height: int, n: int) -> list[str]:
+    """``n`` empty blocks on the block at ``parent_height``, handed to btcd with ``submitblock``: a competing
+    chain that btcd switches to once it has more work."""
+    from btc_staking.headers import BlockHeader
+    from regtest.mining import build_block
+
+    prev = env.node.get_block_hash(parent_height)
+    ts = BlockHeader.parse(env.node.get_block_header(env.node.get_best_block_hash())).timestamp
+    out = []
+    for i in range(n):
+        header, _, raw = build_block(bytes.fromhex(prev)[::-1], parent_height + 1 + i, ts + 1 + i,
+                                     env.miner.script_pubkey, [], fees=0, extra_nonce=7000 + i)
+        assert env.node.call("submitblock", raw.hex()) in (None, "")
+        prev = header.hash()[::-1].hex()
+        out.append(prev)
+    return out
+
+
+def test_deep_reorg_on_btcd_marks_the_delegation_reorged_then_it_is_proven_again(btcd_env):
+    """Issue 12 on a real btcd: a competing chain deeper than k drops the lock's block; the registry marks
+    the ACTIVE delegation REORGED; the lock, mined again and k deep, is proven again and ACTIVE."""
+    env = btcd_env
+    svc = env.service()
+    try:
+        d = env.lock(svc, "btcd-reorged")
+        (lock_block,) = env.mine(1)
+        lock_height = env.node.get_block_count()
+        env.mine(K)
+        key = submission_key("delegation", d.staking_tx_hash)
+        env.rounds(svc, lambda r: key in r.submitted)
+        env.covenant_quorum(d.staking_tx_hash)
+        assert env.delegation(d.staking_tx_hash)["status"] == "ACTIVE"
+
+        fork = _competing_chain(env, lock_height - 1, env.node.get_block_count() - lock_height + 3)
+        assert env.node.get_best_block_hash() == fork[-1]
+        assert env.node.get_block_hash(lock_height) != lock_block
+        env.rounds(svc, lambda r: key in r.reorged_attested)
+        assert env.light_client_tip() == (env.node.get_block_count(), fork[-1])
+        record = env.delegation(d.staking_tx_hash)
+        assert record["status"] == "REORGED" and record["reorged_block_hash"] == lock_block
+
+        if d.staking_tx_hash not in env.node.get_mempool():  # btcd normally puts it back into its mempool
+            env.broadcast(d.staking_tx)
+        env.mine(1 + K)
+        env.rounds(svc, lambda r: key in r.submitted)
+        record = env.delegation(d.staking_tx_hash)
+        assert record["status"] == "ACTIVE" and record["inclusion_block_hash"] != lock_block
+        assert record["inclusion_block_hash"] == env.node.get_block_hash(record["start_height"])
+    finally:
+        svc.close()
