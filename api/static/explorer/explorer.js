@@ -10,7 +10,7 @@
   const bannerEl = document.getElementById("banner");
   const liveEl = document.getElementById("live");
   const DASH = "—";
-  const STATES = ["PENDING", "VERIFIED", "ACTIVE", "UNBONDING", "WITHDRAWABLE", "WITHDRAWN", "SLASHED"];
+  const STATES = ["PENDING", "VERIFIED", "ACTIVE", "UNBONDING", "WITHDRAWABLE", "WITHDRAWN", "SLASHED", "REORGED"];
   const COLORS = ["#f7931a", "#3b82f6", "#10b981", "#a855f7", "#ef4444", "#14b8a6", "#eab308", "#64748b"];
   const explorer = (window.btcmeshExplorer = { page: page, chart: null, history: null, refreshes: 0 });
 
@@ -164,8 +164,9 @@
         card("Finality providers", num(o.total_finality_providers), "ov-providers",
           num(s.active_finality_providers) + " active"),
         card("Virtual stake", num(o.total_virtual_stake), "ov-virtual-stake", "mesh, all validators"),
-        card("Rewards paid", rw ? amount(rw.paid_by_consumer, rw.denom) : DASH, "ov-rewards",
-          rw ? amount(rw.claimed) + " claimed, " + amount(rw.pending) + " pending" : "no rewards data"),
+        card("Rewards paid", rw ? amount(rw.paid_by_consumer) : DASH, "ov-rewards",
+          rw ? rw.denom + " · " + amount(rw.claimed) + " claimed, " + amount(rw.pending) + " pending"
+            : "no rewards data"),
       ),
       h("h2", {}, "Stake by state"),
       o.total_delegations === 0
@@ -239,7 +240,7 @@
           isNum(r.double_vote_height) ? "double vote at height " + r.double_vote_height +
             (p.extracted_key_known ? "; its secret key was extracted" : "") : null),
         card("Commission", r.commission, "fp-commission",
-          commission ? amount(commission.commission, commission.denom) + " paid" : null),
+          commission ? amount(commission.commission) + " " + commission.denom + " paid to it" : null),
       ),
       h("h2", {}, "Delegations"),
       p.delegations.length ? delegationTable(p.delegations, "fp-delegations")
@@ -345,9 +346,9 @@
       t.detail ? h("div", { class: "t-detail" }, t.detail) : null))),
       h("h2", {}, "Rewards"),
       h("div", { class: "cards" },
-        card("Pending", rw ? amount(rw.pending, rw.denom) : DASH, "rewards-pending"),
-        card("Claimed", rw ? amount(rw.claimed, rw.denom) : DASH, "rewards-claimed",
-          rw && rw.reward_address ? "to " + short(rw.reward_address, 8) : null)),
+        card("Pending", rw ? amount(rw.pending) : DASH, "rewards-pending", rw ? rw.denom : "no rewards data"),
+        card("Claimed", rw ? amount(rw.claimed) : DASH, "rewards-claimed",
+          rw ? rw.denom + (rw.reward_address ? " · to " + short(rw.reward_address, 6) : "") : null)),
       h("h2", {}, "Mesh"),
       d.mesh ? table(Object.keys(d.mesh), [{ cells: Object.values(d.mesh).map((v) =>
         typeof v === "string" && v.length > 24 ? hex(v, null, 8) : v === null ? DASH : String(v)) }], { id: "del-mesh" })
