@@ -38,6 +38,7 @@ not available (e.g. a chain module not installed) is reported as such, never fak
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import re
@@ -195,6 +196,8 @@ class DemoResult:
     mesh_virtual_unbonded: int = 0                 # ... force-unbonded from the tombstoned validator
     mesh_btc_left: dict[str, int] = field(default_factory=dict)  # ... BTC left per slashed delegation
     slashing_change_sat: int = 0                   # the change output of A's mined slashing tx
+    consensus_power_before: dict[str, int] = field(default_factory=dict)  # valset: operator → power after ACTIVE
+    consensus_power_after: dict[str, int] = field(default_factory=dict)   # ... after the slash (issue 10 §1)
     expected_burned_sat: int = 0
     bad_fp_pk: str = ""
     bad_fp_secret: str = ""
@@ -399,6 +402,37 @@ class _Chain:
     network: Any = None  # CometNetwork when running under CometBFT
 
 
+#: consensus validators of the demo chain (issue 10 §1): own bond 10 power units each
+VALSET_TOKENS_PER_POWER = 100_000
+VALSET_SELF_BOND = 1_000_000
+VALSET_SIZE = 4
+
+
+def demo_valset(cfg: DemoConfig, operators: list[str]) -> dict[str, Any]:
+    """``valset`` genesis: the FPs' mesh validators first (their operator addresses), then extra
+    validators up to ``VALSET_SIZE`` (CometBFT: one per node). Embedded mode has no consensus engine:
+    its keys are labels derived from the seed; under CometBFT :func:`_comet_genesis` puts the nodes'
+    keys in."""
+    n = cfg.comet or VALSET_SIZE
+    names = (operators + [f"demo-val-{i}" for i in range(len(operators), n)])[:n]
+    return {"tokens_per_power": str(VALSET_TOKENS_PER_POWER), "validators": [
+        {"operator": op, "self_bond": str(VALSET_SELF_BOND),
+         "pub_key": base64.b64encode(hashlib.sha256(f"{cfg.seed}/valset/{i}".encode()).digest()).decode()}
+        for i, op in enumerate(names)]}
+
+
+def _comet_genesis(genesis: dict[str, Any]) -> Any:
+    """The app genesis for ``CometNetwork``: the ``valset`` keys become the generated node keys."""
+    if "valset" not in genesis:
+        return genesis
+
+    def with_keys(pub_keys: list[str]) -> dict[str, Any]:
+        vals = [dict(v, pub_key=pk) for v, pk in zip(genesis["valset"]["validators"], pub_keys)]
+        return dict(genesis, valset=dict(genesis["valset"], validators=vals))
+
+    return with_keys
+
+
 def _start_chain(run: _Run, genesis: dict[str, Any]) -> _Chain:
     """EmbeddedChain + REST (``cfg.comet == 0``) or ``cfg.comet`` CometBFT validators with a
     ``RestServer(CometBackend(...))`` in front of validator 0; stopped by the run's exit stack."""
@@ -419,7 +453,7 @@ def _start_chain(run: _Run, genesis: dict[str, Any]) -> _Chain:
     from cosmos_chain.comet_backend import CometBackend
     from cosmos_chain.rest import RestServer
 
-    net = run_comet_chain(run.workdir / "comet", cfg.comet, genesis, chain_id=DEMO_CHAIN_ID,
+    net = run_comet_chain(run.workdir / "comet", cfg.comet, _comet_genesis(genesis), chain_id=DEMO_CHAIN_ID,
                           binary=_binary("cometbft", cfg.cometbft_binary), block_time=cfg.comet_block_time,
                           timeout=max(60.0, cfg.timeout))
     run.stack.callback(net.stop)
@@ -532,7 +566,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
     staker_wallets = {"A": deterministic_wallet(f"{cfg.seed}/staker-a"),
                       "B": deterministic_wallet(f"{cfg.seed}/staker-b")}
     admin = deterministic_wallet(f"{cfg.seed}/mesh-admin")
-    addr = {n: module_address(n) for n in (REGISTRY, LIGHT_CLIENT, FINALITY, MESH)}
+    addr = {n: module_address(n) for n in (REGISTRY, LIGHT_CLIENT, FINALITY, MESH, "valset")}
 
     chain_what = ("EmbeddedChain" if not cfg.comet
                   else f"{cfg.comet} CometBFT validator{'s' if cfg.comet > 1 else ''}")
@@ -551,6 +585,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
                                               *staker_wallets.values())]
         genesis = chain_genesis(params, base_h, base_header, funded, str(admin.address()),
                                 header_reporters=[str(cp_wallet.address())])
+        genesis["valset"] = demo_valset(cfg, [str(fp_wallets[r].address()) for r in ("bad", "honest")])
         chain = _start_chain(run, genesis)
         res.rest_url = chain.rest_url
         ledger = chain.ledger
@@ -702,6 +737,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
             res.mesh_collateral_before[who] = collateral(dels[who].staking_tx_hash)
         if not all(res.virtual_stake_before.values()):
             raise DemoError(f"no virtual stake after ACTIVE: {res.virtual_stake_before}")
+        res.consensus_power_before = _settled_power(q, cfg.timeout)
         st.detail = ", ".join(f"{v[:16]}… {s}" for v, s in res.virtual_stake_before.items())
 
     # ---------------------------------------------------------------- 7. finality: commit, vote, double-sign
@@ -734,6 +770,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         for v in validators.values():
             res.virtual_stake_after[v] = virtual_stake(v)
         report = q(MESH, {"slash_report": {"validator": validators["bad"]}})["report"] or {}
+        res.consensus_power_after = _settled_power(q, cfg.timeout)
         res.mesh_virtual_slashed = int(report.get("virtual_slashed") or 0)
         res.mesh_virtual_unbonded = int(report.get("virtual_unbonded") or 0)
         res.mesh_btc_left = {who: int(report["delegations"][d.staking_tx_hash]["btc_left"])
@@ -908,6 +945,17 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         st.detail = ", ".join(f"{w}: chain {o.status} / API {o.api_state or '-'}" for w, o in res.delegations.items())
 
 
+def _settled_power(q: Callable[[str, dict], Any], timeout: float) -> dict[str, int]:
+    """The consensus set once the valset reached its target (changes are spread over blocks, each
+    under 1/3 of the power, and sign from two blocks later): operator → power."""
+    def settled() -> dict[str, int] | None:
+        target = {op: p for op, p in q("valset", {"target": {}})["powers"].items() if p > 0}
+        now = {v["operator"]: v["power"] for v in q("valset", {"validator_set": {}})["validators"]}
+        return now if now == target else None
+
+    return _wait(settled, timeout, "the consensus power to settle")
+
+
 def _earned(r: dict) -> int:
     """Pending + claimed of a mesh ``rewards {delegation}`` reply."""
     return int(r["pending"]) + int(r["claimed"])
@@ -972,6 +1020,12 @@ def format_summary(res: DemoResult) -> str:
                   for d in res.mesh_upstream["differences"]]
     if res.reward_totals:
         parts += _rewards_summary(res)
+    if res.consensus_power_before:
+        names = {o.validator: f"{o.validator[:16]}… (FP of {o.label})" for o in res.delegations.values()}
+        parts += ["", f"Consensus power (valset: (own bond + virtual stake) // {VALSET_TOKENS_PER_POWER})", _table(
+            [["validator", "after ACTIVE", "after slash"]] + [
+                [names.get(v, v), str(p), str(res.consensus_power_after.get(v, 0))]
+                for v, p in res.consensus_power_before.items()])]
     if res.kernel_checked_spent_coins:
         node = "embedded node" if res.btc_backend == "embedded" else f"{res.btc_backend} node"
         parts.append(f"Bitcoin ({node}): {res.btc_height} blocks; chain state and {res.kernel_checked_spent_coins} "

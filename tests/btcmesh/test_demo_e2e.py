@@ -100,6 +100,15 @@ def test_slash_figures_reported_apart(demo: DemoResult) -> None:
     assert f"BTC left (vault collateral of A) {demo.slashing_change_sat} sat" in summary
 
 
+def test_consensus_power_follows_btc_stake(demo: DemoResult) -> None:
+    """Issue 10 §1 in embedded mode: the valset gives each validator (own bond 10 + virtual stake)
+    power units of 100,000; the slashed FP's validator leaves the set, the others keep theirs."""
+    bad, honest = demo.delegations["A"].validator, demo.delegations["B"].validator
+    assert demo.consensus_power_before == {bad: 20, honest: 15, "demo-val-2": 10, "demo-val-3": 10}
+    assert demo.consensus_power_after == {honest: 15, "demo-val-2": 10, "demo-val-3": 10}
+    assert "Consensus power" in format_summary(demo)
+
+
 def test_extracted_key_is_the_fp_secret(demo: DemoResult) -> None:
     assert demo.extracted_sk == demo.bad_fp_secret
     assert demo.extracted_key_matches and demo.slasher_key_matches

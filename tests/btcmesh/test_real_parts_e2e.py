@@ -118,8 +118,13 @@ def test_virtual_stake_slashed_on_the_cosmos_side(real: tuple[DemoConfig, DemoRe
     bad, honest = demo.delegations["A"].validator, demo.delegations["B"].validator
     assert demo.virtual_stake_before == {bad: cfg.value_a, honest: cfg.value_b}
     assert demo.virtual_stake_after == {bad: 0, honest: cfg.value_b}
-    assert demo.mesh_collateral_before["A"] - demo.mesh_collateral_after["A"] == demo.delegations["A"].burned_sat
+    # collateral = the slashing tx's change output (slash and fee gone); three figures apart (issue 10 §2)
+    assert demo.mesh_collateral_after["A"] == demo.slashing_change_sat == demo.mesh_btc_left["A"]
+    assert (demo.mesh_virtual_slashed, demo.mesh_virtual_unbonded) == (cfg.value_a // 10, cfg.value_a - cfg.value_a // 10)
     assert demo.mesh_collateral_after["B"] == demo.mesh_collateral_before["B"] == cfg.value_b
+    # CometBFT consensus power (issue 10 §1): own bond 10 + virtual stake; the slashed FP's validator leaves
+    assert demo.consensus_power_before == {bad: 20, honest: 15, "demo-val-2": 10}
+    assert demo.consensus_power_after == {honest: 15, "demo-val-2": 10}
 
 
 def test_extracted_key_is_the_fp_secret(real: tuple[DemoConfig, DemoResult]) -> None:
