@@ -202,3 +202,46 @@ def test_devnet_up_prints_the_explorer_url(monkeypatch, capsys, tmp_path) -> Non
                               block_interval=0.3)
     assert not devnet.cmd_devnet(args)
     assert "explorer http://127.0.0.1:8123/explorer" in capsys.readouterr().out.splitlines()
+
+
+class _FakeChain:
+    """Answers the finality/mesh/registry smart queries the explorer sends, from fixed records."""
+
+    def __init__(self, height: int) -> None:
+        from api.explorer.reader import ChainReader
+
+        self.height = height
+        self.reader = ChainReader(self.query, lambda: self.height)
+        self.asked: list[int] = []
+        self.by_addr = {addr: name for name, addr in self.reader.addresses.items()}
+
+    def query(self, addr: str, msg: dict) -> dict:
+        module, ((name, body),) = self.by_addr[addr], msg.items()
+        if (module, name) == ("finality", "pub_rand_commits"):
+            return {"commits": [{"start_height": 10, "num_pub_rand": 100}]}
+        if (module, name) == ("finality", "evidence"):
+            return {"evidence": [{"block_height": 12, "canonical_app_hash": "aa" * 32, "fork_app_hash": "bb" * 32}]}
+        if (module, name) == ("finality", "vote"):
+            self.asked.append(body["height"])
+            h = body["height"]
+            return {"vote": {"app_hash": f"{h:064x}"} if h % 2 == 0 or h == 12 else None}
+        raise ValueError(f"unknown query {module} {name}")
+
+
+def test_votes_scan_the_committed_heights_newest_first_with_double_votes() -> None:
+    from api.explorer.data import ExplorerService
+    from api.service import StakingService
+
+    chain = _FakeChain(height=60)
+    svc = ExplorerService(StakingService(make_source()), chain.reader)
+    votes, lo, hi = svc._votes("ab" * 32, before=None, limit=5)
+    assert (lo, hi) == (56, 60)  # the newest 5 committed heights up to the chain height
+    assert [v.height for v in votes] == [60, 58, 56, 12]  # odd heights: no vote; 12: evidence, always included
+    assert [v.double_vote for v in votes] == [False, False, False, True]
+    assert votes[-1].fork_app_hash == "bb" * 32
+    votes, lo, hi = svc._votes("ab" * 32, before=12, limit=100)  # paging below a height
+    assert (lo, hi) == (10, 11) and [v.height for v in votes] == [12, 10]
+    chain.height = 500  # beyond the committed range: only committed heights are asked
+    chain.asked.clear()
+    svc._votes("ab" * 32, before=None, limit=500)
+    assert max(chain.asked) == 109 and min(chain.asked) == 10 and len(chain.asked) == 100
