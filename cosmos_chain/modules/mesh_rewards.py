@@ -25,6 +25,7 @@ finality_provider {fp_btc_pk} | totals {}}``.
 from __future__ import annotations
 
 from dataclasses import fields
+from decimal import ROUND_FLOOR, Decimal
 from typing import TYPE_CHECKING, Any
 
 from mesh_adapter.btc_adapter import BtcMeshAdapter, normalize_pk
@@ -82,8 +83,10 @@ class MeshRewardsMixin:
         ext = adapter.config.external_staking
         if host.query(ext, {"validator_rewards": {"validator": validator}})["commission_recipient"] is not None:
             return
+        # the registry accepts any decimal in [0, 1] ("5e-2", 20 digits): 18 places, floored, fixed-point
+        rate = format(Decimal(str(rec.get("commission") or "0")).quantize(Decimal("1e-18"), ROUND_FLOOR), "f")
         host.execute(adapter.config.authority, ext, {"set_validator_commission": {
-            "valoper": validator, "rate": str(rec.get("commission") or "0"), "recipient": rec["addr"]}})
+            "valoper": validator, "rate": rate, "recipient": rec["addr"]}})
 
     # ------------------------------------------------------------------ execute
     def exec_claim_rewards(self: "MeshModule", ctx: Context, sender: str, body: dict, funds: list) -> dict:

@@ -5,6 +5,8 @@ restart. Every change is a cosmpy-signed tx through ``ChainApp.finalize_block``/
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from btc_staking.keys import xonly_from_secret
@@ -198,3 +200,14 @@ def test_fees_paid_to_the_consumer_flow_with_the_next_block():
     assert int(t["totals"]["paid_by_consumer"]) == paid + REWARD + 300 and t["consumer"]["fees"] == "300"
     assert mesh_balance(chain, STAKER_B.address) == got - 300
     check_reconciliation(chain)
+
+
+def test_commission_in_any_decimal_form_the_registry_accepts():
+    chain = Chain.start([ADMIN, OP_A, RELAYER, STAKER_A], {"mesh": GENESIS}, modules=[CommissionRegistry()])
+    chain.ok(OP_A, "btc_staking", {"create_finality_provider": {"btc_pk": FP_A, "validator": "valA",
+                                                                "commission": "5E-2"}})
+    for st in ("PENDING", "ACTIVE"):
+        set_status(chain, delegation(6, FP_A, 10_000, STAKER_A), st)
+    chain.block()
+    fp = rewards(chain, {"finality_provider": {"fp_btc_pk": FP_A}})
+    assert Decimal(fp["commission_rate"]) == Decimal("0.05") and int(fp["commission"]) == 2 * 50
