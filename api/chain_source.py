@@ -16,11 +16,15 @@ Registry replies used (hex lowercase, txids display order, keys x-only):
 * ``delegations {staker_pk?, start_after?, limit?}`` → ``{"delegations": [...], "next_key"}``;
 * ``finality_providers {}`` → ``{"finality_providers": [...]}``;
 * ``params {}`` → ``{"params_versions": [{version, ...StakingParams.to_dict()}]}``;
-* light client ``tip {}`` → ``{height, hash, work}``.
+* light client ``tip {}`` → ``{height, hash, work}``;
+* finality ``finality_provider {fp_btc_pk}`` → ``{voting_power, state, ...}`` and
+  ``last_finalized_height {}`` → ``{height}`` (read when the chain has a finality module; a
+  failing finality query leaves those fields unknown rather than failing the request).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -154,12 +158,24 @@ class RegistrySource:
     """``StakingDataSource`` over smart queries to the registry and light-client contracts."""
 
     def __init__(
-        self, query: QueryFn, registry_address: str, light_client_address: str, page_limit: int = 100
+        self, query: QueryFn, registry_address: str, light_client_address: str, page_limit: int = 100,
+        finality_address: str | None = None,
     ) -> None:
         self._query = query
         self.registry_address = registry_address
         self.light_client_address = light_client_address
         self.page_limit = page_limit
+        self.finality_address = finality_address if finality_address is not None else _finality_address(
+            registry_address)
+
+    def _finality(self, msg: dict[str, Any]) -> Any:
+        """A finality-module query, or None when there is none / it fails (older chains)."""
+        if not self.finality_address:
+            return None
+        try:
+            return self._query(self.finality_address, msg)
+        except Exception:  # noqa: BLE001 - the finality fields are optional in the API
+            return None
 
     def _q(self, contract: str, msg: dict[str, Any]) -> Any:
         try:
@@ -208,7 +224,23 @@ class RegistrySource:
     def list_finality_providers(self) -> Sequence[FinalityProviderRecord]:
         """See ``StakingDataSource``."""
         reply = self._q(self.registry_address, {"finality_providers": {}})
-        return [finality_provider_from_json(d) for d in _field(reply, "finality_providers", "finality_providers")]
+        out = []
+        for d in _field(reply, "finality_providers", "finality_providers"):
+            rec = finality_provider_from_json(d)
+            fin = self._finality({"finality_provider": {"fp_btc_pk": rec.btc_pk_hex}})
+            # before any FP ever had power (height 0) the finality module has no view: keep the TVL rule
+            if isinstance(fin, Mapping) and isinstance(fin.get("voting_power"), int) and fin.get("height"):
+                state = str(fin.get("state") or "")
+                rec = dataclasses.replace(rec, voting_power=int(fin["voting_power"]), finality_state=state or None,
+                                          jailed=rec.jailed or state == "jailed")
+            out.append(rec)
+        return out
+
+    def last_finalized_height(self) -> int | None:
+        """The finality module's last finalized chain height (None: nothing finalized / unknown)."""
+        reply = self._finality({"last_finalized_height": {}})
+        height = reply.get("height") if isinstance(reply, Mapping) else None
+        return int(height) if isinstance(height, int) else None
 
     def params(self) -> Sequence[ParamsRecord]:
         """See ``StakingDataSource``."""
@@ -222,6 +254,17 @@ class RegistrySource:
         if height is None:
             raise DataSourceError("light client has no tip yet")
         return int(height)
+
+
+def _finality_address(registry_address: str) -> str:
+    """The finality module's address on the registry's chain (same bech32 prefix)."""
+    from cosmos_chain.modules.base import module_address
+
+    prefix, sep, _ = registry_address.rpartition("1")
+    try:
+        return module_address("finality", prefix) if sep and prefix else ""
+    except Exception:  # noqa: BLE001 - not a bech32 address (test doubles): no finality queries
+        return ""
 
 
 def ledger_query_fn(client: Any) -> QueryFn:

@@ -133,12 +133,18 @@ class FinalityProviderPublic(BaseModel):
 
     btc_pk: str = Field(description="Finality provider BIP-340 x-only public key.", examples=[EXAMPLE_FP_PK])
     state: Literal["active", "standby", "jailed", "slashed"] = Field(
-        description="`active` carries ACTIVE stake; `standby` has none; `jailed`/`slashed` as on chain.", examples=["active"]
+        description="The finality module's view: `active` has voting power at the latest height (ACTIVE stake, "
+        "public randomness, among the top `max_active_finality_providers`), `standby` has none, `jailed` missed "
+        "too many votes, `slashed` double-signed. Before finality activates (no FP ever had power): `active` "
+        "carries ACTIVE stake.", examples=["active"]
     )
     description: FinalityProviderDescription
     commission: str = Field(description="Commission rate, decimal string.", examples=["0.05"])
     active_tvl: int = Field(ge=0, description="Sum of ACTIVE delegations' amounts, satoshi.", examples=[3_000_000])
     active_delegations: int = Field(ge=0, description="Number of ACTIVE delegations.", examples=[2])
+    voting_power: int = Field(default=0, ge=0, description="Finality voting power at the chain's latest height "
+                              "(active sats when among the top `max_active_finality_providers` with public "
+                              "randomness; 0 otherwise).", examples=[3_000_000])
 
 
 # ------------------------------------------------------------------------ stats
@@ -218,6 +224,8 @@ class NetworkInfoPublic(BaseModel):
     staking_status: StakingStatusPublic
     params: ParamsPublic
     btc_tip_height: int = Field(ge=0, description="BTC light-client tip height.", examples=[500])
+    last_finalized_height: int | None = Field(default=None, ge=1, description="Last chain height finalized by "
+                                              "the finality providers' votes (null: none yet).", examples=[120])
     index_lag_blocks: int | None = Field(default=None, ge=0, description="How many chain blocks the API's index "
                                          "is behind the chain (null: the API reads the chain directly).",
                                          examples=[0])

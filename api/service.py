@@ -79,6 +79,8 @@ def to_public(rec: DelegationRecord, btc_tip: int) -> DelegationPublic:
 
 
 def _fp_state(fp: FinalityProviderRecord, active_tvl: int) -> str:
+    if fp.finality_state in ("active", "standby", "jailed", "slashed") and not fp.slashed:
+        return fp.finality_state  # the finality module's own view (power table, jail)
     if fp.slashed:
         return "slashed"
     if fp.jailed:
@@ -177,6 +179,7 @@ class StakingService:
                 commission=fp.commission,
                 active_tvl=tvl.get(fp.btc_pk_hex, 0),
                 active_delegations=count.get(fp.btc_pk_hex, 0),
+                voting_power=fp.voting_power or 0,
             )
             for fp in self.source.list_finality_providers()
         ]
@@ -281,8 +284,9 @@ class StakingService:
         tip = self.source.btc_tip_height()
         params = self.params()
         is_open = any(p.btc_activation_height <= tip for p in params.bbn)
+        finalized = getattr(self.source, "last_finalized_height", None)
         info = NetworkInfoPublic(staking_status=StakingStatusPublic(is_staking_open=is_open), params=params,
-                                 btc_tip_height=tip)
+                                 btc_tip_height=tip, last_finalized_height=finalized() if callable(finalized) else None)
         lag_fn = getattr(self.source, "index_lag", None)  # api.index.IndexedSource
         lag = lag_fn() if callable(lag_fn) else None
         if lag is not None:

@@ -62,6 +62,8 @@ class FinalityProviderRecord:
     address: str = ""
     slashed: bool = False
     jailed: bool = False
+    voting_power: int | None = None     # finality module: power at the latest height (None: not known)
+    finality_state: str | None = None   # finality module: active | standby | jailed | slashed
 
 
 @dataclass(frozen=True)

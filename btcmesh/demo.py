@@ -64,6 +64,7 @@ DENOM = "ubbn"
 REGISTRY, LIGHT_CLIENT, FINALITY, MESH = "btc_staking", "btc_light_client", "finality", "mesh"
 BTC_BACKENDS = ("embedded", "btcd")
 TX_SCAN_DEPTH = 500  # blocks searched back from the tip for a tx on a node without a tx→block index
+FP_PUB_RAND = 40     # heights of randomness each demo FP commits (< the default max_missed of 50)
 
 
 class DemoError(RuntimeError):
@@ -223,6 +224,9 @@ class DemoResult:
     validator_local_app_hashes: dict[str, str] = field(default_factory=dict)  # node → its own app's hash
     rewards: dict[str, dict] = field(default_factory=dict)        # staker → {earned_at_slash, claimed, pending, ...}
     reward_totals: dict[str, Any] = field(default_factory=dict)   # mesh ``rewards {totals}`` at the end
+    finalized_height: int | None = None            # finality module: last finalized chain height
+    vote_height: int = 0                           # the block both FPs voted on (and the bad one forked)
+    fp_finality: dict[str, dict] = field(default_factory=dict)  # role → {fp_btc_pk, power_at_vote, voting_power, state}
     mesh_upstream: dict[str, Any] = field(default_factory=dict)  # --mesh upstream: btcmesh.mesh_upstream replay
     elapsed_s: float = 0.0
 
@@ -742,15 +746,25 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
 
     # ---------------------------------------------------------------- 7. finality: commit, vote, double-sign
     with run.step("FPs commit EOTS public randomness and vote") as st:
-        start = chain.height() + 1
+        # randomness for heights above the chain's (the chain refuses heights already past), a
+        # short range: no FP has power (or can miss votes) outside it, so the FPs, which vote only
+        # here, stay under the liveness limit (max_missed of the signed-blocks window)
+        lead = 10
         for fp in fps.values():
-            fp.commit_pub_rand(start, 100)
+            fp.commit_pub_rand(chain.height() + lead, FP_PUB_RAND)
+        start = max(fp.commits[-1].start for fp in fps.values())
         vote_h = _wait(lambda: chain.height() >= start + 1 and start, cfg.timeout, "a block to vote on")
         for fp in fps.values():
             _wait(lambda: fp.block_app_hash(vote_h) is not None, cfg.timeout, f"app hash of block {vote_h}")
-            fp.vote_block(vote_h)
+            fp.vote_pending(vote_h)  # every height it has power for, up to vote_h
         votes = q(FINALITY, {"votes_at_height": {"height": vote_h}})["votes"]
-        st.detail = f"pub rand for heights {start}..{start + 99}; {len(votes)} votes on block {vote_h}"
+        res.vote_height = vote_h
+        for role, fp in fps.items():
+            res.fp_finality[role] = {"fp_btc_pk": fp.btc_pk_hex, "power_at_vote": fp.voting_power(vote_h)}
+        res.finalized_height = _wait(lambda: q(FINALITY, {"last_finalized_height": {}})["height"], cfg.timeout,
+                                     "a finalized block")
+        st.detail = (f"pub rand from height {start} ({FP_PUB_RAND} heights); {len(votes)} votes on block {vote_h}; "
+                     f"finalized up to {res.finalized_height}")
 
     with run.step("the bad FP double-signs → evidence, key extracted, FP slashed") as st:
         fork_hash = hashlib.sha256(b"btcmesh-demo/forked-app-hash").digest()
@@ -938,6 +952,9 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         res.reward_totals = q(MESH, {"rewards": {"totals": {}}})
         if res.reward_totals["totals"]["balanced"] is not True:
             raise DemoError(f"rewards do not reconcile: {res.reward_totals['totals']}")
+        res.finalized_height = q(FINALITY, {"last_finalized_height": {}})["height"]
+        for role, fp in fps.items():
+            res.fp_finality[role].update({k: v for k, v in fp.status().items() if k in ("voting_power", "state")})
         if cfg.comet:
             _check_validator_app_hashes(run, chain)
             st.detail += (f"; {len(res.validator_app_hashes)} validators agree on the app hash "
@@ -1006,6 +1023,13 @@ def format_summary(res: DemoResult) -> str:
                   f"Mesh:     virtual stake slashed {res.mesh_virtual_slashed}; unbonded from the tombstoned "
                   f"validator {res.mesh_virtual_unbonded}; BTC left (vault collateral of A) "
                   f"{res.mesh_collateral_after.get('A', '-')} sat = slashing tx change {res.slashing_change_sat or '-'}"]
+    if res.fp_finality:
+        parts += ["", f"Finality: last finalized chain height {res.finalized_height if res.finalized_height else '-'}"
+                      f" (both FPs voted on block {res.vote_height})", _table(
+                          [["FP", "key", f"power at {res.vote_height}", "power now", "state"]] + [
+                              [role, f["fp_btc_pk"][:12] + "…", str(f.get("power_at_vote", "-")),
+                               str(f.get("voting_power", "-")), str(f.get("state", "-"))]
+                              for role, f in res.fp_finality.items()])]
     if res.mesh_upstream:
         m, u = res.mesh_upstream["model"], res.mesh_upstream["upstream"]
         parts += ["", "Mesh on the upstream contracts (cw-multi-test harness) vs our model", _table(

@@ -244,6 +244,29 @@ class FinalityProvider:
             self.commits.pop()
             raise
 
+    def chain_height(self) -> int:
+        """The chain's latest committed height (finality ``status`` query)."""
+        return int(self.chain.query({"status": {}})["height"])
+
+    def commit_pub_rand_ahead(self, num_pub_rand: int, lead: int = 2) -> Any:
+        """Commit randomness for [h + lead, h + lead + num) with h the chain's latest height: the
+        chain refuses a start that is not above the height of the block including the commit, so
+        ``lead`` must cover the blocks the tx may wait (≥ 2; more on a fast CometBFT chain)."""
+        if not isinstance(lead, int) or lead < 2:
+            raise FinalityProviderError("lead must be an int ≥ 2 (the commit lands in a later block)")
+        for _ in range(4):  # building a long list takes time: re-check the height, widen the lead if passed
+            start = self.chain_height() + lead
+            msg = self.pub_rand_commit_msg(start, num_pub_rand)
+            if self.chain_height() + 1 < start:
+                try:
+                    return self.chain.submit(msg)
+                except Exception:
+                    self.commits.pop()
+                    raise
+            self.commits.pop()
+            lead *= 2
+        raise FinalityProviderError(f"the chain outran every lead up to {lead // 2} blocks")
+
     # ------------------------------------------------------------------ votes
     def _proof(self, height: int) -> eots.MerkleProof:
         for c in reversed(self.commits):
@@ -269,7 +292,8 @@ class FinalityProvider:
         return result
 
     def block_app_hash(self, height: int) -> bytes | None:
-        """The app hash the chain recorded for block ``height`` (None until block height+1 began)."""
+        """Block ``height``'s header app hash as the chain indexed it (what a vote signs; None
+        until block ``height`` began)."""
         h = self.chain.query({"block_app_hash": {"height": height}})["app_hash"]
         return None if h is None else bytes.fromhex(h)
 
@@ -283,6 +307,35 @@ class FinalityProvider:
     def double_sign(self, height: int, fork_app_hash: bytes) -> Any:
         """Demo only: vote on a conflicting app hash at ``height`` with the same randomness."""
         return self.chain.submit(self.vote_msg(height, fork_app_hash))
+
+    def voting_power(self, height: int) -> int:
+        """This FP's voting power at ``height`` (the chain's power table)."""
+        return int(self.chain.query({"finality_provider": {"fp_btc_pk": self.btc_pk_hex, "height": height}})
+                   ["voting_power"])
+
+    def vote_pending(self, up_to: int | None = None) -> list[int]:
+        """Vote honestly on every indexed height ≤ ``up_to`` (default: the latest) that this FP has
+        randomness and voting power for and has not voted on yet; returns the heights voted."""
+        top = self.chain_height() if up_to is None else up_to
+        voted = []
+        for c in self.commits:
+            for height in range(c.start, min(c.start + c.num - 1, top) + 1):
+                if height in self.voted or self.voting_power(height) <= 0:
+                    continue
+                app_hash = self.block_app_hash(height)
+                if app_hash is None:
+                    continue
+                self.vote(height, app_hash)
+                voted.append(height)
+        return voted
+
+    def unjail(self) -> Any:
+        """Ask the chain to lift this FP's liveness jail (after ``jail_duration``)."""
+        return self.chain.submit({"unjail_finality_provider": {"fp_btc_pk": self.btc_pk_hex}})
+
+    def status(self) -> dict:
+        """``{fp_btc_pk, height, voting_power, state, jailed_until}`` from the chain."""
+        return self.chain.query({"finality_provider": {"fp_btc_pk": self.btc_pk_hex}})
 
     # ------------------------------------------------------------------ queries
     def is_slashed(self) -> bool:

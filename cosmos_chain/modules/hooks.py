@@ -52,6 +52,31 @@ class ChainFinalityHooks:
         rec = reg.finality_provider(ctx, fp_btc_pk) if reg is not None else None  # type: ignore[attr-defined]
         return bool(rec and (rec.get("slashed_height") or rec.get("slashed")))
 
+    def active_sat(self, ctx: Context, fp_btc_pk: str) -> int:
+        """Sats of the FP's ACTIVE delegations in the registry (0 without one)."""
+        reg = _registry(ctx)
+        fn = getattr(reg, "active_sat", None)
+        return int(fn(ctx, fp_btc_pk)) if callable(fn) else 0
+
+    def fp_owner(self, ctx: Context, fp_btc_pk: str) -> str | None:
+        """The address that registered the FP (the only one that may unjail it)."""
+        reg = _registry(ctx)
+        rec = reg.finality_provider(ctx, fp_btc_pk) if reg is not None else None  # type: ignore[attr-defined]
+        return (rec or {}).get("addr") or None
+
+    def jail_finality_provider(self, ctx: Context, fp_btc_pk: str, height: int) -> None:
+        """Liveness jail: jail the FP's mesh validator (offline slash ratio) and drop its virtual stake."""
+        mesh = ctx.app.modules.get("mesh")
+        fn = getattr(mesh, "jail_finality_provider", None)
+        if callable(fn):
+            fn(ctx, fp_btc_pk, height)
+
+    def unjail_finality_provider(self, ctx: Context, fp_btc_pk: str, height: int) -> None:
+        mesh = ctx.app.modules.get("mesh")
+        fn = getattr(mesh, "unjail_finality_provider", None)
+        if callable(fn):
+            fn(ctx, fp_btc_pk, height)
+
     def canonical_app_hash(self, ctx: Context, height: int) -> bytes | None:
         fin = ctx.app.modules.get("finality")
         return None if fin is None else fin.app_hash_at(ctx, height)  # type: ignore[attr-defined]

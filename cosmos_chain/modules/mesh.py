@@ -397,6 +397,47 @@ class MeshModule(MeshRewardsMixin, Module):
         self.store(ctx).set("slash/" + validator, dict(report, fp_btc_pk=fp, height=int(height)))
         return report
 
+    # ------------------------------------------------------------------ liveness jail (finality hooks)
+    def jail_finality_provider(self, ctx: Context, fp_btc_pk: str, height: int) -> dict | None:
+        """The FP missed too many finality votes: jail its mesh validator through external staking's
+        ``handle_slashing`` with ``tombstone: false`` (Mesh Security's *offline* slash ratio, 0 for
+        BTC: nothing is burned) and report its virtual stake as 0 until it is unjailed."""
+        fp = normalize_pk(fp_btc_pk, "fp_btc_pk")
+        with self.session(ctx, write=False) as (host, adapter):
+            validator = adapter.config.fp_to_validator.get(fp)
+            state = None if validator is None else \
+                host.query(adapter.config.external_staking, {"validator": {"valoper": validator}})["state"]
+        if validator is None or state != "active":
+            ctx.emit("mesh_jail", fp_btc_pk=fp, skipped=f"mesh validator is {state or 'missing'}")
+            return None
+        with self.session(ctx) as (host, adapter):
+            ratio = host.query(adapter.config.external_staking, {"max_slash": {}})["slash_ratio_offline"]
+            host.execute(adapter.config.authority, adapter.config.external_staking, {"handle_slashing": {
+                "validator": validator, "height": int(height), "time": host.block().time, "tombstone": False}})
+        self.store(ctx).set("jailed/" + validator, {"fp_btc_pk": fp, "height": int(height)})
+        ctx.emit("mesh_jail", fp_btc_pk=fp, validator=validator, height=str(height), ratio=ratio)
+        return {"validator": validator, "ratio": ratio}
+
+    def unjail_finality_provider(self, ctx: Context, fp_btc_pk: str, height: int) -> None:
+        """Lift the liveness jail of the FP's mesh validator (its virtual stake counts again)."""
+        fp = normalize_pk(fp_btc_pk, "fp_btc_pk")
+        with self.session(ctx, write=False) as (_, adapter):
+            validator = adapter.config.fp_to_validator.get(fp)
+        if validator is None or not self.store(ctx).has("jailed/" + validator):
+            return
+        with self.session(ctx) as (host, adapter):
+            host.execute(adapter.config.authority, adapter.config.external_staking,
+                         {"test_unjail_validator": {"valoper": validator, "height": int(height)}})
+        self.store(ctx).delete("jailed/" + validator)
+        ctx.emit("mesh_unjail", fp_btc_pk=fp, validator=validator, height=str(height))
+
+    def validator_virtual_stake(self, ctx: Context, validator: str) -> int:
+        """Virtual stake backing ``validator``: 0 while it is jailed for liveness."""
+        if self.store(ctx).has("jailed/" + validator):
+            return 0
+        with self.session(ctx, write=False) as (_, adapter):
+            return adapter.validator_virtual_stake(validator)
+
     # ------------------------------------------------------------------ execute
     def exec_set_price(self, ctx: Context, sender: str, body: dict, funds: list) -> dict:
         """Admin: set the converter price (consumer tokens per sat) and the adapter's copy of it."""
@@ -467,7 +508,8 @@ class MeshModule(MeshRewardsMixin, Module):
                 v = q.get("validator")
                 if not isinstance(v, str):
                     raise InvalidRequestError("mesh: validator_virtual_stake needs `validator`")
-                return {"validator": v, "virtual_stake": str(adapter.validator_virtual_stake(v)),
+                jailed = self.store(ctx).has("jailed/" + v)
+                return {"validator": v, "virtual_stake": "0" if jailed else str(adapter.validator_virtual_stake(v)),
                         "staked_sat": str(adapter.staked_on(v))}
             if name == "delegations_of":
                 return {"delegations": adapter.delegations_of(q.get("staker_btc_pk"))}

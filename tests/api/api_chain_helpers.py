@@ -262,6 +262,19 @@ class StakingChain:
                 raise TimeoutError(f"chain did not reach height {height} in {timeout}s")
             time.sleep(0.05)
 
+    def commit_randomness(self, fp: FinalityProviderKey, num: int) -> int:
+        """``fp`` commits EOTS randomness for ``num`` heights above the chain's; waits until the first
+        of them is produced (the FP then has voting power if it has ACTIVE stake); returns that height."""
+        from btcmesh.finality_provider import CallableChannel, FinalityProvider
+
+        finality = module_address("finality")
+        channel = CallableChannel(lambda msg: self.execute(finality, msg), lambda msg: self.query(finality, msg))
+        provider = FinalityProvider(fp.sk, channel, context=CHAIN_ID.encode())
+        provider.commit_pub_rand_ahead(num, lead=40)
+        start = provider.commits[-1].start
+        self.wait_for_height(start)
+        return start
+
     def slash_fp(self, fp: FinalityProviderKey) -> dict[str, Any]:
         """Make ``fp`` equivocate through the finality module (EOTS double sign); returns the is_slashed reply."""
         from btcmesh.finality_provider import CallableChannel, FinalityProvider
@@ -269,10 +282,10 @@ class StakingChain:
         finality = module_address("finality")
         channel = CallableChannel(lambda msg: self.execute(finality, msg), lambda msg: self.query(finality, msg))
         provider = FinalityProvider(fp.sk, channel, context=CHAIN_ID.encode())
-        start = self.height() + 1
-        provider.commit_pub_rand(start, 16)
-        self.wait_for_height(start + 1)  # the app hash of block `start` is recorded in block start+1
-        provider.vote_block(start)
+        provider.commit_pub_rand_ahead(16, lead=5)  # randomness only for heights above the chain's
+        start = provider.commits[-1].start
+        self.wait_for_height(start + 1)  # block `start` indexed (its header app hash is what votes sign)
+        provider.vote_block(start)  # the FP needs voting power at `start`: ACTIVE stake and randomness
         provider.double_sign(start, hashlib.sha256(b"fork").digest())
         return self.query(finality, {"is_slashed": {"fp_btc_pk": fp.pk.hex()}})
 

@@ -19,6 +19,7 @@ with warnings.catch_warnings():
 from api.chain_source import ChainAppSource, RegistrySource
 from api.params import encode_pagination_key
 from api.server import app_for_chain, app_for_url
+from cosmos_chain.modules.base import module_address
 from api_chain_helpers import (
     K,
     UNBONDING_TIME,
@@ -55,7 +56,9 @@ def _deleg(label: str, staker: str, fp: FinalityProviderKey, value: int, time: i
 @pytest.fixture(scope="module")
 def world() -> Iterator[World]:
     btc = MiniBtc()
-    chain = StakingChain(btc, [P0, P1])
+    # the FPs never vote here: a liveness window that does not jail them during the module
+    chain = StakingChain(btc, [P0, P1], extra_genesis={"finality": {"params": {
+        "signed_blocks_window": 100_000, "max_missed": 99_999}}})
     try:
         chain.mine(n=3)
         chain.register_fp(ALPHA, "fp-alpha", "0.05")
@@ -104,6 +107,10 @@ def world() -> Iterator[World]:
         chain.add_proof(d["expiring"])
         # the last unbonding: its timelock has not passed at the final tip
         chain.unbond(d["unbonding"])
+        # ALPHA and BETA commit randomness: they get voting power (their ACTIVE sats); GAMMA does not
+        for fp in (ALPHA, BETA):
+            chain.commit_randomness(fp, 3_000)
+        chain.wait_for_height(chain.height() + 1)
         client = TestClient(app_for_chain(chain.client))
         rest_client = TestClient(app_for_url(chain.chain.rest.url, timeout=10))
         yield World(chain, d, client, rest_client)
@@ -249,6 +256,10 @@ def test_finality_providers_with_active_tvl(world):
         assert fps[BETA.pk.hex()]["active_tvl"] == d["active_a2"].value
         assert fps[GAMMA.pk.hex()]["active_tvl"] == 0 and fps[GAMMA.pk.hex()]["state"] == "standby"
         assert fps[ALPHA.pk.hex()]["state"] == "active"
+        # finality (issue 9): power = ACTIVE sats for the FPs with randomness, none for the others
+        assert fps[ALPHA.pk.hex()]["voting_power"] == fps[ALPHA.pk.hex()]["active_tvl"]
+        assert fps[BETA.pk.hex()]["voting_power"] == d["active_a2"].value and fps[BETA.pk.hex()]["state"] == "active"
+        assert fps[GAMMA.pk.hex()]["voting_power"] == 0 and fps[DELTA.pk.hex()]["voting_power"] == 0
         assert fps[ALPHA.pk.hex()]["description"]["moniker"] == "fp-alpha"
         assert fps[ALPHA.pk.hex()]["description"]["website"] == "https://fp-alpha.example"
         assert fps[BETA.pk.hex()]["commission"] == "0.10"
@@ -291,6 +302,9 @@ def test_params_and_network_info(world):
     info = _get(world.rest_client, "/v2/network-info")["data"]
     assert info["params"] == params and info["btc_tip_height"] == world.chain.btc.tip_height
     assert info["staking_status"]["is_staking_open"] is True
+    # DELTA's lone vote (it alone had power then) finalized its block
+    fin = world.chain.query(module_address("finality"), {"last_finalized_height": {}})["height"]
+    assert isinstance(fin, int) and info["last_finalized_height"] == fin
 
 
 def test_health_reports_the_btc_tip(world):

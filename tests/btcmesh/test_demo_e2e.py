@@ -155,6 +155,19 @@ def test_a_missing_chain_module_is_reported_not_faked(monkeypatch: pytest.Monkey
     assert "not available" in format_summary(res) and "FAILED" in format_summary(res)
 
 
+def test_finality_power_and_finalized_height_in_the_summary(demo: DemoResult) -> None:
+    """Issue 9: both FPs voted with power (their active sats), the block was finalized, the bad FP
+    ends slashed with no power; the summary shows the finalized height and each FP's power and state."""
+    assert demo.vote_height > 0 and demo.finalized_height is not None and demo.finalized_height >= demo.vote_height
+    bad, honest = demo.fp_finality["bad"], demo.fp_finality["honest"]
+    assert (bad["power_at_vote"], honest["power_at_vote"]) == (CFG.value_a, CFG.value_b)
+    assert (bad["state"], bad["voting_power"]) == ("slashed", 0)
+    assert honest["state"] in ("active", "standby") and honest["state"] != "jailed"
+    summary = format_summary(demo)
+    assert f"last finalized chain height {demo.finalized_height}" in summary
+    assert "slashed" in summary and str(CFG.value_a) in summary
+
+
 def test_rewards_flow_slash_stops_and_reconcile(demo: DemoResult) -> None:
     """Issue 15: both stakers earn consumer rewards; A nothing after its FP's slash (what it earned
     stays pending); B claims to its own (PoP-bound) address; every unit the consumer paid is

@@ -80,7 +80,7 @@ def world():
     btc.add_confirmed(htx)
 
     hooks = StaticHooks({fp.hex(), honest.hex()})
-    module = StandaloneFinality(hooks, height=50)
+    module = StandaloneFinality(hooks, height=0)  # randomness is committed ahead, then the chain moves on
     chan = CallableChannel(module.execute, module.query)
     delegations = {fp.hex(): [d], honest.hex(): [hd]}
 
@@ -98,6 +98,7 @@ def world():
 def _double_sign(w, height: int = 7) -> None:
     fpc = w["fp_client"]
     fpc.commit_pub_rand(1, 20)
+    w["module"].height = 50
     fpc.vote(height, b"\x11" * 32)
     fpc.double_sign(height, b"\x22" * 32)
 

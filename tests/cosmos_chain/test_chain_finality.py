@@ -39,6 +39,8 @@ STAKER = "5b" * 32
 UNBONDING = 1000
 MESH_GENESIS = {"admin": ADMIN.address, "price": "2", "discount": "0.25", "unbonding_period": UNBONDING}
 N_RAND = 200
+#: these tests vote late, block by block: a liveness window that never jails (liveness: test_chain_power)
+LENIENT = {"params": {"signed_blocks_window": 1000, "max_missed": 999}}
 PARAMS = small_params()
 #: the Net's delegations: 1 and 2 (later unbonding) on FP A, 3 on FP B
 STAKES = {1: StakeFixture("a1", [PK_A], 1_000_000, 100, PARAMS), 2: StakeFixture("a2", [PK_A], 500_000, 100, PARAMS),
@@ -65,6 +67,11 @@ def set_status(chain: Chain, n: int, sk: bytes, value: int, status: str) -> None
 
 
 def app_hash(chain: Chain, height: int) -> bytes:
+    """Block ``height``'s header app hash (what a finality vote signs, Babylon ``indexed_blocks``)."""
+    return bytes.fromhex(chain.app.get_block(height)["app_hash"])
+
+
+def result_hash(chain: Chain, height: int) -> bytes:
     return bytes.fromhex(chain.app.get_block(height)["result_app_hash"])
 
 
@@ -79,12 +86,13 @@ def virtual_on(chain: Chain, validator: str) -> int:
 class Net:
     """A chain with the real light client + staking registry: FPs A (valA) and B (valB); k-deep,
     covenant-signed delegations 1 (1_000_000) and 2 (500_000, unbonded on Bitcoin) on A and
-    3 (2_000_000) on B; both FPs' randomness committed for heights [1, 1 + N_RAND)."""
+    3 (2_000_000) on B; both FPs' randomness committed for heights [start, start + N_RAND), start
+    above the chain height (``at(i)`` = start + i), and 16 blocks produced past start."""
 
     def __init__(self) -> None:
         self.btc = BtcChain()
         sections = {"mesh": MESH_GENESIS, "btc_light_client": self.btc.base(),
-                    "btc_staking": {"params": [PARAMS.to_dict()]}}
+                    "btc_staking": {"params": [PARAMS.to_dict()]}, "finality": LENIENT}
         self.chain = Chain.start([ADMIN, OP_A, OP_B, OP_C, RELAYER], sections)
         deliver = lambda tx: self.chain.block([tx])[0]  # noqa: E731 - every tx recorded for replay
         self.fp_a = FinalityProvider(SK_A, AppChannel(self.chain.app, OP_A.wallet, deliver=deliver), b"mesh-test")
@@ -109,9 +117,15 @@ class Net:
             "staking_tx_hash": h(2), "unbonding_tx": unbonding.serialize().hex(),
             "inclusion_proof": self.btc.inclusion_proof(unbonding)}})
         assert [self.status(n) for n in STAKES] == ["ACTIVE", "UNBONDING", "ACTIVE"]
+        self.start = self.chain.app.last_height + 3  # the two commits land in the next two blocks
         for fp in (self.fp_a, self.fp_b):
-            out = fp.commit_pub_rand(1, N_RAND)
-            assert out == {"fp_btc_pk": fp.btc_pk_hex, "start_height": 1, "num_pub_rand": N_RAND}
+            out = fp.commit_pub_rand(self.start, N_RAND)
+            assert out == {"fp_btc_pk": fp.btc_pk_hex, "start_height": self.start, "num_pub_rand": N_RAND}
+        for _ in range(16):
+            self.chain.block()
+
+    def at(self, i: int) -> int:
+        return self.start + i
 
     def relay(self) -> None:
         tip = self.chain.query("btc_light_client", {"tip": {}})["height"]
@@ -132,7 +146,7 @@ def net() -> Net:
 
 def test_honest_votes_on_many_heights_never_slash(net: Net) -> None:
     chain = net.chain
-    heights = list(range(2, 14))
+    heights = [net.at(i) for i in range(12)]
     for height in heights:
         assert net.vote_honestly(net.fp_a, height)["result"] == "voted"
         assert net.vote_honestly(net.fp_b, height)["result"] == "voted"
@@ -150,10 +164,10 @@ def test_honest_votes_on_many_heights_never_slash(net: Net) -> None:
 
 def test_double_sign_slashes_fp_registry_and_mesh(net: Net) -> None:
     chain = net.chain
-    for height in range(2, 6):
+    for height in map(net.at, range(4)):
         net.vote_honestly(net.fp_a, height)
         net.vote_honestly(net.fp_b, height)
-    bad_height = 5
+    bad_height = net.at(3)
     fork_hash = bytes(32 * [0x13])
     out = net.fp_a.double_sign(bad_height, fork_hash)
     assert out["result"] == "slashed"
@@ -196,8 +210,8 @@ def test_double_sign_slashes_fp_registry_and_mesh(net: Net) -> None:
 
     # the slashed FP can no longer vote or commit; the honest one goes on
     with pytest.raises(ChainRejected, match="is slashed"):
-        net.vote_honestly(net.fp_a, 7)
-    assert net.vote_honestly(net.fp_b, 7)["result"] == "voted"
+        net.vote_honestly(net.fp_a, net.at(6))
+    assert net.vote_honestly(net.fp_b, net.at(6))["result"] == "voted"
     # after the unbonding period the slashed liens are released; collateral stays what BTC is left
     chain.block(dt=UNBONDING)
     a1 = mesh_del(chain, 1)
@@ -207,9 +221,9 @@ def test_double_sign_slashes_fp_registry_and_mesh(net: Net) -> None:
 def test_fork_vote_first_then_canonical_vote_slashes(net: Net) -> None:
     chain = net.chain
     fork = bytes(32 * [0x77])
-    assert net.fp_b.double_sign(3, fork)["result"] == "fork_vote"
+    assert net.fp_b.double_sign(net.at(1), fork)["result"] == "fork_vote"
     assert not net.fp_b.is_slashed()
-    out = net.vote_honestly(net.fp_b, 3)
+    out = net.vote_honestly(net.fp_b, net.at(1))
     assert secret_even_y(SK_B) == SK_B  # even-y key: the extracted secret is SK_B itself
     assert out["result"] == "slashed" and out["extracted_btc_sk"] == SK_B.hex()
     assert mesh_del(chain, 3)["collateral_sat"] == btc_left(chain, 3) and virtual_on(chain, "valB") == 0
@@ -224,10 +238,10 @@ def _tamper_hex(value: str) -> str:
 
 def test_bad_votes_rejected_without_state_change(net: Net) -> None:
     chain = net.chain
-    net.vote_honestly(net.fp_b, 2)
+    net.vote_honestly(net.fp_b, net.at(0))
     fp = net.fp_b
     chan = fp.chain
-    target = 4
+    target = net.at(2)
     good = fp.vote_msg(target, app_hash(chain, target))
     body = good["add_finality_sig"]
 
@@ -238,8 +252,8 @@ def test_bad_votes_rejected_without_state_change(net: Net) -> None:
     bad_index = {"add_finality_sig": dict(body, proof=dict(body["proof"], index=body["proof"]["index"] + 1))}
     other_rand = {"add_finality_sig": dict(body, pub_rand=fp.pub_rand(target + 1).hex())}
     beyond = FinalityProvider(SK_B, chan, b"mesh-test")
-    beyond.pub_rand_commit_msg(1 + N_RAND, 10)  # known locally, never committed on chain
-    no_commit = beyond.vote_msg(1 + N_RAND, bytes(32))
+    beyond.pub_rand_commit_msg(net.at(-8), 5)  # known locally, never committed on chain
+    no_commit = beyond.vote_msg(net.at(-6), bytes(32))
     future = fp.vote_msg(chain.app.last_height + 50, bytes(32))
     cases = [
         (wrong_sig, "EOTS signature does not verify"),
@@ -247,19 +261,21 @@ def test_bad_votes_rejected_without_state_change(net: Net) -> None:
         (bad_proof, "merkle proof does not show pub_rand"),
         (bad_index, "proof index"),
         (other_rand, "merkle proof does not show pub_rand"),
-        (no_commit, "no public randomness committed"),
+        (no_commit, "no voting power at height"),
         (future, "no block at height"),
     ]
     stranger = FinalityProvider(SK_C, AppChannel(chain.app, OP_C.wallet, deliver=lambda tx: chain.block([tx])[0]))
-    finality_before = chain.store_items("finality", exclude=("apphash/",))
+    finality_before = chain.store_items("finality", exclude=("apphash/", "power/", "last_power_height",
+                                                              "next_to_finalize", "missed/"))
     mesh_before, reg_before = chain.store_items("mesh"), chain.store_items("btc_staking")
     for msg, reason in cases:
         with pytest.raises(ChainRejected, match=reason):
             chan.submit(msg)
     with pytest.raises(ChainRejected, match="is not registered"):
-        stranger.commit_pub_rand(1, 10)
+        stranger.commit_pub_rand(chain.app.last_height + 2, 10)
     assert stranger.commits == []  # the client forgets a rejected commit
-    assert chain.store_items("finality", exclude=("apphash/",)) == finality_before
+    assert chain.store_items("finality", exclude=("apphash/", "power/", "last_power_height", "next_to_finalize",
+                                                  "missed/")) == finality_before
     assert chain.store_items("mesh") == mesh_before and chain.store_items("btc_staking") == reg_before
     assert chain.query("finality", {"vote": {"fp_btc_pk": fp.btc_pk_hex, "height": target}}) == {"vote": None}
     assert not fp.is_slashed()
@@ -268,20 +284,20 @@ def test_bad_votes_rejected_without_state_change(net: Net) -> None:
 
 def test_two_apps_fed_the_same_blocks_agree(net: Net) -> None:
     chain = net.chain
-    for height in range(2, 5):
+    for height in map(net.at, range(3)):
         net.vote_honestly(net.fp_a, height)
         net.vote_honestly(net.fp_b, height)
-    net.fp_a.double_sign(4, bytes(32 * [0x21]))
+    net.fp_a.double_sign(net.at(2), bytes(32 * [0x21]))
     chain.block(dt=UNBONDING)
     replayed = chain.replay()
-    assert replayed == [app_hash(chain, b.height) for b in chain.blocks]
+    assert replayed == [result_hash(chain, b.height) for b in chain.blocks]
     assert len(set(replayed)) == len(replayed)  # every block changed the state (fees, records)
 
 
 def test_client_channel_over_rest_with_cosmpy_ledger_client() -> None:
     """The FP client through ``ClientChannel`` → ``ChainClient`` → cosmpy ``LedgerClient`` → REST →
     an EmbeddedChain producing blocks on its own: commit, honest votes, rejection, double-sign."""
-    genesis = make_genesis([ADMIN, OP_A, OP_B, RELAYER], {"mesh": MESH_GENESIS})
+    genesis = make_genesis([ADMIN, OP_A, OP_B, RELAYER], {"mesh": MESH_GENESIS, "finality": LENIENT})
     node = EmbeddedChain(ChainApp("mesh-rest-1", modules=[StubRegistry()]), block_interval=0.1, genesis=genesis)
     server = RestServer(node).start()
     try:
@@ -300,8 +316,9 @@ def test_client_channel_over_rest_with_cosmpy_ledger_client() -> None:
             "staking_tx_hash": h(1), "staker_btc_pk": STAKER, "fp_btc_pk_list": [fp.btc_pk_hex],
             "staking_value": 1_000_000}, "status": "ACTIVE"}}, RELAYER.wallet)
         assert len(set_hash) == 64
-        start = app.last_height
-        fp.commit_pub_rand(start, 100)
+        fp.commit_pub_rand_ahead(100, lead=5)
+        start = fp.commits[-1].start
+        wait_until(lambda: app.last_height >= start + 2, 30, "blocks past the committed start")
         for height in (start, start + 1):
             assert len(fp.vote_block(height)) == 64  # committed tx hash
         votes = fp.chain.query({"votes_at_height": {"height": start}})["votes"]
@@ -348,7 +365,7 @@ def test_two_cometbft_validators_agree_on_finality_and_mesh(tool_path, tmp_path)
             raise ChainRejected(int(res["code"]), res.get("log", ""))
         return json.loads(base64.b64decode(res["data"]))[0]
 
-    genesis = make_genesis([ADMIN, OP_A, OP_B, RELAYER], {"mesh": MESH_GENESIS})
+    genesis = make_genesis([ADMIN, OP_A, OP_B, RELAYER], {"mesh": MESH_GENESIS, "finality": LENIENT})
     genesis.pop("genesis_time")
     net = CometNetwork(tool_path("cometbft"), 2, factory, tmp_path / "net", app_genesis=genesis, block_time=0.2)
     with net.start(timeout=90):
@@ -361,8 +378,9 @@ def test_two_cometbft_validators_agree_on_finality_and_mesh(tool_path, tmp_path)
         d = {"staking_tx_hash": h(1), "staker_btc_pk": STAKER, "fp_btc_pk_list": [fp.btc_pk_hex],
              "staking_value": 1_000_000}
         submit(c0, RELAYER, "btc_staking", {"set_status": {"delegation": d, "status": "ACTIVE"}})
-        start = c0.latest_height()
-        fp.commit_pub_rand(start, 100)
+        fp.commit_pub_rand_ahead(100, lead=5)
+        start = fp.commits[-1].start
+        c0.wait_for_height(start + 1, timeout=30)
         assert fp.vote_block(start)["result"] == "voted"
         out = fp.double_sign(start, bytes(32 * [0x55]))
         assert out["result"] == "slashed" and out["extracted_btc_sk"] == secret_even_y(SK_A).hex()

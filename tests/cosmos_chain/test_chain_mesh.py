@@ -390,9 +390,10 @@ def test_real_registry_lifecycle_and_double_sign_slashing() -> None:
     deliver = lambda tx: chain.block([tx])[0][0]  # noqa: E731
     fp_a = FinalityProvider(fp_secret("a"), AppChannel(chain.app, op_a, deliver=deliver), b"real")
     fp_b = FinalityProvider(fp_secret("b"), AppChannel(chain.app, op_b, deliver=deliver), b"real")
-    start = chain.app.last_height
-    for fp in (fp_a, fp_b):
-        fp.commit_pub_rand(start, 50)
+    start = chain.app.last_height + 2  # randomness only for heights above the commit block
+    chain.block([chain.sign(op, "finality", fp.pub_rand_commit_msg(start, 50)) for op, fp in ((op_a, fp_a),
+                                                                                            (op_b, fp_b))])
+    chain.block()  # block `start`: indexed, so it can be voted on
     for height in (start, start + 1, start + 2):
         assert fp_a.vote_block(height)["result"] == "voted"
         assert fp_b.vote_block(height)["result"] == "voted"
