@@ -217,7 +217,9 @@
   async function provider() {
     let p;
     try {
-      p = await api("/v2/explorer/finality-providers/" + encodeURIComponent(arg));
+      const before = new URLSearchParams(location.search).get("before");
+      p = await api("/v2/explorer/finality-providers/" + encodeURIComponent(arg) +
+        (before && /^[0-9]+$/.test(before) ? "?before_height=" + before : ""));
     } catch (err) {
       if (err.status === 404) err.message = "No finality provider with key " + arg + " is registered.";
       if (err.status === 400) err.message = "This is not a provider key (" + err.message + ").";
@@ -255,6 +257,12 @@
           v.double_vote ? h("span", { class: "double-vote" }, "⚠ double vote: also signed ", hex(v.fork_app_hash, null, 8))
             : h("span", { class: "muted" }, "no")],
       })), { id: "votes", numeric: [0] }) : empty("No votes in these heights.", "no-votes"),
+      h("p", { class: "pager" },
+        new URLSearchParams(location.search).get("before")
+          ? h("a", { href: "/explorer/providers/" + r.btc_pk }, "← newest votes") : null,
+        isNum(p.votes_from_height) && p.votes_to_height - p.votes_from_height + 1 >= 100  // a full window: more below
+          ? h("a", { href: "/explorer/providers/" + r.btc_pk + "?before=" + p.votes_from_height }, "older votes →")
+          : null),
     );
   }
 
