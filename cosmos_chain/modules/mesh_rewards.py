@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import fields
 from decimal import ROUND_FLOOR, Decimal
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mesh_adapter.btc_adapter import BtcMeshAdapter, normalize_pk
 from mesh_adapter.deploy import BtcMeshParams
@@ -37,9 +37,6 @@ from mesh_adapter.rewards import claim_rewards, delegation_rewards, reward_summa
 from ..errors import InvalidRequestError, UnauthorizedError
 from .base import Context
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .mesh import MeshModule
-
 ROLE = "consumer_distribution"
 
 
@@ -49,10 +46,11 @@ def _params(cfg: dict[str, Any]) -> BtcMeshParams:
 
 
 class MeshRewardsMixin:
-    """Reward entry points of the mesh module (needs ``session``/``config``/``store``)."""
+    """Reward entry points of the mesh module (mixed into ``MeshModule``, whose ``session``,
+    ``config`` and ``store`` it uses; it imports nothing of ``mesh.py``, so no cycle)."""
 
     # ------------------------------------------------------------------ block
-    def pay_block_rewards(self: "MeshModule", ctx: Context) -> None:
+    def pay_block_rewards(self, ctx: Context) -> None:
         """One consumer block (see module docstring); errors are reported, never halt the chain."""
         st = self.store(ctx)
         cfg = st.get("config")
@@ -73,7 +71,7 @@ class MeshRewardsMixin:
             return
         ctx.emit("mesh_rewards", paid=str(paid), denom=cfg["params"]["virtual_denom"])
 
-    def set_fp_commission(self: "MeshModule", ctx: Context, host: MeshApp, adapter: BtcMeshAdapter,
+    def set_fp_commission(self, ctx: Context, host: MeshApp, adapter: BtcMeshAdapter,
                           fp: str, validator: str) -> None:
         """Give ``validator`` its FP's registration commission (once; needs the registry record)."""
         reg = ctx.app.modules.get("btc_staking")
@@ -89,7 +87,7 @@ class MeshRewardsMixin:
             "valoper": validator, "rate": rate, "recipient": rec["addr"]}})
 
     # ------------------------------------------------------------------ execute
-    def exec_claim_rewards(self: "MeshModule", ctx: Context, sender: str, body: dict, funds: list) -> dict:
+    def exec_claim_rewards(self, ctx: Context, sender: str, body: dict, funds: list) -> dict:
         if funds:
             raise InvalidRequestError("mesh: claim_rewards takes no funds")
         recipient = body.get("recipient", sender)
@@ -121,7 +119,7 @@ class MeshRewardsMixin:
         ctx.emit("mesh_claim_rewards", address=sender, amount=str(total), denom=p.virtual_denom)
         return {"claimed": claimed, "total": coin(total, p.virtual_denom)}
 
-    def exec_pay_consumer_fees(self: "MeshModule", ctx: Context, sender: str, body: dict, funds: list) -> dict:
+    def exec_pay_consumer_fees(self, ctx: Context, sender: str, body: dict, funds: list) -> dict:
         """Pay ``amount`` of the consumer denom from the sender's mesh balance into the fee pool."""
         if funds:
             raise InvalidRequestError("mesh: pay_consumer_fees spends the mesh balance, not chain funds")
@@ -147,7 +145,7 @@ class MeshRewardsMixin:
                 "reward_address": rec.get("reward_address"), "pending": str(r["pending"]),
                 "claimed": str(r["claimed"]), "denom": p.virtual_denom}
 
-    def query_rewards(self: "MeshModule", ctx: Context, body: dict) -> Any:
+    def query_rewards(self, ctx: Context, body: dict) -> Any:
         if not isinstance(body, dict) or len(body) != 1:
             raise InvalidRequestError("mesh: rewards query must have exactly one key")
         (name, q), = body.items()
