@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 from typing import Any
 
 from cosmpy.crypto.address import Address
@@ -85,6 +86,7 @@ class ValsetModule(Module):
     def __init__(self) -> None:
         super().__init__()
         self.pending_updates: list[dict[str, Any]] = []
+        self._view_cache: tuple[str | None, str | None, tuple[dict[str, int], set[str]]] | None = None
 
     # ------------------------------------------------------------------ genesis
     def init_genesis(self, ctx: Context, genesis: dict[str, Any]) -> None:
@@ -141,19 +143,23 @@ class ValsetModule(Module):
     def _applied(st: JsonStore) -> dict[str, int]:
         return {k[len("applied/"):]: int(v) for k, v in st.items("applied/")}
 
-    @staticmethod
-    def _mesh_view(ctx: Context) -> tuple[dict[str, int], set[str]]:
+    def _mesh_view(self, ctx: Context) -> tuple[dict[str, int], set[str]]:
         """(virtual stake delegated per validator, validators jailed/tombstoned/unbonded) from the
-        mesh contracts' stored state (read directly: no contract session per block)."""
+        mesh contracts' stored state (read directly: no contract session per block; the parse is
+        reused while the stored JSON is unchanged, so a quiet block costs two string compares)."""
         if "mesh" not in ctx.app.modules:
             return {}, set()
-        mesh = ctx.store("mesh")
-        vs = (mesh.get("contract/virtual_staking") or {}).get("state") or {}
+        raw_vs, raw_ext = ctx.kv.get("m/mesh/contract/virtual_staking"), ctx.kv.get("m/mesh/contract/external_staking")
+        cached = self._view_cache
+        if cached is not None and cached[0] == raw_vs and cached[1] == raw_ext:
+            return cached[2]
+        vs = (json.loads(raw_vs) if raw_vs else {}).get("state") or {}
         delegated = {v: int(a) for v, a in (vs.get("delegations") or {}).items()}
-        ext = (mesh.get("contract/external_staking") or {}).get("state") or {}
+        ext = (json.loads(raw_ext) if raw_ext else {}).get("state") or {}
         inactive = {v for v, info in (ext.get("validators") or {}).items()
                     if info.get("history") and info["history"][-1][1] in _INACTIVE_STATES}
         inactive |= {v for v, info in (vs.get("inactive") or {}).items() if info.get("tombstoned")}
+        self._view_cache = (raw_vs, raw_ext, (delegated, inactive))
         return delegated, inactive
 
     def target(self, ctx: Context) -> dict[str, int]:
