@@ -223,7 +223,7 @@ class ExternalStaking(Contract):
         tx = self._tx(tx_id, "in_flight_remote_staking")
         user, validator, amount = tx["user"], tx["validator"], int(tx["amount"])
         stake = self._stake(user, validator)
-        stake["stake"].commit_add(amount)
+        stake["stake"].commit_add_saturating(amount)  # upstream: saturating up if slashed
         self._add_total(validator, amount, stake)
         self._save_stake(user, validator, stake)
         del self.state["pending_txs"][str(tx_id)]
@@ -240,7 +240,7 @@ class ExternalStaking(Contract):
         tx_id = require(body, "tx_id", int)
         tx = self._tx(tx_id, "in_flight_remote_staking")
         stake = self._stake(tx["user"], tx["validator"])
-        stake["stake"].rollback_add(int(tx["amount"]))
+        stake["stake"].rollback_add_saturating(int(tx["amount"]))
         self._save_stake(tx["user"], tx["validator"], stake)
         del self.state["pending_txs"][str(tx_id)]
         msg = wasm_execute(self.config["vault"], {"rollback_tx": {"tx_id": tx_id}})
@@ -271,7 +271,10 @@ class ExternalStaking(Contract):
         tx = self._tx(tx_id, "in_flight_remote_unstaking")
         user, validator, amount = tx["user"], tx["validator"], int(tx["amount"])
         stake = self._stake(user, validator)
-        packet_amount, amount = amount, min(amount, stake["stake"].high)  # upstream: saturate if slashed
+        # saturate if a slash cut the stake meanwhile (upstream takes min(amount, high), which
+        # can leave high < low and then panics; we never unbond more than high - low). The
+        # consumer, which got the slash as a burn, unbonds the same saturated amount.
+        amount = min(amount, stake["stake"].high - stake["stake"].low)
         stake["stake"].commit_sub(amount)
         # upstream releases at once when the validator is tombstoned or unbonded (it cannot be
         # slashed any more); by default we keep the unbonding period, as the BTC behind the lien
@@ -284,7 +287,7 @@ class ExternalStaking(Contract):
         self._save_stake(user, validator, stake)
         del self.state["pending_txs"][str(tx_id)]
         return self._packet({"unstake": {"validator": validator,
-                                         "unstake": coin(packet_amount, self.config["denom"]), "tx_id": tx_id}})
+                                         "unstake": coin(amount, self.config["denom"]), "tx_id": tx_id}})
 
     def exec_test_commit_unstake(self, ctx: ExecCtx, body: dict) -> Response:
         self._check_authority(ctx)
@@ -296,7 +299,7 @@ class ExternalStaking(Contract):
         tx_id = require(body, "tx_id", int)
         tx = self._tx(tx_id, "in_flight_remote_unstaking")
         stake = self._stake(tx["user"], tx["validator"])
-        stake["stake"].rollback_sub(int(tx["amount"]))
+        stake["stake"].rollback_sub_saturating(int(tx["amount"]))
         self._save_stake(tx["user"], tx["validator"], stake)
         del self.state["pending_txs"][str(tx_id)]
         return Response().add_attribute("action", "rollback_unstake")

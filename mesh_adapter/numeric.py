@@ -160,6 +160,19 @@ class ValueRange:
     def rollback_add(self, amount: int) -> None:
         self.high -= amount
 
+    def commit_add_saturating(self, amount: int) -> None:
+        """``commit_add`` that stays a valid range when a slash cut ``high`` meanwhile (upstream)."""
+        self.low += amount
+        self.high = max(self.high, self.low)
+
+    def rollback_add_saturating(self, amount: int) -> None:
+        """``rollback_add`` that stays a valid range after a slash (upstream)."""
+        self.high = max(self.high - amount, self.low)
+
+    def rollback_sub_saturating(self, amount: int) -> None:
+        """``rollback_sub`` that stays a valid range after a slash (upstream)."""
+        self.low = min(self.low + amount, self.high)
+
     def prepare_sub(self, amount: int, minimum: int | None) -> None:
         floor = minimum or 0
         if self.low < amount + floor:

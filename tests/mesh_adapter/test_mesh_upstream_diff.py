@@ -50,6 +50,18 @@ PAGINATION_CLAMP = "pagination_clamp"
 #: Our virtual staking rebalances after every packet; upstream once per epoch. The harness runs
 #: upstream's (test) epoch after every packet (``auto_epoch``); without it the stake lags.
 REBALANCE_EVERY_CHANGE = "rebalance_every_change"
+#: Upstream keeps ``total_slashable`` rounding dust after every lien is released (it sums
+#: per-operation floors), locking a few units of collateral for good; we clear it once no lien
+#: is left (``Vault._clear_dust``). States part, so a random sequence stops there.
+SLASHABLE_DUST_CLEARED = "slashable_dust_cleared"
+#: An unstake committed after a slash cut its stake: we unbond (and tell the consumer) what is
+#: left, ``min(amount, high - low)``; upstream's consumer got the full amount at unstake time.
+UNSTAKE_AFTER_SLASH_SATURATES = "unstake_after_slash_saturates"
+#: Upstream bug: an ack of an in-flight tx that a slash overlapped can panic: rolling back a
+#: slashed in-flight stake underflows the vault lien's range (``rollback_tx``), committing an
+#: unstake after a slash and a stake commit leaves ``high < low`` (``assert_valid_range``); the
+#: ack fails and the tx stays in flight. Ours saturates. States part, so a sequence stops there.
+UPSTREAM_ACK_PANICS_AFTER_SLASH = "upstream_ack_panics_after_slash"
 #: Upstream bug: ``handle_slashing`` divides by the validator's total stake and panics (the
 #: packet fails: nothing slashed, no tombstone) when its stakers have only pending unbonds
 #: left. We slash those unbonds and tombstone. The states part here, so a random sequence
@@ -92,6 +104,14 @@ class Diff:
         if op["op"] == "release":
             return [{"op": "advance", "seconds": self.cfg.unbonding_period + 1},
                     {"op": "withdraw_unbonded", "user": op["user"]}]
+        kind = op.pop("_tx", None)
+        if kind is not None:
+            variant = "in_flight_remote_staking" if kind == "stake" else "in_flight_remote_unstaking"
+            txs = [tx[variant]["id"] for tx in self.model.app.query(
+                "external_staking", {"all_pending_txs_desc": {}})["txs"] if variant in tx]
+            if not txs:
+                return []
+            return [{"op": f"{op['op']}_{kind}", "tx_id": txs[0]}]
         fit = op.pop("_fit", None)
         if fit is not None:
             free = int(self.model.app.query("vault", {"account": {"account": op["user"]}})["free"]["low"])
@@ -110,6 +130,9 @@ class Diff:
         return [op]
 
     def step(self, op: dict) -> tuple[dict, dict]:
+        vs_before = self.model.snapshot(VALIDATORS)["virtual_stake"]
+        up_vs_before = self.up.snapshot(VALIDATORS)["virtual_stake"]
+        in_flight = self.unstake_tx_amount(op)
         m = self.model.call(op)
         u = self.up.call(op)
         self.log.append((op, m, u))
@@ -118,6 +141,12 @@ class Diff:
             stakes = [st["stake"] for usr in self.model.snapshot([])["users"].values()
                       for v, st in usr["stakes"].items() if v == op["validator"]]
             assert stakes and all(high == 0 for _, high in stakes), "upstream panicked with stake left"
+            self.diverged = True
+            return m, u
+        if (op["op"].startswith(("commit_", "rollback_")) and m["ok"] and not u["ok"]
+                and "contract panicked" in u["error"]):
+            self.hits.append(UPSTREAM_ACK_PANICS_AFTER_SLASH)
+            assert any(o["op"] == "slash" and mm["ok"] for o, mm, _ in self.log), "panicked without a slash"
             self.diverged = True
             return m, u
         if op["op"] == "slash" and not m["ok"] and u["ok"] and m["error"].startswith("AlreadyTombstoned"):
@@ -133,11 +162,23 @@ class Diff:
                     "valoper": op["validator"], "height": block.height, "time": block.time}})
         else:
             assert m["ok"] == u["ok"], self.explain(f"accept/reject differs on {op}: model={m} upstream={u}")
+        vs_after = self.model.snapshot(VALIDATORS)["virtual_stake"]
         if op["op"] == "slash" and m["ok"]:
-            for v, amount in m["result"]["burned"].items():
-                self.burned[v] = self.burned.get(v, 0) + amount
+            # what our consumer burn took (never below zero: in-flight stake is not on the consumer yet)
+            for v in VALIDATORS:
+                self.burned[v] = self.burned.get(v, 0) + vs_before[v] - vs_after[v]
+            assert set(m["result"]["burned"]) >= {v for v in VALIDATORS if vs_before[v] != vs_after[v]}
             if m["result"]["burned"]:
                 self.hits.append(CONSUMER_BURN_ON_SLASH)
+        elif in_flight and m["ok"] and u["ok"]:
+            validator, amount = in_flight
+            ours = vs_before[validator] - vs_after[validator]
+            theirs = up_vs_before[validator] - self.up.snapshot(VALIDATORS)["virtual_stake"][validator]
+            if ours != theirs:
+                # upstream's consumer unbonded the full amount, ours what the slash left
+                assert theirs == amount and ours < amount, self.explain(f"unstake: ours {ours} theirs {theirs}")
+                self.burned[validator] = self.burned.get(validator, 0) - (theirs - ours)
+                self.hits.append(UNSTAKE_AFTER_SLASH_SATURATES)
         if op["op"] == "slash" and m["ok"] and u["ok"]:
             escaped = self.pending_escaped_upstream(op["validator"])
             if escaped:
@@ -163,10 +204,45 @@ class Diff:
     def compare(self) -> None:
         ms = self.model.snapshot(VALIDATORS)
         us = self.up.snapshot(VALIDATORS)
+        if ms["users"] != us["users"] and self.only_dust(ms["users"], us["users"]):
+            self.hits.append(SLASHABLE_DUST_CLEARED)
+            self.diverged = True
+            return
         assert ms["users"] == us["users"], self.explain(f"state differs:\nmodel={ms['users']}\nupstream={us['users']}")
         expected_vs = {v: ms["virtual_stake"][v] + self.burned.get(v, 0) for v in VALIDATORS}
         assert us["virtual_stake"] == expected_vs, self.explain(
             f"virtual stake differs: model={ms['virtual_stake']} (+burned {self.burned}) upstream={us['virtual_stake']}")
+
+    def unstake_tx_amount(self, op: dict) -> tuple[str, int] | None:
+        """(validator, amount) of the unstake an op commits, if it commits one."""
+        if op["op"] == "unstake" and op.get("commit", True):
+            return op["validator"], int(op["amount"])
+        if op["op"] == "commit_unstake":
+            try:
+                tx = self.model.app.query("external_staking", {"pending_tx": {"tx_id": op["tx_id"]}})
+            except ValueError:
+                return None
+            inner = tx.get("in_flight_remote_unstaking")
+            return (inner["validator"], int(inner["amount"])) if inner else None
+        return None
+
+    @staticmethod
+    def only_dust(mine: dict, theirs: dict) -> bool:
+        """Every difference is upstream's leftover ``total_slashable`` of a user with no lien left."""
+        for user in set(mine) | set(theirs):
+            a, b = mine.get(user), theirs.get(user)
+            if a == b:
+                continue
+            if a is None or b is None:
+                return False
+            dust = b["account"]["total_slashable"]
+            if not (a["account"]["total_slashable"] == (0, 0) and dust[0] == dust[1] > 0
+                    and all(amount == (0, 0) for _, amount in b["claims"])
+                    and a["account"]["free"] == (b["account"]["free"][0] + dust[0], b["account"]["free"][1] + dust[0])
+                    and {k: v for k, v in a.items() if k != "account"} == {k: v for k, v in b.items() if k != "account"}
+                    and a["account"]["bonded"] == b["account"]["bonded"]):
+                return False
+        return True
 
     def explain(self, msg: str) -> str:
         tail = "\n".join(f"  {op} -> model ok={m['ok']} upstream ok={u['ok']}" for op, m, u in self.log[-8:])
@@ -299,7 +375,7 @@ def test_random_sequences_match_upstream(harness):
     ops_run = slashes_ok = diverged = 0
     done: dict[str, int] = {}
     for seed in range(RANDOM_SEQUENCES):
-        d = Diff(harness).run(random_sequence(seed))
+        d = Diff(harness).run(random_sequence(seed, in_flight=True))
         hits.update(d.hits)
         diverged += d.diverged
         ops_run += len(d.log)
@@ -482,3 +558,55 @@ def test_price_and_discount_reach_virtual_stake(harness):
         {"op": "stake_remote", "user": "alice", "validator": "val2", "amount": 100},
         {"op": "unstake", "user": "alice", "validator": "val1", "amount": 111},
     ])
+
+
+def test_difference_upstream_ack_panics_after_slash(harness):
+    """Stake 400 in flight, 900 committed, unstake 800 in flight, slash 10%, then both acks:
+    upstream's ``commit_unstake`` leaves ``high < low`` and panics (the tx stays in flight);
+    ours unbonds what the slash left (770)."""
+    d = Diff(harness)
+    for op in ({"op": "bond", "user": "carol", "amount": 1300},
+               {"op": "stake_remote", "user": "carol", "validator": "val3", "amount": 400, "commit": False},
+               {"op": "stake_remote", "user": "carol", "validator": "val3", "amount": 900},
+               {"op": "unstake", "user": "carol", "validator": "val3", "amount": 800, "commit": False},
+               {"op": "slash", "validator": "val3", "kind": "double_sign"}):
+        d.step(op)
+    d.step({"op": "commit_stake", "tx_id": d.model._last_tx("in_flight_remote_staking")})
+    m, u = d.step({"op": "commit_unstake", "tx_id": d.model._last_tx("in_flight_remote_unstaking")})
+    assert d.hits[-1] == UPSTREAM_ACK_PANICS_AFTER_SLASH and m["ok"] and "panicked" in u["error"]
+    st = d.model.snapshot([])["users"]["carol"]["stakes"]["val3"]
+    assert st["stake"] == (400, 400) and [a for a, _ in st["pending_unbonds"]] == [770]
+    # upstream's state is untouched by the failed ack (cw-multi-test's tx rolled back)
+    assert d.up.snapshot([])["users"]["carol"]["stakes"]["val3"]["stake"] == (400, 1170)
+
+
+def test_difference_slashable_dust_cleared(harness):
+    """Stake 15 at 10% (slashable 1), released in three separate unstakes of 5 (each floor(0.5) = 0):
+    upstream keeps total_slashable 1 with no lien left; we clear it."""
+    cfg = Config()
+    model, up = ModelWorld(cfg), UpstreamWorld(harness, cfg)
+    ops = [{"op": "bond", "user": "alice", "amount": 100},
+           {"op": "stake_remote", "user": "alice", "validator": "val1", "amount": 15}]
+    ops += [{"op": "unstake", "user": "alice", "validator": "val1", "amount": 5},
+            {"op": "advance", "seconds": 101}, {"op": "withdraw_unbonded", "user": "alice"}] * 3
+    for op in ops:
+        assert model.call(op)["ok"] and up.call(op)["ok"]
+    mine, theirs = model.snapshot([])["users"]["alice"], up.snapshot([])["users"]["alice"]
+    assert mine["account"]["total_slashable"] == (0, 0) and mine["account"]["free"] == (100, 100)
+    assert theirs["account"]["total_slashable"] == (1, 1) and theirs["account"]["free"] == (99, 99)
+    assert Diff.only_dust({"alice": mine}, {"alice": theirs})
+
+
+def test_difference_unstake_after_slash_saturates(harness):
+    """Unstake 300 in flight, slash 10%, commit: we unbond (and tell the consumer) the 270 left;
+    upstream's consumer unbonds 300 (it never saw the slash as a burn)."""
+    d = Diff(harness)
+    for op in ({"op": "bond", "user": "alice", "amount": 300},
+               {"op": "stake_remote", "user": "alice", "validator": "val1", "amount": 300},
+               {"op": "unstake", "user": "alice", "validator": "val1", "amount": 300, "commit": False},
+               {"op": "slash", "validator": "val1", "kind": "double_sign"}):
+        d.step(op)
+    d.step({"op": "commit_unstake", "tx_id": d.model._last_tx("in_flight_remote_unstaking")})
+    assert d.hits[-1] == UNSTAKE_AFTER_SLASH_SATURATES
+    assert [a for a, _ in d.model.snapshot([])["users"]["alice"]["stakes"]["val1"]["pending_unbonds"]] == [270]
+    assert d.model.snapshot(["val1"])["virtual_stake"]["val1"] == d.up.snapshot(["val1"])["virtual_stake"]["val1"] == 0

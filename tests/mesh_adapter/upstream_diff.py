@@ -78,9 +78,10 @@ class ModelWorld:
         self.app.execute(RELAYER, "external_staking", {"test_set_active_validator": {
             "validator": {"valoper": v, "start_height": self.app.block().height}}})
 
-    def _last_tx(self) -> int:
-        txs = self.app.query("external_staking", {"all_pending_txs_desc": {}})["txs"]
-        return tx_id_of(txs[0])
+    def _last_tx(self, variant: str | None = None) -> int:
+        """The newest pending external-staking tx (of ``variant`` if given)."""
+        txs = self.app.query("external_staking", {"all_pending_txs_desc": {"limit": 1000}})["txs"]
+        return next(tx_id_of(tx) for tx in txs if variant is None or variant in tx)
 
     def call(self, op: dict) -> dict:
         try:
@@ -104,13 +105,17 @@ class ModelWorld:
                 "contract": "external_staking", "amount": coin(int(op["amount"]), DENOM),
                 "msg": to_binary({"validator": op["validator"]})}})
             if op.get("commit", True):
-                app.execute(RELAYER, "external_staking", {"test_commit_stake": {"tx_id": self._last_tx()}})
+                app.execute(RELAYER, "external_staking", {"test_commit_stake": {
+                    "tx_id": self._last_tx("in_flight_remote_staking")}})
         elif name == "unstake":
             user = self._user(op["user"])
             app.execute(user, "external_staking", {"unstake": {
                 "validator": op["validator"], "amount": coin(int(op["amount"]), DENOM)}})
             if op.get("commit", True):
-                app.execute(RELAYER, "external_staking", {"test_commit_unstake": {"tx_id": self._last_tx()}})
+                app.execute(RELAYER, "external_staking", {"test_commit_unstake": {
+                    "tx_id": self._last_tx("in_flight_remote_unstaking")}})
+        elif name in ("commit_stake", "rollback_stake", "commit_unstake", "rollback_unstake"):
+            app.execute(RELAYER, "external_staking", {f"test_{name}": {"tx_id": int(op["tx_id"])}})
         elif name == "withdraw_unbonded":
             app.execute(self._user(op["user"]), "external_staking", {"withdraw_unbonded": {}})
         elif name == "advance":
@@ -233,14 +238,20 @@ class UpstreamWorld:
 USERS = ("alice", "bob", "carol")
 
 
-def random_sequence(seed: int, length: int = 40, validators: tuple[str, ...] = ("val1", "val2", "val3")) -> list[dict]:
+def random_sequence(seed: int, length: int = 40, validators: tuple[str, ...] = ("val1", "val2", "val3"),
+                    in_flight: bool = False) -> list[dict]:
     """Seeded ops. Stake/unstake amounts are multiples of 100 while a validator is unslashed, so
-    the consumer's reported slash amount is an exact ratio (see ``EFFECTIVE_SLASH_RATIO``)."""
+    the consumer's reported slash amount is an exact ratio (see ``EFFECTIVE_SLASH_RATIO``).
+    ``in_flight``: some stakes/unstakes stay in flight and ``ack`` ops commit or roll back the
+    newest of a kind later (off by default: the reward sequences build on the plain ones)."""
     rnd = random.Random(seed)
     ops: list[dict] = []
     for _ in range(length):
-        kind = rnd.choices(["bond", "stake_remote", "unstake", "withdraw_unbonded", "release", "slash",
-                            "unbond", "advance"], weights=[20, 26, 16, 7, 6, 7, 9, 6])[0]
+        kinds = ["bond", "stake_remote", "unstake", "withdraw_unbonded", "release", "slash", "unbond", "advance"]
+        weights = [20, 26, 16, 7, 6, 7, 9, 6]
+        if in_flight:  # also leave txs in flight and settle them later (commit or rollback)
+            kinds, weights = kinds + ["ack"], weights + [10]
+        kind = rnd.choices(kinds, weights=weights)[0]
         user, val = rnd.choice(USERS), rnd.choice(validators)
         if kind == "bond":
             ops.append({"op": "bond", "user": user, "amount": rnd.randrange(1, 30) * 100})
@@ -248,10 +259,17 @@ def random_sequence(seed: int, length: int = 40, validators: tuple[str, ...] = (
             # mostly an amount that fits the free collateral (resolved against the model's state)
             ops.append({"op": "stake_remote", "user": user, "validator": val, "amount": rnd.randrange(1, 15) * 100,
                         "_fit": rnd.random() if rnd.random() < 0.9 else None})
+            if in_flight:
+                ops[-1]["commit"] = rnd.random() > 0.2
         elif kind == "unstake":
             # mostly part or all of a stake the user has (resolved against the model's state)
             ops.append({"op": "unstake", "user": user, "validator": val, "amount": rnd.randrange(1, 8) * 100,
                         "_pick": rnd.random() if rnd.random() < 0.9 else None})
+            if in_flight:
+                ops[-1]["commit"] = rnd.random() > 0.2
+        elif kind == "ack":
+            # settle an in-flight tx (newest of its kind, resolved against the model's state)
+            ops.append({"op": rnd.choice(["commit", "rollback"]), "_tx": rnd.choice(["stake", "unstake"])})
         elif kind == "withdraw_unbonded":
             ops.append({"op": "withdraw_unbonded", "user": user})
         elif kind == "release":

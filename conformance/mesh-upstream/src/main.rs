@@ -295,15 +295,26 @@ impl World {
         self.exec_provider(&relayer, &ext, &msg, &[])
     }
 
-    fn last_ext_tx(&self) -> Result<u64> {
+    /// The newest pending external-staking tx (of `variant`, e.g. `in_flight_remote_staking`, if given).
+    fn last_ext_tx_of(&self, variant: Option<&str>) -> Result<u64> {
         let txs: Value = self
             .provider
             .wrap()
-            .query_wasm_smart(self.ext.clone(), &json!({"all_pending_txs_desc": {}}))
+            .query_wasm_smart(self.ext.clone(), &json!({"all_pending_txs_desc": {"limit": 1000}}))
             .map_err(|e| anyhow!("{e:#}"))?;
-        let first = txs["txs"].as_array().and_then(|a| a.first()).ok_or_else(|| anyhow!("no pending tx"))?;
-        let inner = first.as_object().and_then(|o| o.values().next()).ok_or_else(|| anyhow!("bad tx"))?;
+        let inner = txs["txs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|tx| tx.as_object().and_then(|o| o.iter().next()))
+            .find(|(k, _)| variant.is_none_or(|v| v == k.as_str()))
+            .map(|(_, inner)| inner)
+            .ok_or_else(|| anyhow!("no pending tx"))?;
         inner["id"].as_u64().ok_or_else(|| anyhow!("bad tx id"))
+    }
+
+    fn last_ext_tx(&self) -> Result<u64> {
+        self.last_ext_tx_of(None)
     }
 
     fn stake_high(&self, user: &str, validator: &str) -> Result<u128> {
@@ -559,7 +570,7 @@ impl World {
                 let r = self.exec_provider(&user, &vault, &msg, &[])?;
                 let mut out = self.with_events(&r, json!({}));
                 if op.get("commit").and_then(Value::as_bool).unwrap_or(true) {
-                    let tx = self.last_ext_tx()?;
+                    let tx = self.last_ext_tx_of(Some("in_flight_remote_staking"))?;
                     let ext = self.ext.clone();
                     let relayer = self.api.addr_make(RELAYER);
                     let c = self.exec_provider(&relayer, &ext, &json!({"test_commit_stake": {"tx_id": tx}}), &[])?;
@@ -578,7 +589,7 @@ impl World {
                 let r = self.exec_provider(&user, &ext, &json!({"unstake": {"validator": validator, "amount": coin(amount, &self.denom)}}), &[])?;
                 let mut out = self.with_events(&r, json!({}));
                 if op.get("commit").and_then(Value::as_bool).unwrap_or(true) {
-                    let tx = self.last_ext_tx()?;
+                    let tx = self.last_ext_tx_of(Some("in_flight_remote_unstaking"))?;
                     let relayer = self.api.addr_make(RELAYER);
                     let c = self.exec_provider(&relayer, &ext, &json!({"test_commit_unstake": {"tx_id": tx}}), &[])?;
                     let p = self.exec_consumer(&json!({"test_unstake": {"delegator": user.to_string(), "validator": validator, "unstake": coin(amount, &self.denom)}}))?;
@@ -625,8 +636,20 @@ impl World {
                 let tx = match u(op, "tx_id") { Ok(t) => t as u64, Err(_) => self.last_ext_tx()? };
                 let ext = self.ext.clone();
                 let relayer = self.api.addr_make(RELAYER);
+                // the tx, read before the ack, for the provider packet a commit sends the consumer
+                let pending: Option<Value> = self.provider.wrap().query_wasm_smart(ext.clone(), &json!({"pending_tx": {"tx_id": tx}})).ok();
                 let r = self.exec_provider(&relayer, &ext, &json!({format!("test_{name}"): {"tx_id": tx}}), &[])?;
-                Ok(self.with_events(&r, json!({"tx_id": tx})))
+                let mut out = self.with_events(&r, json!({"tx_id": tx}));
+                let inner = pending.as_ref().and_then(|p| p.as_object()).and_then(|o| o.values().next()).cloned();
+                if let (Some(inner), true) = (inner, name.starts_with("commit")) {
+                    let user = inner["user"].as_str().unwrap_or_default().to_owned();
+                    let validator = inner["validator"].as_str().unwrap_or_default().to_owned();
+                    let amount: u128 = inner["amount"].as_str().unwrap_or("0").parse().unwrap_or(0);
+                    let key = if name == "commit_stake" { ("test_stake", "stake") } else { ("test_unstake", "unstake") };
+                    let p = self.exec_consumer(&json!({key.0: {"delegator": user, "validator": validator, key.1: coin(amount, &self.denom)}}))?;
+                    out["packet"] = self.to_names(&events_json(&p));
+                }
+                Ok(out)
             }
             "exec" => {
                 let sender = self.user(&s(op, "sender")?);
@@ -702,11 +725,17 @@ fn main() -> Result<()> {
                 } else {
                     match world.as_mut() {
                         None => Err(anyhow!("send a `reset` op first")),
+                        // A contract panic fails the op like a failed tx: cw-multi-test runs every
+                        // execute in a storage transaction that is only committed on success.
                         Some(w) => match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.run(&op))) {
                             Ok(r) => r,
-                            Err(_) => {
-                                world = None; // state may be half-written: demand a reset
-                                Err(anyhow!("harness panicked; send `reset`"))
+                            Err(panic) => {
+                                let text = panic
+                                    .downcast_ref::<&str>()
+                                    .map(|s| s.to_string())
+                                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                                    .unwrap_or_default();
+                                Err(anyhow!("contract panicked: {text}"))
                             }
                         },
                     }
