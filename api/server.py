@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 from urllib.parse import quote, urlsplit
 
 import httpx
@@ -139,11 +139,17 @@ def uvicorn_config(
     chain_rest_url: str, host: str = "127.0.0.1", port: int = 8000, *,
     registry_address: str | None = None, light_client_address: str | None = None,
     timeout: float = DEFAULT_TIMEOUT, log_level: str = "info", extra_hosts: Sequence[str] = (),
+    btc_tip: Callable[[], int] | None = None,
 ) -> uvicorn.Config:
     """The uvicorn config ``serve`` runs (tests run it in a thread); Host headers are checked
-    (127.0.0.1, localhost, ``extra_hosts``, ``BTCMESH_API_TRUSTED_HOSTS``)."""
-    app = guard_hosts(app_for_url(chain_rest_url, registry_address, light_client_address, timeout=timeout),
-                      extra_hosts)
+    (127.0.0.1, localhost, ``extra_hosts``, ``BTCMESH_API_TRUSTED_HOSTS``). ``btc_tip`` (e.g. a Bitcoin
+    node's ``get_block_count``) puts the node's tip on the explorer's overview."""
+    api = app_for_url(chain_rest_url, registry_address, light_client_address, timeout=timeout)
+    if btc_tip is not None:
+        from api.explorer import set_btc_tip_source
+
+        set_btc_tip_source(api, btc_tip)
+    app = guard_hosts(api, extra_hosts)
     return uvicorn.Config(app, host=check_loopback(host), port=port, log_level=log_level)
 
 
@@ -151,11 +157,12 @@ def serve(
     chain_rest_url: str, host: str = "127.0.0.1", port: int = 8000, *,
     registry_address: str | None = None, light_client_address: str | None = None,
     timeout: float = DEFAULT_TIMEOUT, log_level: str = "info", extra_hosts: Sequence[str] = (),
+    btc_tip: Callable[[], int] | None = None,
 ) -> None:
     """Serve the staking API for the chain at ``chain_rest_url`` on ``host:port`` until interrupted (blocking)."""
     uvicorn.Server(uvicorn_config(chain_rest_url, host, port, registry_address=registry_address,
                                   light_client_address=light_client_address, timeout=timeout,
-                                  log_level=log_level, extra_hosts=extra_hosts)).run()
+                                  log_level=log_level, extra_hosts=extra_hosts, btc_tip=btc_tip)).run()
 
 
 __all__ = [

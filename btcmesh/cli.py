@@ -200,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--trusted-host", action="append", default=[], metavar="NAME",
                    help="also answer this Host header (127.0.0.1 and localhost always; repeatable; "
                         "or BTCMESH_API_TRUSTED_HOSTS=a,b)")
+    a.add_argument("--btc-rpc", type=_loopback_url, help="Bitcoin node RPC (http://user:pass@127.0.0.1:PORT) whose "
+                                                          "tip the explorer's overview shows beside the light client's")
+    a.add_argument("--btc-dialect", choices=("btcd", "bitcoind"), default="bitcoind", help="RPC dialect of that node")
     a.set_defaults(func=cmd_api)
 
     from btcmesh.daemons.commands import add_daemon_commands
@@ -594,8 +597,14 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 def cmd_api(args: argparse.Namespace) -> int:
     from api.server import serve
 
+    btc_tip = None
+    if args.btc_rpc:
+        from regtest.rpc import RpcBackend
+
+        btc_tip = RpcBackend(args.btc_rpc, dialect=args.btc_dialect, timeout=args.timeout).get_block_count
     _say(f"staking API on http://127.0.0.1:{args.port} (docs at /docs, explorer at /explorer) over {args.chain_rest}")
-    serve(args.chain_rest, "127.0.0.1", args.port, timeout=args.timeout, extra_hosts=args.trusted_host)
+    serve(args.chain_rest, "127.0.0.1", args.port, timeout=args.timeout, extra_hosts=args.trusted_host,
+          btc_tip=btc_tip)
     return 0
 
 

@@ -245,3 +245,18 @@ def test_votes_scan_the_committed_heights_newest_first_with_double_votes() -> No
     chain.asked.clear()
     svc._votes("ab" * 32, before=None, limit=500)
     assert max(chain.asked) == 109 and min(chain.asked) == 10 and len(chain.asked) == 100
+
+
+def test_btcmesh_api_can_show_the_bitcoin_tip() -> None:
+    """`btcmesh api --btc-rpc URL` hands the node's block count to the explorer's overview."""
+    from btcmesh.cli import build_parser
+    from api.server import uvicorn_config
+
+    args = build_parser().parse_args(["api", "--chain-rest", "http://127.0.0.1:1317",
+                                      "--btc-rpc", "http://u:p@127.0.0.1:18443", "--btc-dialect", "btcd"])
+    assert (args.btc_rpc, args.btc_dialect) == ("http://u:p@127.0.0.1:18443", "btcd")
+    config = uvicorn_config(f"http://127.0.0.1:{closed_port()}", btc_tip=lambda: 321)
+    app = config.app
+    while not hasattr(app, "state"):  # under the Host-check middleware
+        app = app.app
+    assert app.state.explorer.btc_tip() == 321
