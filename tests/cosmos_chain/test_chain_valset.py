@@ -14,6 +14,7 @@ from cosmos_chain.abci import ABCIServer
 from cosmos_chain.app import ChainApp
 from cosmos_chain.errors import InvalidRequestError
 from cosmos_chain.rest import RestApi, RestError
+from cosmos_chain.modules.base import Context, Module
 from mesh_chain_helpers import Chain, Key, StubRegistry
 
 pytestmark = pytest.mark.timeout(60)
@@ -132,3 +133,34 @@ def test_no_section_no_updates() -> None:
     assert app.genesis_validators() == []
     app.finalize_block(1, 1.0, [])
     assert app.validator_updates() == []
+
+
+class JailDriver(Module):
+    """Test driver: the mesh liveness jail / unjail of an FP (what the finality module's hooks call)."""
+
+    name = "jail_driver"
+
+    def exec_jail(self, ctx: Context, sender: str, body: dict, funds: list) -> dict:
+        return ctx.module("mesh").jail_finality_provider(ctx, body["fp"], ctx.height) or {}
+
+    def exec_unjail(self, ctx: Context, sender: str, body: dict, funds: list) -> dict:
+        ctx.module("mesh").unjail_finality_provider(ctx, body["fp"], ctx.height)
+        return {}
+
+
+def test_jail_removes_and_unjail_restores_power() -> None:
+    c = Chain.start([ADMIN, OP, RELAYER], {"mesh": {"admin": ADMIN.address, "block_reward": 0},
+                                           "valset": valset_genesis()}, modules=[StubRegistry(), JailDriver()])
+    c.ok(OP, "btc_staking", {"create_finality_provider": {"btc_pk": FP, "validator": "val0"}})
+    d = {"staking_tx_hash": "12" * 32, "staker_btc_pk": "5d" * 32, "fp_btc_pk_list": [FP], "staking_value": 500_000}
+    assert c.execute(RELAYER, "btc_staking", {"set_status": {"delegation": d, "status": "ACTIVE"}}).code == 0
+    assert c.query("valset", {"target": {}})["powers"]["val0"] == 15
+    c.ok(RELAYER, "jail_driver", {"jail": {"fp": FP}})
+    assert c.query("valset", {"target": {}})["powers"]["val0"] == 0  # jailed: own bond and virtual stake out
+    for _ in range(4):
+        c.block()
+    assert "val0" not in powers(c)
+    c.ok(RELAYER, "jail_driver", {"unjail": {"fp": FP}})
+    for _ in range(4):
+        c.block()
+    assert powers(c) == {"val0": 15, "val1": 10, "val2": 10, "val3": 10}
