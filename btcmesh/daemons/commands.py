@@ -191,7 +191,8 @@ def add_daemon_commands(sub: Any) -> None:
     d.add_argument("--seed", default="btcmesh-devnet", help="seed of the devnet keys (up)")
     d.add_argument("-k", type=int, default=3, help="confirmation depth (up; default 3)")
     d.add_argument("--unbonding-time", type=int, default=4, help="unbonding time in blocks (up; default 4)")
-    d.add_argument("--block-interval", type=float, default=0.5, help="chain seconds per block (up)")
+    d.add_argument("--block-interval", type=float, default=1.0,
+                   help="chain seconds per block (up; default 1: FPs must vote within finality_sig_timeout = 3 blocks)")
     d.add_argument("-n", type=int, default=1, help="blocks to mine (mine)")
     d.add_argument("--address", help="mine to this address (mine; default the devnet miner)")
     d.add_argument("--fp", type=int, default=1, choices=(1, 2), help="which FP double-signs (double-sign)")

@@ -130,7 +130,7 @@ def _rpc(url: str, method: str, params: list) -> Any:
 
 
 def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_time: int = 4,
-       block_interval: float = 0.5, timeout: float = 60.0) -> dict:
+       block_interval: float = 1.0, timeout: float = 60.0) -> dict:
     """Start the devnet under ``d`` (which must not hold a running one); returns devnet.json's content."""
     from btcmesh.daemons import covenant as cov_mod, fp as fp_mod, slasher as sl_mod, staker as st_mod
     from btcmesh.demo import demo_secret

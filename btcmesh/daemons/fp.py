@@ -71,7 +71,7 @@ max_votes_per_tx = 10                # catch-up: votes on several heights in one
 
 [daemon]
 state_dir = "state"                  # fp.sqlite (signing records), status.json
-poll_interval = 0.5                  # seconds between rounds
+poll_interval = 0.2                  # seconds between rounds (votes are due within finality_sig_timeout blocks)
 metrics_port = 0                     # Prometheus /metrics on 127.0.0.1; 0 = any free port, -1 = off
 """
 
@@ -172,7 +172,7 @@ class FpDaemon:
         from btc_staking.signing import sign_pop_bip340
 
         address = str(self.conn.wallet.address())
-        pop = sign_pop_bip340(self.secret, address.encode())
+        pop = sign_pop_bip340(self.secret, bytes(self.conn.wallet.address()))  # raw address bytes (Babylon PoP)
         tx = self.conn.execute("btc_staking", {"create_finality_provider": {
             "btc_pk": self.btc_pk_hex, "pop": pop.hex(),
             "description": {"moniker": self.cfg["fp.moniker"], "identity": "", "website": "", "security_contact": "",
@@ -211,6 +211,7 @@ class FpDaemon:
 
     # ------------------------------------------------------------------ signing
     _cursor: int = 0  # heights below it were looked at and had no voting power
+    _synced: bool = False
 
     def voting_power(self, height: int) -> int | None:
         """This FP's voting power at ``height`` per the finality module (None if the chain cannot say)."""
@@ -291,20 +292,41 @@ class FpDaemon:
     def step(self) -> None:
         tip = self.conn.height()
         self.metrics.chain_height.set(tip)
-        slashed = self.fp.chain.query({"is_slashed": {"fp_btc_pk": self.btc_pk_hex}})
-        if slashed.get("slashed"):
-            self.status.update(height=tip, state="slashed")
-            if not getattr(self, "_said_slashed", False):
-                self.log.error("fp_slashed", fp_btc_pk=self.btc_pk_hex, block_height=slashed.get("block_height"))
-                self._said_slashed = True
-            return
-        self.sync_commits()
+        state = self.fp_state()
+        if state.get("state", "slashed" if not state else "") == "slashed":  # unknown state: ask directly
+            slashed = self.fp.chain.query({"is_slashed": {"fp_btc_pk": self.btc_pk_hex}})
+            if slashed.get("slashed"):
+                self.status.update(height=tip, state="slashed")
+                if not getattr(self, "_said_slashed", False):
+                    self.log.error("fp_slashed", fp_btc_pk=self.btc_pk_hex, block_height=slashed.get("block_height"))
+                    self._said_slashed = True
+                return
+        if state.get("state") == "jailed":
+            if not getattr(self, "_said_jailed", False):
+                self.log.error("fp_jailed", fp_btc_pk=self.btc_pk_hex, jailed_until=state.get("jailed_until"),
+                               hint="run `btcmesh fp unjail` once the jail time is over")
+                self._said_jailed = True
+        else:
+            self._said_jailed = False
+        if not self._synced:  # the chain's record of our commitments, once; later commits are our own
+            self.sync_commits()
+            self._synced = True
         self.commit_ahead(tip)
         self.resume_unsent(tip)
         self.vote_round(tip)
         done = self.records.last_submitted() or 0
         self.metrics.lag.set(max(0, tip - 1 - done))
-        self.status.update(height=tip, voted_height=done, state="voting")
+        self.status.update(height=tip, voted_height=done, state=state.get("state", "voting"))
+
+    def fp_state(self) -> dict:
+        """The finality module's view: ``{voting_power, state: active|standby|jailed|slashed, jailed_until}``."""
+        from checkpoint.errors import ChainError
+
+        try:
+            reply = self.fp.chain.query({"finality_provider": {"fp_btc_pk": self.btc_pk_hex}})
+        except ChainError:
+            return {}
+        return reply if isinstance(reply, dict) else {}
 
     def resume_unsent(self, tip: int) -> None:
         """Re-send votes recorded but never confirmed submitted (crash or transient failure): same app hash
@@ -349,17 +371,25 @@ class FpDaemon:
         if self.fp.chain.query({"vote": {"fp_btc_pk": self.btc_pk_hex, "height": h}}).get("vote") is None:
             msgs.append(self.fp.vote_msg(h, canonical))
         msgs.append(self.fp.vote_msg(h, fork))
-        for i in range(attempts):  # the running daemon may race us for the account sequence
-            try:
-                tx = execute_many(self.conn, "finality", msgs)
-                break
-            except ChainError as exc:
-                if not exc.transient or i == attempts - 1:
-                    raise
-                time.sleep(0.3)
+        tx = _retry_sequence(lambda: execute_many(self.conn, "finality", msgs), attempts)
         self.log.warn("double_sign_submitted", height=h, tx=tx)
         return {"height": h, "fork_app_hash": fork.hex(), "tx": tx,
                 "slashed": self.fp.chain.query({"is_slashed": {"fp_btc_pk": self.btc_pk_hex}})}
+
+
+def _retry_sequence(send: Any, attempts: int = 20) -> Any:
+    """``send()``, retried on transient chain errors: a running ``fp run`` shares the account, so a
+    one-shot command may lose the race for its sequence number."""
+    from checkpoint.errors import ChainError
+
+    for i in range(attempts):
+        try:
+            return send()
+        except ChainError as exc:
+            if not exc.transient or i == attempts - 1:
+                raise
+            time.sleep(0.3)
+    raise AssertionError("unreachable")
 
 
 # ------------------------------------------------------------------------------------------ commands
@@ -395,7 +425,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_unjail(args: argparse.Namespace) -> int:
     d = _daemon(args)
     try:
-        tx = d.fp.chain.submit({UNJAIL_MSG: {"fp_btc_pk": d.btc_pk_hex}})
+        tx = _retry_sequence(lambda: d.fp.chain.submit({UNJAIL_MSG: {"fp_btc_pk": d.btc_pk_hex}}))
         d.log.info("unjailed", fp_btc_pk=d.btc_pk_hex, tx=tx)
         print(tx)
     finally:
@@ -410,9 +440,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         reg = d.conn.query("btc_staking", {"finality_provider": {"btc_pk": d.btc_pk_hex}})
         sl = d.fp.chain.query({"is_slashed": {"fp_btc_pk": d.btc_pk_hex}})
+        fin = d.fp_state()
         commits = d.fp.chain.query({"pub_rand_commits": {"fp_btc_pk": d.btc_pk_hex}})["commits"]
         print(json.dumps({"fp_btc_pk": d.btc_pk_hex, "chain_height": d.conn.height(),
-                          "active_sat": reg.get("active_sat"), "jailed": reg.get("jailed", False),
+                          "active_sat": reg.get("active_sat"), "state": fin.get("state"),
+                          "voting_power": fin.get("voting_power"), "jailed_until": fin.get("jailed_until"),
                           "slashed": sl.get("slashed"), "last_voted_height": d.records.last_submitted(),
                           "signed_heights": d.records.count(),
                           "pub_rand_committed_to": max((c["start_height"] + c["num_pub_rand"] - 1 for c in commits),

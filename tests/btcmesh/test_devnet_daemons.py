@@ -152,7 +152,7 @@ def _all_spends_valid(net: Devnet, base: int) -> int:
 
 
 def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by step
-    up = ["devnet", "up", "--dir", str(d), "--block-interval", "0.3" if not comet else "0.4"]
+    up = ["devnet", "up", "--dir", str(d)]  # 1 s blocks: votes are due within 3 blocks (finality_sig_timeout)
     if comet:
         up += ["--comet", str(comet)]
     out = _ok(*up, timeout=240)
@@ -251,6 +251,12 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         net.mine(net.info["k"])
         _wait(lambda: net.delegation(h).get("slashing_btc_txid") == slash_txid, "report_btc_slashing", 60)
         assert not net.chain.query("finality", {"is_slashed": {"fp_btc_pk": _fp_pk(2)}})["slashed"]
+        st1 = json.loads(_ok("fp", "status", "--config", str(d / "fp-1" / "fp.toml")))
+        st2 = json.loads(_ok("fp", "status", "--config", str(d / "fp-2" / "fp.toml")))
+        assert st1["slashed"] is True and st1["state"] == "slashed"
+        assert st2["state"] == "active" and st2["voting_power"] > 0 and st2["last_voted_height"] > height
+        r = _cli("fp", "unjail", "--config", str(d / "fp-2" / "fp.toml"))  # the chain's answer, one line
+        assert r.returncode == 1 and "is not jailed" in r.stderr and len(r.stderr.strip().splitlines()) == 1
         assert len(net.chain.query("finality", {"evidence": {"fp_btc_pk": _fp_pk(1)}})["evidence"]) == 1
 
         # -------- every spend on the node, both oracles
