@@ -795,19 +795,6 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
                 "staking_tx_hash": dels[who].staking_tx_hash}}}))}
         st.detail = ", ".join(f"{v[:16]}… {res.virtual_stake_before[v]} → {res.virtual_stake_after[v]}"
                               for v in validators.values())
-
-    if cfg.mesh == "upstream":
-        with run.step("mesh: the same events on the upstream contracts (harness)") as st:
-            from btcmesh.mesh_upstream import replay_on_upstream
-
-            recs = [q(MESH, {"adapter": {"delegation": {"staking_tx_hash": d.staking_tx_hash}}})["delegation"]
-                    for d in dels.values()]
-            res.mesh_upstream = replay_on_upstream(q(MESH, {"config": {}})["params"], recs, fps["bad"].btc_pk_hex)
-            unnamed = [d for d in res.mesh_upstream["differences"] if not d["named"]]
-            if unnamed:
-                raise DemoError(f"upstream contracts and model disagree: {unnamed}")
-            st.detail = (f"upstream = model, {len(res.mesh_upstream['differences'])} named difference(s): "
-                         + (", ".join(sorted({d['named'] for d in res.mesh_upstream['differences']})) or "none"))
         st.detail += "; consumer rewards earned so far: " + ", ".join(
             f"{w} {r['earned_at_slash']}" for w, r in res.rewards.items())
 
@@ -961,6 +948,21 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
                           f"at height {res.app_hash_height}")
         st.detail = ", ".join(f"{w}: chain {o.status} / API {o.api_state or '-'}" for w, o in res.delegations.items())
 
+    if cfg.mesh == "upstream":
+        with run.step("mesh: the same events on the upstream contracts (harness)") as st:
+            from btcmesh.mesh_upstream import replay_on_upstream
+
+            recs = [q(MESH, {"adapter": {"delegation": {"staking_tx_hash": d.staking_tx_hash}}})["delegation"]
+                    for d in dels.values()]
+            res.mesh_upstream = replay_on_upstream(q(MESH, {"config": {}})["params"], recs, fps["bad"].btc_pk_hex)
+            unnamed = [d for d in res.mesh_upstream["differences"] if not d["named"]]
+            if unnamed or res.mesh_upstream["model"]["final"] != res.mesh_upstream["chain_final"]:
+                raise DemoError(f"upstream contracts, model replay and chain disagree: {unnamed} "
+                                f"{res.mesh_upstream['model']['final']} {res.mesh_upstream['chain_final']}")
+            st.detail = (f"upstream = model = chain at the end, {len(res.mesh_upstream['differences'])} named "
+                         "difference(s) on the way: "
+                         + (", ".join(sorted({d['named'] for d in res.mesh_upstream['differences']})) or "none"))
+
 
 def _settled_power(q: Callable[[str, dict], Any], timeout: float) -> dict[str, int]:
     """The consensus set once the valset reached its target (changes are spread over blocks, each
@@ -1042,6 +1044,8 @@ def format_summary(res: DemoResult) -> str:
                for h, c in m["collateral_after"].items()])]
         parts += [f"  differs: {d['what']} model {d['model']} upstream {d['upstream']} ({d['named'] or 'NOT NAMED'})"
                   for d in res.mesh_upstream["differences"]]
+        parts.append("  end of the demo: chain records " + ("=" if m["final"] == res.mesh_upstream["chain_final"]
+                                                            else "!=") + " the model replay's")
     if res.reward_totals:
         parts += _rewards_summary(res)
     if res.consensus_power_before:

@@ -45,9 +45,16 @@ def test_demo_mesh_upstream_reaches_the_model_outcomes(harness_built, tmp_path):
     # the model replay agrees with the chain; upstream keeps the slashing tx fee (named)
     assert m["collateral_after"][a] == res.mesh_collateral_after["A"]
     assert u["collateral_after"][a] == 900_000 and u["collateral_after"][b] == m["collateral_after"][b]
+    # the replay continues to the demo's end (B unbonds and withdraws): the chain's records equal the
+    # model replay's; upstream's differ from them only by the slashing tx fee (named), also settled
+    assert m["final"] == res.mesh_upstream["chain_final"]
+    assert (m["final"][b]["status"], u["final"][b]["status"]) == ("WITHDRAWING", "WITHDRAWING")
+    assert (m["settled"][b]["status"], u["settled"][b]["status"]) == ("WITHDRAWN", "WITHDRAWN")
+    assert m["settled"][b] == u["settled"][b] and m["settled"][a]["collateral_sat"] == res.mesh_collateral_after["A"]
     assert [(d["what"].split("[")[0], d["named"]) for d in res.mesh_upstream["differences"]] == [
-        ("collateral_after", "collateral_left")]
-    assert "Mesh on the upstream contracts" in format_summary(res)
+        ("collateral_after", "collateral_left"), ("final", "collateral_left"), ("settled", "collateral_left")]
+    text = format_summary(res)
+    assert "Mesh on the upstream contracts" in text and "chain records = the model replay's" in text
 
 
 def test_cli_mesh_flag():
