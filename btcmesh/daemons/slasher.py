@@ -147,7 +147,10 @@ def extract_fp_key_from_slashing_tx(delegation: dict, tx: Any, path: str, params
 class SlasherDaemon:
     """Chain + Bitcoin connections, the :class:`checkpoint.slasher.Slasher`, records."""
 
-    def __init__(self, cfg: Config, log: EventLog | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, cfg: Config, log: EventLog | None = None, metrics: Metrics | None = None, *,
+                 chain: Any = None, btc: Any = None) -> None:
+        """Connects to ``chain.rest`` and ``bitcoin.rpc``, unless ``chain`` (a
+        :class:`checkpoint.slasher.QuerySlasherChain` with params) and ``btc`` (a BitcoinBackend) are given."""
         from checkpoint.slasher import QuerySlasherChain, Slasher
         from regtest.rpc import RpcBackend
 
@@ -157,20 +160,26 @@ class SlasherDaemon:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.records = SlasherRecords(cfg.state_dir / "slasher.sqlite")
         self.status = StatusFile(cfg.state_dir / "status.json", "slasher")
-        self.conn = chain_connection(cfg["chain.rest"])
-        self.btc = RpcBackend(cfg["bitcoin.rpc"], dialect=cfg["bitcoin.dialect"], timeout=30)
-        self.chain = QuerySlasherChain(query=self.conn.client.query, finality=self.conn.addresses["finality"],
-                                       registry=self.conn.addresses["btc_staking"])
-        from checkpoint.runner import chain_info
+        self.conn: Any = None
+        if chain is None:
+            from checkpoint.runner import chain_info
 
-        self.chain.params = chain_info(self.conn.client).params  # latest version (checkpoint.runner reads it so)
+            self.conn = chain_connection(cfg["chain.rest"])
+            chain = QuerySlasherChain(query=self.conn.client.query, finality=self.conn.addresses["finality"],
+                                      registry=self.conn.addresses["btc_staking"])
+            chain.params = chain_info(self.conn.client).params  # latest version (checkpoint.runner reads it so)
+        self.chain = chain
+        self._own_btc = btc is None
+        self.btc = btc if btc is not None else RpcBackend(cfg["bitcoin.rpc"], dialect=cfg["bitcoin.dialect"],
+                                                          timeout=30)
         self.slasher = Slasher(self.chain, self.btc)
         self.keys: dict[str, bytes] = {}
         self._said: dict[str, str] = {}
 
     def close(self) -> None:
         self.records.close()
-        self.btc.close()
+        if self._own_btc:
+            self.btc.close()
 
     # ------------------------------------------------------------------ slashing one delegation
     def slash_delegation(self, d_json: dict, fp: str, sk: bytes, source: str) -> str:
@@ -248,7 +257,7 @@ class SlasherDaemon:
             body: dict[str, Any] = {"limit": 100}
             if start_after:
                 body["start_after"] = start_after
-            reply = self.conn.query("btc_staking", {"delegations": body})
+            reply = self.chain.query(self.chain.registry, {"delegations": body})
             for d in reply["delegations"]:
                 if not d.get("covenant_sigs"):
                     continue
@@ -305,7 +314,7 @@ class SlasherDaemon:
                 self.log.info("slashing_confirmed", staking_tx_hash=row["staking_tx_hash"], txid=row["txid"])
 
     def step(self) -> None:
-        chain_tip = self.conn.height()
+        chain_tip = self.conn.height() if self.conn is not None else 0
         btc_tip = self.btc.get_block_count()
         self.metrics.chain_height.set(chain_tip)
         self.metrics.btc_height.set(btc_tip)
