@@ -124,7 +124,7 @@ class StakingIndex:
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = url
-        kw: dict[str, Any] = {}
+        kw: dict[str, Any] = {"pool_size": 16, "max_overflow": 48}  # one per API worker thread
         if url.startswith("sqlite"):
             kw["connect_args"] = {"check_same_thread": False}
         self.engine: Engine = create_engine(url, **kw)

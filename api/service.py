@@ -161,8 +161,16 @@ class StakingService:
         next_key = encode_pagination_key(items[-1].delegation_staking.staking_tx_hash_hex) if more else ""
         return Page(items, next_key)
 
+    def _memo(self, key: str, fn: Any) -> Any:
+        """``fn()`` computed once per index sync when the source is an index (its cache), else every time."""
+        cached = getattr(self.source, "cached", None)
+        return cached(key, fn) if callable(cached) and self._indexed() is not None else fn()
+
     def finality_providers(self) -> list[FinalityProviderPublic]:
         """All finality providers with their ACTIVE TVL, largest first."""
+        return list(self._memo("finality_providers", self._finality_providers))
+
+    def _finality_providers(self) -> list[FinalityProviderPublic]:
         tip = self.source.btc_tip_height()
         tvl, count = self._active_by_fp(tip)
         out = [
@@ -204,6 +212,9 @@ class StakingService:
 
     def overall_stats(self) -> OverallStatsPublic:
         """Network totals; TVL counts only ACTIVE delegations."""
+        return self._memo("overall_stats", self._overall_stats)
+
+    def _overall_stats(self) -> OverallStatsPublic:
         tip = self.source.btc_tip_height()
         idx = self._indexed()
         if idx is not None:  # counters kept by the indexer
@@ -255,6 +266,9 @@ class StakingService:
 
     def params(self) -> ParamsPublic:
         """All params versions, ascending."""
+        return self._memo("params", self._params)
+
+    def _params(self) -> ParamsPublic:
         versions = sorted(self.source.params(), key=lambda p: p.version)
         return ParamsPublic(
             bbn=[
@@ -281,6 +295,9 @@ class StakingService:
 
     def network_info(self) -> NetworkInfoPublic:
         """Params plus whether staking is open at the current BTC tip."""
+        return self._memo("network_info", self._network_info)
+
+    def _network_info(self) -> NetworkInfoPublic:
         tip = self.source.btc_tip_height()
         params = self.params()
         is_open = any(p.btc_activation_height <= tip for p in params.bbn)
