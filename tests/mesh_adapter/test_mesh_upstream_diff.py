@@ -209,6 +209,8 @@ class Diff:
             self.diverged = True
             return
         assert ms["users"] == us["users"], self.explain(f"state differs:\nmodel={ms['users']}\nupstream={us['users']}")
+        assert ms["pending_txs"] == us["pending_txs"], self.explain(
+            f"pending txs differ:\nmodel={ms['pending_txs']}\nupstream={us['pending_txs']}")
         expected_vs = {v: ms["virtual_stake"][v] + self.burned.get(v, 0) for v in VALIDATORS}
         assert us["virtual_stake"] == expected_vs, self.explain(
             f"virtual stake differs: model={ms['virtual_stake']} (+burned {self.burned}) upstream={us['virtual_stake']}")

@@ -4,7 +4,8 @@
 ``MeshApp`` holding our vault, external-staking, converter and virtual-staking, with the same
 names. ``snapshot()`` on either side gives the compared state, normalised to one shape:
 per user the vault account (bonded, free, max_lien, total_slashable), the claims, and per
-validator the stake range and pending unbonds; per validator the virtual stake.
+validator the stake range and pending unbonds; per validator the virtual stake; the vault's and
+external staking's pending (in-flight) txs.
 """
 
 from __future__ import annotations
@@ -168,7 +169,8 @@ class ModelWorld:
             users[u] = {"account": _account(acct),
                         "claims": [(c["lienholder"], _rng(c["amount"])) for c in claims], "stakes": stakes}
         vs = {v: int(self.app.query("virtual_staking", {"delegation": {"validator": v}})["amount"]) for v in validators}
-        return {"users": users, "virtual_stake": vs}
+        txs = {c: self.app.query(c, {"all_pending_txs_desc": {"limit": 30}})["txs"] for c in ("vault", "external_staking")}
+        return {"users": users, "virtual_stake": vs, "pending_txs": txs}
 
 
 def _rng(r: dict) -> tuple[int, int]:
@@ -232,6 +234,8 @@ class UpstreamWorld:
                     r = self.h.run({"op": "query", "contract": "external_staking",
                                     "msg": {"pending_rewards": {"user": u, "validator": v}}})
                     st["rewards"] = int(r["rewards"]["amount"])
+        snap["pending_txs"] = {c: self.h.run({"op": "query", "contract": c, "msg": {
+            "all_pending_txs_desc": {"limit": 30}}})["txs"] for c in ("vault", "external_staking")}
         return snap
 
 
