@@ -1,6 +1,7 @@
 """``btcmesh devnet up|status|down``: every part as its own OS process, under one directory.
 
-``up`` starts, each with its own directory (config, log, PID file, state): the Bitcoin node
+``up`` starts, each with its own directory (``process.toml`` with its command line, the daemon's own
+TOML config where it has one, ``<name>.log``, ``pid``, ``state/``): the Bitcoin node
 (``btcmesh node``, embedded), the chain (``btcmesh chain``, embedded or ``--comet N`` validators),
 the checkpoint service, 3 covenant signers, 2 finality providers (registered first), the slasher
 and the staking API. It also writes two staker configs (``staker-1``, ``staker-2``, funded with one
@@ -98,10 +99,27 @@ def _spawn(d: Path, name: str, argv: list[str], env: dict[str, str] | None = Non
     return proc.pid
 
 
+def _write_process_config(d: Path, name: str, argv: list[str]) -> Path:
+    """``DIR/<name>/process.toml``: the command line this process is started with (``start_process`` reads it)."""
+    pdir = d / name
+    pdir.mkdir(parents=True, exist_ok=True)
+    file = pdir / "process.toml"
+    file.write_text(f"# btcmesh devnet: how `{name}` is started (python -m btcmesh ARGV); edit, then restart it\n"
+                    f"argv = {json.dumps(argv)}\n")
+    return file
+
+
 def start_process(d: Path, name: str, env: dict[str, str] | None = None) -> int:
-    """(Re)start one devnet process with the argv recorded in devnet.json (tests restart daemons so)."""
-    info = json.loads((d / "devnet.json").read_text())
-    return _spawn(d, name, info["argv"][name], env)
+    """(Re)start one devnet process from its ``process.toml`` (tests restart daemons so)."""
+    import tomllib
+
+    try:
+        argv = tomllib.loads((d / name / "process.toml").read_text())["argv"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+        raise DevnetError(f"{d / name / 'process.toml'}: {exc}") from None
+    if not isinstance(argv, list) or not all(isinstance(a, str) for a in argv):
+        raise DevnetError(f"{d / name / 'process.toml'}: key argv must be a list of strings")
+    return _spawn(d, name, argv, env)
 
 
 def _wait_log(d: Path, name: str, needle: str, timeout: float) -> str:
@@ -158,7 +176,8 @@ def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_t
         # ---- Bitcoin: one coinbase per staker, then maturity for them
         argv["node"] = ["node", "--port", str(ports["node"]), "--password", password, "--datadir", str(d / "node" / "data")]
         save()
-        _spawn(d, "node", argv["node"])
+        _write_process_config(d, "node", argv["node"])
+        start_process(d, "node")
         _wait_log(d, "node", "ready ", timeout)
         stakers = {}
         for i in (1, 2):
@@ -178,14 +197,16 @@ def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_t
         if _chain_has_option("--grpc-port"):  # the chain also serves gRPC: never the fixed default port
             argv["chain"] += ["--grpc-port", str(_free_port())]
         save()
-        _spawn(d, "chain", argv["chain"])
+        _write_process_config(d, "chain", argv["chain"])
+        start_process(d, "chain")
         _wait_log(d, "chain", "ready ", timeout * (2 if comet else 1))
 
         # ---- checkpoint service
         argv["checkpoint"] = ["checkpoint", "--btc-rpc", btc_rpc, "--btc-dialect", "bitcoind", "--chain-rest", rest,
                               "--store", str(d / "checkpoint" / "checkpoint.sqlite"), "--seed", seed, "--poll", "0.3"]
         save()
-        _spawn(d, "checkpoint", argv["checkpoint"])
+        _write_process_config(d, "checkpoint", argv["checkpoint"])
+        start_process(d, "checkpoint")
         _wait_log(d, "checkpoint", "checkpoint: chain", timeout)
 
         subs = {"CHAIN_REST": rest, "BTC_RPC": btc_rpc}
@@ -225,7 +246,8 @@ def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_t
         info["stakers"] = {f"staker-{i}": str(d / f"staker-{i}" / "staker.toml") for i in stakers}
         save()
         for name in ("covenant-1", "covenant-2", "covenant-3", "fp-1", "fp-2", "slasher", "api"):
-            _spawn(d, name, argv[name])
+            _write_process_config(d, name, argv[name])
+            start_process(d, name)
         for name in ("covenant-1", "covenant-2", "covenant-3", "fp-1", "fp-2", "slasher"):
             _wait_log(d, name, "event=started", timeout)
         _wait_log(d, "api", "Uvicorn running", timeout)

@@ -259,8 +259,24 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         assert r.returncode == 1 and "is not jailed" in r.stderr and len(r.stderr.strip().splitlines()) == 1
         assert len(net.chain.query("finality", {"evidence": {"fp_btc_pk": _fp_pk(1)}})["evidence"]) == 1
 
+        # -------- staker-2 unbonds and withdraws, staker-1 takes back its slashing change (btcmesh stake)
+        cfg2, cfg1 = str(d / "staker-2" / "staker.toml"), str(d / "staker-1" / "staker.toml")
+        unbond_txid = _ok("stake", "unbond", "--config", cfg2).strip()
+        net.mine(net.info["k"] + 1)
+        _wait(lambda: net.delegation(h2).get("status") == "UNBONDING", "delegation 2 UNBONDING", 60)
+        net.mine(net.info["unbonding_time"])
+        withdraw2 = _ok("stake", "withdraw", "--config", cfg2).strip()
+        withdraw1 = _ok("stake", "withdraw", "--config", cfg1).strip()
+        net.mine(1)
+        spent = {i.prevout.txid[::-1].hex() for t in (withdraw1, withdraw2)
+                 for i in Tx.parse(net.btc.get_raw_transaction(t)).inputs}
+        assert spent == {unbond_txid, slash_txid}  # the unbonding output and the slashing change
+        rows = {r["staking_tx_hash"]: r for r in map(json.loads, _ok("stake", "status", "--config", cfg2).splitlines())}
+        assert rows[h2]["unbonding_tx"] == unbond_txid and rows[h2]["withdraw_tx"] == withdraw2
+
         # -------- every spend on the node, both oracles
-        assert _all_spends_valid(net, base) >= 3  # 2 staking txs (one PSBT-signed) and the slashing tx
+        # 2 staking txs (one PSBT-signed), the slashing tx, the unbonding tx and 2 withdrawals
+        assert _all_spends_valid(net, base) >= 6
 
         # -------- metrics on 127.0.0.1 (prometheus_client)
         import httpx
