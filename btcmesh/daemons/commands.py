@@ -113,8 +113,12 @@ def add_daemon_commands(sub: Any) -> None:
     p = ss.add_parser("status", help="this staker's delegations and their chain status (JSON lines)")
     _config(p, "staker.toml")
     p.set_defaults(func=_lazy("staker", "cmd_status"))
+    p = ss.add_parser("rewards", help="pending and claimed consumer rewards of this staker's address (JSON)")
+    _config(p, "staker.toml")
+    p.set_defaults(func=_lazy("staker", "cmd_rewards"))
     for name, what in (("unbond", "broadcast the covenant-signed unbonding tx"),
-                       ("withdraw", "spend the timelock path back to the wallet")):
+                       ("withdraw", "spend the timelock path back to the wallet"),
+                       ("claim", "claim pending rewards to this staker's (PoP-bound) address")):
         p = ss.add_parser(name, help=what)
         _config(p, "staker.toml")
         p.add_argument("--staking-tx", help="staking tx hash (default: the latest delegation)")

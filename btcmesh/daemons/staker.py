@@ -9,6 +9,7 @@ staking tx it made and what it did with it) and talks to a Bitcoin node and the 
     btcmesh stake status --config staker.toml
     btcmesh stake unbond --config staker.toml [--staking-tx HASH]
     btcmesh stake withdraw --config staker.toml [--staking-tx HASH]
+    btcmesh stake rewards|claim --config staker.toml     # consumer rewards (btcmesh.rewards)
 
 Registration follows Babylon's **pre-approval flow**: ``stake`` funds and signs the staking tx,
 pre-signs both slashing txs, and submits ``create_btc_delegation`` *without* an inclusion proof
@@ -323,6 +324,30 @@ def cmd_withdraw(args: argparse.Namespace) -> int:
     t = _tool(args)
     try:
         print(t.withdraw(args.staking_tx))
+    finally:
+        t.close()
+    return 0
+
+
+def cmd_rewards(args: argparse.Namespace) -> int:
+    """Pending and claimed rewards paid to this staker's Cosmos address (``btcmesh.rewards``)."""
+    from btcmesh.rewards import rewards_of
+
+    t = _tool(args)
+    try:
+        print(json.dumps(rewards_of(t.conn.client, address=str(t.conn.wallet.address())), sort_keys=True))
+    finally:
+        t.close()
+    return 0
+
+
+def cmd_claim(args: argparse.Namespace) -> int:
+    """Claim pending rewards to this staker's Cosmos address (the PoP-bound account)."""
+    from btcmesh.rewards import claim_rewards
+
+    t = _tool(args)
+    try:
+        print(json.dumps(claim_rewards(t.conn.client, t.conn.wallet, args.staking_tx), sort_keys=True))
     finally:
         t.close()
     return 0

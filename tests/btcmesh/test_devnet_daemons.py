@@ -202,6 +202,7 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         _wait(lambda: net.delegation(h2).get("status") == "ACTIVE", "delegation 2 (PSBT) ACTIVE", 60)
         rows = [json.loads(line) for line in _ok("stake", "status", "--config", staker_cfg).splitlines()]
         assert rows[0]["status"] == "ACTIVE" and rows[0]["staking_tx_hash"] == h
+        assert isinstance(json.loads(_ok("stake", "rewards", "--config", staker_cfg)), dict)
 
         # -------- fp-1 dies right after recording its first vote; protection survives the kill -9
         net.wait_dead("fp-1")
