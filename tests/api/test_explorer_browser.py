@@ -56,15 +56,26 @@ def _wait(driver: Any, cond: Callable[[Any], Any], what: str) -> Any:
     try:
         return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(cond)
     except TimeoutException:
-        body = driver.find_element("tag name", "body").text[:800]
+        body = _text(driver, "body")[:800]
         raise AssertionError(f"timed out waiting for {what}; page shows:\n{body}") from None
 
 
+# The pages re-render on every refresh, so elements are read inside one script (never a stale reference).
 def _text(driver: Any, css: str) -> str:
-    from selenium.webdriver.common.by import By
+    return driver.execute_script("const e = document.querySelector(arguments[0]);"
+                                 " return e ? e.innerText.trim() : '';", css)
 
-    els = driver.find_elements(By.CSS_SELECTOR, css)
-    return els[0].text.strip() if els else ""
+
+def _attrs(driver: Any, css: str, attr: str) -> list[str | None]:
+    return driver.execute_script("return [...document.querySelectorAll(arguments[0])]"
+                                 ".map(e => e.getAttribute(arguments[1]));", css, attr)
+
+
+def _timeline(driver: Any) -> dict[str, dict[str, Any]]:
+    """step → {class, txids} of the delegation page's timeline."""
+    return driver.execute_script(
+        "return Object.fromEntries([...document.querySelectorAll('#timeline li')].map(li => [li.dataset.step,"
+        " {cls: li.className, txids: [...li.querySelectorAll('code')].map(c => c.dataset.full)}]));")
 
 
 def _fmt(n: int) -> str:
@@ -116,8 +127,8 @@ def _explore(driver: Any, res: Any, shots: Path) -> dict[str, Any]:
     page_height = int(_text(driver, "#ov-chain-height").replace(",", ""))
     assert before["chain_height"] <= page_height <= get("/v2/explorer/overview")["chain_height"]
     for row in ov["tvl_by_state"]:
-        cell = driver.find_element(By.CSS_SELECTOR, f'#tvl-by-state tr[data-state="{row["state"]}"] .tvl-sat')
-        assert cell.get_attribute("data-sat") == str(row["sat"]), row
+        cell = _attrs(driver, f'#tvl-by-state tr[data-state="{row["state"]}"] .tvl-sat', "data-sat")
+        assert cell == [str(row["sat"])], row
     # the demo's own outcome: A slashed, B withdrawn, nothing ACTIVE any more
     by_state = {r["state"]: r for r in ov["tvl_by_state"]}
     assert by_state["SLASHED"]["sat"] == res.delegations["A"].staked_sat
@@ -131,8 +142,7 @@ def _explore(driver: Any, res: Any, shots: Path) -> dict[str, Any]:
     # ---- providers table and the double-signer's page (double vote marked)
     driver.get(f"{base}/explorer/providers")
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#providers tbody tr"), "providers table")
-    rows = driver.find_elements(By.CSS_SELECTOR, "#providers tbody tr")
-    assert {r.get_attribute("data-pk") for r in rows} == {res.bad_fp_pk, res.delegations["B"].fp_pk}
+    assert set(_attrs(driver, "#providers tbody tr", "data-pk")) == {res.bad_fp_pk, res.delegations["B"].fp_pk}
     _screenshot(driver, shots, "providers")
     driver.get(f"{base}/explorer/providers/{res.bad_fp_pk}")
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#votes tr.double"), "the double vote row")
@@ -142,12 +152,10 @@ def _explore(driver: Any, res: Any, shots: Path) -> dict[str, Any]:
     # ---- delegations: filter by state, search by staker key
     driver.get(f"{base}/explorer/delegations?state=SLASHED")
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#delegations tbody tr"), "slashed delegations")
-    hashes = [r.get_attribute("data-hash") for r in driver.find_elements(By.CSS_SELECTOR, "#delegations tbody tr")]
-    assert hashes == [res.delegations["A"].staking_tx_hash]
+    assert _attrs(driver, "#delegations tbody tr", "data-hash") == [res.delegations["A"].staking_tx_hash]
     driver.get(f"{base}/explorer/delegations?q={res.delegations['B'].staker_pk}")
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#delegations tbody tr"), "search by staker key")
-    hashes = [r.get_attribute("data-hash") for r in driver.find_elements(By.CSS_SELECTOR, "#delegations tbody tr")]
-    assert hashes == [res.delegations["B"].staking_tx_hash]
+    assert _attrs(driver, "#delegations tbody tr", "data-hash") == [res.delegations["B"].staking_tx_hash]
     _screenshot(driver, shots, "delegations")
 
     # ---- the slashed delegation's page shows the burned amount (the demo measured it on Bitcoin)
@@ -156,10 +164,9 @@ def _explore(driver: Any, res: Any, shots: Path) -> dict[str, Any]:
     _wait(driver, lambda d: _text(d, "#burned-sat"), "the burned amount")
     assert _text(driver, "#burned-sat") == f"{_fmt(a.burned_sat)} sat"
     assert a.burned_sat == res.expected_burned_sat > 0
-    steps = {li.get_attribute("data-step"): li.get_attribute("class")
-             for li in driver.find_elements(By.CSS_SELECTOR, "#timeline li")}
+    steps = {step: v["cls"] for step, v in _timeline(driver).items()}
     assert steps.get("slashed") == "done" and steps.get("slashing_tx") == "done", steps
-    assert res.slashing_txid in driver.find_element(By.CSS_SELECTOR, "#slashing-txid code").get_attribute("data-full")
+    assert _attrs(driver, "#slashing-txid code", "data-full") == [res.slashing_txid]
     seen["burned"] = _text(driver, "#burned-sat")
     # figures other routes add (mesh slash, rewards): the page shows the API's, or "—" where a route has none
     q = f"?staking_tx_hash_hex={a.staking_tx_hash}"
@@ -179,9 +186,7 @@ def _explore(driver: Any, res: Any, shots: Path) -> dict[str, Any]:
     driver.get(f"{base}/explorer/delegations/{b.staking_tx_hash}")
     _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '#timeline li[data-step="withdrawn"].done'),
           "B's withdrawn step")
-    txids = {li.get_attribute("data-step"): [c.get_attribute("data-full") for c in li.find_elements(By.CSS_SELECTOR,
-                                                                                                    "code")]
-             for li in driver.find_elements(By.CSS_SELECTOR, "#timeline li")}
+    txids = {step: v["txids"] for step, v in _timeline(driver).items()}
     assert txids["locked"] == [b.staking_tx_hash]
     assert txids["unbonding"] == [res.spends["unbonding tx B"].txid]
     assert txids["withdrawn"] == [res.spends["withdrawal B"].txid]

@@ -60,6 +60,7 @@
   const num = (v) => (isNum(v) ? v.toLocaleString("en-US") : DASH);
   const sat = (v) => (isNum(v) ? v.toLocaleString("en-US") + " sat" : DASH);
   const btc = (v) => (isNum(v) ? (v / 1e8).toFixed(8).replace(/0+$/, "").replace(/\.$/, "") + " BTC" : "");
+  const range = (s) => (s ? String(s).replace(/\d+/g, (d) => Number(d).toLocaleString("en-US")) : DASH);
   const short = (s, n) => (s ? (s.length > 2 * (n || 8) + 1 ? s.slice(0, n || 8) + "…" + s.slice(-(n || 8)) : s) : DASH);
 
   function hex(s, href, n) {
@@ -99,8 +100,10 @@
   }
 
   function card(label, value, id, sub) {
+    const unit = typeof value === "string" && / (sat|blocks)$/.exec(value);  // a smaller unit keeps numbers on one line
+    const shown = unit ? [value.slice(0, unit.index), h("small", { class: "unit" }, unit[0])] : value;
     return h("div", { class: "card" }, h("div", { class: "label" }, label),
-      h("div", { class: "value", id: id }, value), sub ? h("div", { class: "sub" }, sub) : null);
+      h("div", { class: "value", id: id }, shown), sub ? h("div", { class: "sub" }, sub) : null);
   }
 
   function empty(msg, id) { return h("div", { class: "empty", id: id || null }, msg); }
@@ -358,8 +361,10 @@
         card("Claimed", rw ? amount(rw.claimed) : DASH, "rewards-claimed",
           rw ? rw.denom + (rw.reward_address ? " · to " + short(rw.reward_address, 6) : "") : null)),
       h("h2", {}, "Mesh"),
-      d.mesh ? table(Object.keys(d.mesh), [{ cells: Object.values(d.mesh).map((v) =>
-        typeof v === "string" && v.length > 24 ? hex(v, null, 8) : v === null ? DASH : String(v)) }], { id: "del-mesh" })
+      d.mesh ? table(["Mesh adapter field", "Value"], Object.entries(d.mesh).map(([k, v]) => ({
+        cells: [k.replace(/_/g, " "), typeof v === "string" && v.length > 24 ? hex(v, null, 8)
+          : v === null ? DASH : typeof v === "number" || /^[0-9]+$/.test(v) ? range(String(v)) : String(v)],
+      })), { id: "del-mesh", cls: "kv" })
         : empty("The mesh adapter holds no record of this delegation (it never became ACTIVE, or mesh is off).",
           "no-mesh"),
     );
@@ -447,6 +452,13 @@
     explorer.chartKey = key;
   }
 
+  // the BTC adapter names a delegation's vault account "btcdel1<staking tx hash>": link it to the delegation
+  function accountCell(account) {
+    const m = /^btcdel1([0-9a-f]{64})$/.exec(account || "");
+    return m ? h("span", {}, h("span", { class: "muted" }, "delegation "), hex(m[1], "/explorer/delegations/" + m[1], 6))
+      : hex(account, null, 8);
+  }
+
   let meshBuilt = false;
   async function mesh() {
     const [hist, m] = await Promise.all([api("/v2/explorer/mesh/virtual-stake-history"), api("/v2/explorer/mesh")]);
@@ -488,9 +500,9 @@
       h("h2", {}, "Vault accounts"),
       m.accounts.length ? table(["Account", "Collateral", "Liens", "Max lien", "Slashable", "Free"],
         m.accounts.map((a) => ({
-          cells: [hex(a.account, null, 8), num(a.collateral), a.liens.length ? h("span", {}, a.liens.map((l) =>
-            h("div", {}, hex(l.lienholder, null, 5), " ", l.amount))) : DASH, a.max_lien || DASH, a.slashable || DASH,
-          a.free || DASH],
+          cells: [accountCell(a.account), num(a.collateral), a.liens.length ? h("span", {}, a.liens.map((l) =>
+            h("div", {}, h("span", { class: "muted" }, l.lienholder + " "), range(l.amount)))) : DASH,
+          range(a.max_lien), range(a.slashable), range(a.free)],
         })), { id: "accounts", numeric: [1, 3, 4, 5] }) : empty("No vault account holds collateral yet.", "no-accounts"));
   }
 
