@@ -203,6 +203,26 @@ class ChainClient:
             res = res["delegation"]
         return res if isinstance(res, dict) and res else None
 
+    def delegations(self, staking_tx_hashes: Sequence[str], page: int = 100) -> dict[str, dict[str, Any] | None]:
+        """The chain's records for many staking txids (display hex) at once: one ``delegations_by_hash`` query
+        per ``page``; a chain without that query is asked one delegation at a time."""
+        out: dict[str, dict[str, Any] | None] = {}
+        hashes = list(staking_tx_hashes)
+        for start in range(0, len(hashes), page):
+            part = hashes[start:start + page]
+            try:
+                res = self.query(self.contracts.btc_staking, {"delegations_by_hash": {"staking_tx_hashes": part}})
+            except ChainError as exc:
+                if exc.transient:
+                    raise
+                out.update((h, self.delegation(h)) for h in part)  # an older chain: no batch query
+                continue
+            records = res.get("delegations") if isinstance(res, dict) else None
+            if not isinstance(records, list) or len(records) != len(part):
+                raise ChainError("delegations_by_hash: malformed reply", transient=True)
+            out.update((h, r if isinstance(r, dict) and r else None) for h, r in zip(part, records))
+        return out
+
     def is_registered(self, staking_tx_hash: str) -> bool:
         """Whether the chain already has a delegation for this staking txid."""
         return self.delegation(staking_tx_hash) is not None

@@ -521,7 +521,8 @@ class CheckpointService:
         self.store.mark_done(sub.key, chain_hash, tx.block_hash)
         report.submitted.append(sub.key)
 
-    def _prepare(self, sub: Submission, report: RunReport, followed_tip: int) -> tuple[BtcTx, str, dict] | None:
+    def _prepare(self, sub: Submission, report: RunReport, followed_tip: int,
+                 known: dict[str, dict | None] | None = None) -> tuple[BtcTx, str, dict] | None:
         """Every check before a submission (k deep on the best chain, prerequisites, the chain's state),
         the in-flight marker, and the message: (tx, chain action, body); None when nothing is to be sent
         (already on chain, waiting, failed: recorded in ``report``)."""
@@ -541,7 +542,10 @@ class CheckpointService:
         # crash-safe marker (counts the attempt); a restart re-checks the chain first
         self.store.mark_submitting(sub.key, tx.block_hash)
         try:
-            state = self._chain_state(sub)
+            if known is not None and sub.staking_txid in known:  # asked for the whole batch at once
+                state = self._chain_state(sub, known[sub.staking_txid])
+            else:
+                state = self._chain_state(sub)
             if state == "absent" and sub.kind == "delegation" and tx.intent_id is None:
                 self._await_registration(sub, tx, report)
                 return None
@@ -571,9 +575,16 @@ class CheckpointService:
         (one bad message reverts them all) is resent one message per tx, so only the bad one is
         dead-lettered; a transient failure retries its submissions with backoff (the chain is asked
         first next time, so nothing is attested twice)."""
+        known: dict[str, dict | None] | None = None
+        fetch = getattr(self.chain, "delegations", None)
+        if callable(fetch) and due:
+            try:  # the chain's state of every due lock in a few queries (idempotence), not one query each
+                known = fetch(sorted({s.staking_txid for s in due}))
+            except ChainError as exc:
+                log.info("batch delegation query failed (%s); asking one by one", exc)
         ready = []
         for sub in due:
-            prepared = self._prepare(sub, report, followed_tip)
+            prepared = self._prepare(sub, report, followed_tip, known)
             if prepared is not None:
                 ready.append((sub, *prepared))
         inflight: deque[tuple[str, list]] = deque()
@@ -658,9 +669,11 @@ class CheckpointService:
         self.store.record_transient_failure(sub.key, str(exc), self.clock() + delay)
         report.retried.append(sub.key)
 
-    def _chain_state(self, sub: Submission) -> str:
-        """``absent`` | ``present`` | ``needs_proof`` (a delegation registered without inclusion proof)."""
-        record = self.chain.delegation(sub.staking_txid)
+    def _chain_state(self, sub: Submission, record: Any = ...) -> str:
+        """``absent`` | ``present`` | ``needs_proof`` (a delegation registered without inclusion proof); ``record``:
+        the chain's record when already fetched (None: the chain has none)."""
+        if record is ...:
+            record = self.chain.delegation(sub.staking_txid)
         if record is None:
             return "absent"
         status = str(record.get("status", "")).upper()

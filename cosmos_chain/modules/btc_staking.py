@@ -829,6 +829,18 @@ class BtcStakingModule(Module):
             raise RegistryError(f"delegation {h} not found")
         return {"delegation": self._view(d)}
 
+    def query_delegations_by_hash(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
+        """``{staking_tx_hashes: [...]}`` (at most ``MAX_PAGE``) → ``{delegations: [record | null, ...]}`` in the
+        same order: what a submitter asks before sending many attestations (one query, not one per lock)."""
+        hashes = body.get("staking_tx_hashes")
+        if not isinstance(hashes, list) or not 1 <= len(hashes) <= MAX_PAGE:
+            raise InvalidRequestError(f"`staking_tx_hashes` must be a list of 1..{MAX_PAGE} staking tx hashes")
+        out = []
+        for h in hashes:
+            d = self.delegation(ctx, _txid_arg(h))
+            out.append(None if d is None else self._view(d))
+        return {"delegations": out}
+
     def query_delegations_updated(self, ctx: Context, body: dict[str, Any]) -> dict[str, Any]:
         """``{after_height, start_after?: {height, staking_tx_hash}, limit?}`` → ``{delegations, next}``: the
         delegations whose last change was at a chain height > ``after_height``, in (height, txid) order, each

@@ -92,6 +92,13 @@ def test_counters_expiry_index_and_change_feed_follow_the_records(world):
     world.chain.ok(reg_world.SUBMITTER, "slash_trigger", {"slash": {"btc_pk": fp, "height": 7}})
     assert _fp_active(world, fp) == _recomputed_active_sat(world, fp) == 0
 
+    # many records in one query (what the checkpoint service asks before a batch), in order, null if unknown
+    by_hash = world.chain.query(REG, {"delegations_by_hash": {"staking_tx_hashes": [
+        s2.staking_tx_hash, "ab" * 32, s1.staking_tx_hash]}})["delegations"]
+    assert [d and d["staking_tx_hash"] for d in by_hash] == [s2.staking_tx_hash, None, s1.staking_tx_hash]
+    for bad in ({"staking_tx_hashes": []}, {"staking_tx_hashes": "x"}, {"staking_tx_hashes": ["zz"]}):
+        assert world.chain.app.query("/smart/" + REG, json.dumps({"delegations_by_hash": bad}).encode())[0] != 0
+
     for bad in ({"after_height": -1}, {"after_height": 0, "limit": 0},
                 {"after_height": 0, "start_after": {"height": "x"}}):
         assert "must" in world.chain.app.query(
