@@ -16,13 +16,14 @@ from typing import Callable, Sequence
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks import bench_btc_staking, bench_chain, bench_regtest  # noqa: E402
+from benchmarks import bench_btc_staking, bench_chain, bench_regtest, bench_scale  # noqa: E402
 from benchmarks.harness import FULL_BUDGET_S, QUICK_BUDGET_S, Result, format_table, machine_info  # noqa: E402
 
 BENCHMARKS: dict[str, Callable[..., list[Result]]] = {
     "btc_staking": bench_btc_staking.run,
     "regtest": bench_regtest.run,
     "chain": bench_chain.run,
+    "scale": bench_scale.run,
 }
 
 

@@ -34,6 +34,11 @@ EXPECTED = {
         "light_client_insert_100headers_per_tx",
         "ledgerclient_send_tokens_e2e", "ledgerclient_query_balance_e2e",
     },
+    # issue 13, at the smoke sizes (bench_scale.SMOKE_SIZES / MESH_SMOKE, bench_attest.SMOKE_LOCKS)
+    "scale": {f"{op}_{n}" for op in ("activate_one", "empty_block", "tip_move") for n in (10, 30)}
+    | {f"api_{r}_30" for r in ("delegation", "delegations", "finality_providers", "stats", "staker_stats",
+                                "network_info", "params", "index_build")}
+    | {"mesh_activate_one_5", "mesh_activate_one_10", "attestations_10_locks"},
 }
 
 
