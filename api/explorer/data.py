@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from api.errors import ApiError, NotFoundError
+from btc_staking.tx import Tx
 from api.explorer.history import VirtualStakeRecorder
 from api.explorer.models import (
     DelegationDetail,
@@ -272,7 +273,6 @@ class ExplorerService:
         raw: dict[str, Any] = {}
         mesh = None
         fps: dict[str, dict[str, Any]] = {}
-        depth = None
         if self.reader is not None:
             raw = (self.reader.query(REGISTRY, {"delegation": {"staking_tx_hash": staking_tx_hash}}) or {}
                    ).get("delegation") or {}
@@ -296,8 +296,6 @@ class ExplorerService:
         """Burned / returned / fee of the slashing tx a slashed delegation's stake went through."""
         if state is not DelegationState.SLASHED and not raw.get("slashing_btc_txid"):
             return None
-        from btc_staking.tx import Tx
-
         path = str(raw.get("slashing_btc_path") or "slashing_tx")
         if path == "slashing_tx" and raw.get("unbonding_height") is not None and not raw.get("slashing_btc_txid"):
             path = "unbonding_slashing_tx"  # unbonded before the slash: only the unbonding output is left
