@@ -46,21 +46,6 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _chain_has_option(option: str) -> bool:
-    """Whether ``btcmesh chain`` accepts ``option`` (checked on the parser, nothing started)."""
-    import contextlib
-    import io
-
-    from btcmesh.cli import build_parser
-
-    with contextlib.redirect_stderr(io.StringIO()):
-        try:
-            build_parser().parse_args(["chain", option, "0"])
-        except SystemExit:
-            return False
-    return True
-
-
 def _start_time(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -194,8 +179,7 @@ def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_t
                          "--home", str(d / "chain" / "home")]
         if comet:
             argv["chain"] += ["--comet", str(comet)]
-        if _chain_has_option("--grpc-port"):  # the chain also serves gRPC: never the fixed default port
-            argv["chain"] += ["--grpc-port", str(_free_port())]
+        argv["chain"] += ["--grpc-port", str(_free_port())]  # the chain also serves gRPC: never the default 9090
         save()
         _write_process_config(d, "chain", argv["chain"])
         start_process(d, "chain")
