@@ -18,17 +18,16 @@ if [ "${1:-}" = "--daemons" ]; then
     export GOBIN="$PWD/.tools/bin" GOTOOLCHAIN=local
     [ -x .tools/bin/btcd ] || go install github.com/btcsuite/btcd@v0.26.0
     [ -x .tools/bin/cometbft ] || go install github.com/cometbft/cometbft/cmd/cometbft@v0.38.25
-    # headless Chromium + chromedriver for the explorer's browser test (Debian packages; apt-get update once)
-    if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+    # Debian packages, installed only when missing (one apt-get update): headless Chromium + chromedriver
+    # for the explorer's browser test; the PostgreSQL server for the API index tests on PostgreSQL
+    # (tests start their own cluster)
+    APT_MISSING=()
+    { command -v chromium && command -v chromedriver; } >/dev/null || APT_MISSING+=(chromium chromium-driver)
+    ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || APT_MISSING+=(postgresql)
+    if [ "${#APT_MISSING[@]}" -gt 0 ]; then
         SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
         $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium chromium-driver
-    fi
-    # PostgreSQL server (Debian package) for the API index tests on PostgreSQL (tests start their own cluster)
-    if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
-        SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-        $SUDO apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql
+        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${APT_MISSING[@]}"
     fi
     .tools/bin/btcd --version
     .tools/bin/cometbft version
