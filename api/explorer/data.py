@@ -14,7 +14,7 @@ from typing import Any
 
 from api.errors import ApiError, NotFoundError
 from btc_staking.tx import Tx
-from api.explorer.history import VirtualStakeRecorder
+from api.explorer.history import StatusLog, VirtualStakeRecorder
 from api.explorer.models import (
     DelegationDetail,
     DelegationRow,
@@ -37,6 +37,8 @@ from api.source import DataSourceError
 from api.states import DelegationState
 
 MAX_VOTE_HEIGHTS = 500
+FEED_PAGES = 50
+"""At most this many pages (100 delegations each) of the registry's change feed per sample."""
 DEFAULT_VOTE_HEIGHTS = 100
 VOTE_QUERY_THREADS = 8
 FINALIZED_QUERIES = ({"last_finalized_height": {}}, {"finalized_height": {}})
@@ -73,6 +75,7 @@ class ExplorerService:
         self.reader = reader
         self.btc_tip = btc_tip
         self.recorder = VirtualStakeRecorder(self.sample_virtual_stake) if reader is not None else None
+        self.status_log = StatusLog()
 
     # ------------------------------------------------------------------ chain helpers
     def _need_reader(self, what: str) -> ChainReader:
@@ -282,6 +285,10 @@ class ExplorerService:
             if isinstance(rec, dict):
                 mesh = {k: v if isinstance(v, (int, type(None))) else str(v) for k, v in rec.items()
                         if isinstance(v, (str, int, float, type(None))) and not isinstance(v, bool)}
+            try:
+                self.sync_statuses()
+            except DataSourceError:
+                pass  # the timeline keeps what was synced before
         params = {p.version: p for p in self.staking.source.params()}
         p = params.get(public.params_version)
         depth = p.btc_confirmation_depth if p else None
@@ -316,6 +323,8 @@ class ExplorerService:
                   quorum: int | None, slashing: SlashingAmounts | None) -> list[TimelineStep]:
         """Locked → k-deep → attested → covenant-signed → ACTIVE → unbonding / slashed → withdrawn."""
         slash_heights = self.slash_heights
+        seen = self.status_log.heights(public.delegation_staking.staking_tx_hash_hex)
+        signed_at = min((seen[s] for s in ("VERIFIED", "ACTIVE") if s in seen), default=None)
         st = public.delegation_staking
         state = public.state
         txid = st.staking_tx_hash_hex
@@ -333,15 +342,16 @@ class ExplorerService:
             TimelineStep(step="attested", label="Attested on the chain", done=bool(raw) or st.bbn_inception_height
                          is not None, chain_height=st.bbn_inception_height,
                          detail="inclusion proof checked against the BTC light client"),
-            TimelineStep(step="covenant_signed", label="Covenant-signed", done=signed,
+            TimelineStep(step="covenant_signed", label="Covenant-signed", done=signed, chain_height=signed_at,
                          detail=(f"{sigs} covenant signature{'s' if sigs != 1 else ''}"
                                  + (f" (quorum {quorum})" if quorum else "")) if raw else ""),
-            TimelineStep(step="active", label="ACTIVE", done=reached_active,
+            TimelineStep(step="active", label="ACTIVE", done=reached_active, chain_height=seen.get("ACTIVE"),
                          detail="k deep, attested and covenant-signed: counts towards TVL and mesh virtual stake"),
         ]
         ub_h = public.delegation_unbonding.unbonding_height
         if ub_h is not None or state in (DelegationState.UNBONDING, DelegationState.WITHDRAWABLE):
             steps.append(TimelineStep(step="unbonding", label="Unbonding", done=True, btc_height=ub_h,
+                                      chain_height=seen.get("UNBONDING"),
                                       txid=raw.get("unbonding_btc_txid"),
                                       detail=public.sub_state.value if public.sub_state else ""))
         if state is DelegationState.SLASHED or raw.get("slashed"):
@@ -365,6 +375,7 @@ class ExplorerService:
         withdrawn_h = _opt_int(raw.get("withdrawn_height"))
         steps.append(TimelineStep(step="withdrawn", label="Withdrawn", done=state is DelegationState.WITHDRAWN
                                   or withdrawn_h is not None, btc_height=withdrawn_h,
+                                  chain_height=seen.get("WITHDRAWN"),
                                   txid=raw.get("withdrawal_btc_txid")))
         return steps
 
@@ -383,9 +394,30 @@ class ExplorerService:
                                      virtual_stake=self.virtual_stake_of(v)))
         return out
 
+    def sync_statuses(self) -> None:
+        """Read the registry's change feed since the last sync into ``status_log`` (delegation timelines)."""
+        reader = self._need_reader("status changes")
+        cursor = None
+        for _ in range(FEED_PAGES):
+            msg: dict[str, Any] = {"after_height": self.status_log.synced_height, "limit": 100}
+            if cursor is not None:
+                msg["start_after"] = cursor
+            reply = reader.try_query(REGISTRY, {"delegations_updated": msg})
+            if not isinstance(reply, dict):
+                return  # a registry without the feed: timelines keep their BTC heights only
+            for d in reply.get("delegations") or []:
+                h, status = _opt_int(d.get("updated_height")), d.get("status")
+                if h is not None and status:
+                    self.status_log.observe(str(d.get("staking_tx_hash")), str(status), h)
+            cursor = reply.get("next")
+            if not cursor:
+                return
+
     def sample_virtual_stake(self) -> tuple[int, dict[str, int]]:
-        """(chain height, validator → virtual stake) now: what the recorder stores."""
+        """(chain height, validator → virtual stake) now: what the recorder stores (and the status feed
+        is read on the way, for the delegation timelines)."""
         reader = self._need_reader("virtual stake")
+        self.sync_statuses()
         height = reader.chain_height()
         stakes = {}
         for fp in self.raw_providers():

@@ -77,3 +77,29 @@ class VirtualStakeRecorder:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+
+
+class StatusLog:
+    """The first chain height at which each delegation was seen in each registry status.
+
+    Fed from the registry's change feed (``delegations_updated``: each changed delegation with the chain
+    height of its change), so a status seen while the service runs gets the exact height of the change
+    that made it; for changes before the service started only the latest one's height is known."""
+
+    def __init__(self) -> None:
+        self._seen: dict[str, dict[str, int]] = {}
+        self._lock = threading.Lock()
+        self.synced_height = 0
+
+    def observe(self, staking_tx_hash: str, status: str, height: int) -> None:
+        """Record ``status`` at ``height`` unless an earlier height is known for it."""
+        with self._lock:
+            by_status = self._seen.setdefault(staking_tx_hash, {})
+            if status not in by_status or height < by_status[status]:
+                by_status[status] = height
+            self.synced_height = max(self.synced_height, height)
+
+    def heights(self, staking_tx_hash: str) -> dict[str, int]:
+        """status → first chain height seen, for one delegation."""
+        with self._lock:
+            return dict(self._seen.get(staking_tx_hash, {}))

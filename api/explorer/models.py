@@ -96,7 +96,10 @@ class TimelineStep(BaseModel):
     label: str = Field(examples=["Locked on Bitcoin"])
     done: bool = Field(description="Reached (false: not yet, shown greyed).")
     btc_height: int | None = Field(default=None, description="Bitcoin height of the step, when it has one.")
-    chain_height: int | None = Field(default=None, description="Cosmos chain height of the step, when it has one.")
+    chain_height: int | None = Field(
+        default=None, description="Cosmos chain height of the step, when known: registration and slashing from "
+        "the chain's records; covenant quorum, ACTIVE, unbonding and withdrawal from the registry's change feed "
+        "as this service read it (exact for changes made while it runs).")
     txid: str | None = Field(default=None, description="Bitcoin txid of the step, when it has one.")
     detail: str = Field(default="", examples=["2 of 3 covenant signatures (quorum 2)"])
 

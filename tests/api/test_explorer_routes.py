@@ -260,3 +260,35 @@ def test_btcmesh_api_can_show_the_bitcoin_tip() -> None:
     while not hasattr(app, "state"):  # under the Host-check middleware
         app = app.app
     assert app.state.explorer.btc_tip() == 321
+
+
+def test_status_feed_gives_the_timeline_its_chain_heights() -> None:
+    """The registry's change feed (paged) records the first chain height of each status."""
+    from api.explorer.data import ExplorerService
+    from api.explorer.reader import ChainReader
+    from api.service import StakingService
+
+    h = A_RECORDS["WITHDRAWN"].staking_tx_hash_hex
+    feed = [  # (updated_height, status) as the registry reports the delegation's changes over time
+        [(7, "PENDING")], [(9, "ACTIVE")], [(12, "ACTIVE")], [(15, "UNBONDING")], [(20, "WITHDRAWN")]]
+    calls: list[dict] = []
+
+    def query(addr: str, msg: dict) -> dict:
+        (name, body), = msg.items()
+        assert name == "delegations_updated"
+        calls.append(body)
+        if "start_after" not in body:  # first page: one change and a cursor to a second, empty page
+            changes = feed[0] if feed else []
+            return {"delegations": [{"staking_tx_hash": h, "status": s, "updated_height": u} for u, s in changes],
+                    "next": {"height": 1, "staking_tx_hash": h} if changes else None}
+        feed.pop(0)
+        return {"delegations": [], "next": None}
+
+    svc = ExplorerService(StakingService(make_source()), ChainReader(query, lambda: 30))
+    for _ in range(5):
+        svc.sync_statuses()
+    assert svc.status_log.heights(h) == {"PENDING": 7, "ACTIVE": 9, "UNBONDING": 15, "WITHDRAWN": 20}
+    assert [c["after_height"] for c in calls if "start_after" not in c] == [0, 7, 9, 12, 15]
+    steps = {s.step: s for s in svc._timeline(svc.staking.get_delegation(h), {}, {}, 3, 2, None)}
+    assert (steps["active"].chain_height, steps["covenant_signed"].chain_height) == (9, 9)
+    assert steps["withdrawn"].chain_height == 20
