@@ -251,7 +251,9 @@ class StakerTool:
         params = self.params()
         d = self._delegation(e, params)
         staker = self.staker(params)
-        dest = self.wallet().script_pubkey
+        from btc_staking.signing import p2tr_key_path_script
+
+        dest = p2tr_key_path_script(self.secret, is_secret=True)  # the wallet's own address (no scan needed)
         rec = self.chain_delegation(e["staking_tx_hash"]) or {}
         slashing = self._on_node(d.slashing_tx.txid_hex()) or self._on_node(d.unbonding_slashing_tx.txid_hex())
         if slashing is not None:

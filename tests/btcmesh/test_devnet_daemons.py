@@ -152,6 +152,11 @@ def _all_spends_valid(net: Devnet, base: int) -> int:
 
 
 def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by step
+    t0 = time.monotonic()
+
+    def phase(name: str) -> None:  # shown with -s / on failure: where the time goes
+        print(f"[{time.monotonic() - t0:6.1f} s] {name}", flush=True)
+
     up = ["devnet", "up", "--dir", str(d)]  # 1 s blocks: votes are due within 3 blocks (finality_sig_timeout)
     if comet:
         up += ["--comet", str(comet)]
@@ -167,6 +172,7 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         assert len(set(pids.values())) == 10  # ten separate OS processes
         base = int(re.search(r"height=(\d+)", status[0]).group(1))
 
+        phase("covenant-1 alone")
         # -------- covenant-1 alone sees the delegation and is killed right after submitting
         for name in ("covenant-2", "covenant-3"):
             stop_process(d, name)
@@ -193,9 +199,11 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         assert net.log("covenant-1").count(f"event=covenant_sigs_submitted staking_tx_hash={h}") == 1
         assert "registered" in stderr and "flow=pre-approval" in stderr  # no inclusion proof at registration
 
+        phase("staker-2 stakes")
         # -------- staker-2 stakes to fp-2 through PSBTs signed by an outside wallet (embit)
         h2 = _psbt_stake(d, net)
 
+        phase("k deep")
         # -------- k deep → the checkpoint service adds the proofs → ACTIVE
         net.mine(net.info["k"] + 1)
         _wait(lambda: net.delegation(h).get("status") == "ACTIVE", "delegation ACTIVE", 60)
@@ -204,6 +212,7 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         assert rows[0]["status"] == "ACTIVE" and rows[0]["staking_tx_hash"] == h
         assert isinstance(json.loads(_ok("stake", "rewards", "--config", staker_cfg)), dict)
 
+        phase("fp-1 dies")
         # -------- fp-1 dies right after recording its first vote; protection survives the kill -9
         net.wait_dead("fp-1")
         db = sqlite3.connect(str(d / "fp-1" / "state" / "fp.sqlite"))
@@ -223,6 +232,7 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         _wait(lambda: re.search(r"event=voted heights=", net.log("fp-1").split("event=started")[-1]),
               "fp-1 voting again after the restart")
 
+        phase("the slasher dies")
         # -------- the slasher dies right after broadcasting; the double sign
         net.restart("slasher", crash_at="slasher-after-broadcast")
         ds = json.loads(_ok("devnet", "double-sign", "--dir", str(d)))
@@ -240,6 +250,7 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         slash = Tx.parse(net.btc.get_raw_transaction(slash_txid))
         assert slash.inputs[0].prevout.txid[::-1].hex() == h
 
+        phase("the chain: FP slashed")
         # -------- the chain: FP slashed, delegation SLASHED, mesh stake slashed, BTC slashing reported
         assert net.delegation(h)["status"] == "SLASHED"
         fps = net.chain.query("btc_staking", {"finality_providers": {}})["finality_providers"]
@@ -260,11 +271,13 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         assert r.returncode == 1 and "is not jailed" in r.stderr and len(r.stderr.strip().splitlines()) == 1
         assert len(net.chain.query("finality", {"evidence": {"fp_btc_pk": _fp_pk(1)}})["evidence"]) == 1
 
+        phase("staker-2 unbonds")
         # -------- staker-2 unbonds and withdraws, staker-1 takes back its slashing change (btcmesh stake)
         cfg2, cfg1 = str(d / "staker-2" / "staker.toml"), str(d / "staker-1" / "staker.toml")
         unbond_txid = _ok("stake", "unbond", "--config", cfg2).strip()
         net.mine(net.info["k"] + 1)
         _wait(lambda: net.delegation(h2).get("status") == "UNBONDING", "delegation 2 UNBONDING", 60)
+        phase("UNBONDING")
         net.mine(net.info["unbonding_time"])
         withdraw2 = _ok("stake", "withdraw", "--config", cfg2).strip()
         withdraw1 = _ok("stake", "withdraw", "--config", cfg1).strip()
@@ -275,10 +288,12 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         rows = {r["staking_tx_hash"]: r for r in map(json.loads, _ok("stake", "status", "--config", cfg2).splitlines())}
         assert rows[h2]["unbonding_tx"] == unbond_txid and rows[h2]["withdraw_tx"] == withdraw2
 
+        phase("every spend")
         # -------- every spend on the node, both oracles
         # 2 staking txs (one PSBT-signed), the slashing tx, the unbonding tx and 2 withdrawals
         assert _all_spends_valid(net, base) >= 6
 
+        phase("metrics")
         # -------- metrics on 127.0.0.1 (prometheus_client)
         import httpx
 
