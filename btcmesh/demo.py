@@ -648,7 +648,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
             w = fp_wallets[role]
             fp = FinalityProvider(sec(f"fp/{role}"), ClientChannel(client, w), context=DEMO_CHAIN_ID.encode())
             validators[role] = str(w.address())
-            pop = sign_pop_bip340(fp.secret, str(w.address()).encode())
+            pop = sign_pop_bip340(fp.secret, bytes(w.address()))  # over the raw address bytes (Babylon)
             client.execute(addr[REGISTRY], {"create_finality_provider": {
                 "btc_pk": fp.btc_pk_hex, "pop": pop.hex(),
                 "description": {"moniker": f"fp-{role}", "identity": "", "website": "", "security_contact": "",

@@ -42,10 +42,20 @@ from btc_staking.staking import (
 from btc_staking.tx import OutPoint, Tx, TxIn, TxOut
 from btc_staking.witness import timelock_witness, unbonding_witness
 
-__all__ = ["StakerError", "StakingDelegation", "Staker", "DEFAULT_WITHDRAW_FEE"]
+__all__ = ["StakerError", "StakingDelegation", "Staker", "DEFAULT_WITHDRAW_FEE", "address_bytes"]
 
 #: Fee (sat) of the staker's timelock-path withdrawals (one input, one output: ~111 vB).
 DEFAULT_WITHDRAW_FEE = 500
+
+
+def address_bytes(bech32_address: str) -> bytes:
+    """The raw bytes of a bech32 account address (what a Babylon PoP signs the sha256 of)."""
+    from cosmpy.crypto.address import Address
+
+    try:
+        return bytes(Address(bech32_address))
+    except Exception as exc:  # noqa: BLE001 - cosmpy raises several types for a bad address
+        raise StakerError(f"not a bech32 account address: {bech32_address!r:.80}") from exc
 
 
 class StakerError(ValueError):
@@ -140,10 +150,11 @@ class Staker:
 
     # ------------------------------------------------------------------ identity
     def pop(self, submitter_address: str) -> bytes:
-        """BIP-340 proof of possession: signature over ``sha256(submitter_address_utf8)``."""
+        """BIP-340 proof of possession (Babylon ``types/pop.go``): a signature over sha256 of the
+        submitter's *raw* account-address bytes (the bech32 string decoded)."""
         if not isinstance(submitter_address, str) or not submitter_address:
             raise StakerError("submitter address must be a non-empty bech32 string")
-        return schnorr_sign(self._secret, pop_digest(submitter_address.encode()))
+        return schnorr_sign(self._secret, pop_digest(address_bytes(submitter_address)))
 
     # ------------------------------------------------------------------ staking
     def staking_outputs(self, fp_pk: bytes, staking_time: int, value: int) -> list[TxOut]:

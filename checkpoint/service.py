@@ -286,15 +286,17 @@ class CheckpointService:
                                     f"unbonding fee ({staking_value - p.unbonding_fee_sat})")
         address = self._signer_address()
         if "pop" in material and address is not None:
+            from cosmpy.crypto.address import Address
+
             from btc_staking.signing import verify_pop_bip340
 
-            try:
-                ok = verify_pop_bip340(staker, address.encode(), bytes.fromhex(material["pop"]))
-            except ValueError:
+            try:  # Babylon types/pop.go: sha256 of the raw address bytes
+                ok = verify_pop_bip340(staker, bytes(Address(address)), bytes.fromhex(material["pop"]))
+            except (ValueError, RuntimeError):
                 ok = False
             if not ok:
                 raise InvalidInputError(f"material pop is not the staker's proof of possession for the service's "
-                                        f"account {address} (the PoP signs sha256 of the submitter's address)")
+                                        f"account {address} (the PoP signs sha256 of the submitter's raw address bytes)")
 
     # ------------------------------------------------------------------ main loop
     def run_once(self) -> RunReport:

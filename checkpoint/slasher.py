@@ -7,7 +7,9 @@ Flow (spec §4.5), per poll:
 2. Get the FP's secret key twice — from the chain (``extracted_btc_sk``) and by extracting it
    ourselves from the two EOTS signatures in the evidence (``btc_staking.eots.extract_secret``) —
    and refuse to continue unless both agree and ``x'·G`` is the FP key.
-3. For every delegation of that FP (staking registry query), complete the pre-signed slashing tx:
+3. For every ACTIVE / UNBONDING delegation of that FP (the registry marks those SLASHED; EXPIRED,
+   WITHDRAWN and never-active ones are left alone, as Babylon's slasher does), with the params
+   version the delegation was registered under (``params_version``), complete the pre-signed slashing tx:
    decrypt the covenant adaptor signatures (covenant keys in descending x-only order, the first
    ``quorum`` ones, each checked to be a valid BIP-340 sig of the slashing sighash), sign the same
    sighash as the FP with the extracted key, check the staker's pre-signature, and assemble the
@@ -50,6 +52,10 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Registry statuses whose BTC the slasher takes: what the registry slashed (ACTIVE / UNBONDING
+#: turned SLASHED) and, for a registry that does not mark them, ACTIVE / UNBONDING themselves.
+SLASHABLE_STATUSES = ("SLASHED", "ACTIVE", "UNBONDING")
 
 
 class SlasherError(CheckpointError):
@@ -125,6 +131,7 @@ class SlashableDelegation:
     delegator_unbonding_slashing_sig: bytes | None = None
     covenant_slashing_unbonding_sigs: tuple[CovenantAdaptorSigs, ...] = ()
     status: str = ""
+    params_version: int | None = None
 
     @property
     def staking_output(self) -> TxOut:
@@ -172,6 +179,7 @@ class SlashableDelegation:
                 ub_sig, "delegator_unbonding_slashing_sig", 64),
             covenant_slashing_unbonding_sigs=covs("covenant_slashing_unbonding_sigs"),
             status=str(_pick(d, "status") or ""),
+            params_version=None if d.get("params_version") is None else int(d["params_version"]),
         )
 
 
@@ -306,9 +314,34 @@ class QuerySlasherChain:
 
     def staking_params(self) -> StakingParams:
         if self.params is None:
-            reply = self.query(self.registry, {"params": {}})
-            self.params = StakingParams.from_dict(reply.get("params", reply))
+            versions = self._versions()
+            if versions:
+                self.params = versions[-1]
+            else:
+                reply = self.query(self.registry, {"params": {}})
+                self.params = StakingParams.from_dict(reply.get("params", reply))
         return self.params
+
+    _versions_cache: list[StakingParams] | None = None
+
+    def _versions(self) -> list[StakingParams]:
+        """The registry's params versions (``params {}`` → ``params_versions``); [] if it has none."""
+        if self._versions_cache is None:
+            try:
+                reply = self.query(self.registry, {"params": {}})
+            except Exception:  # noqa: BLE001 - a registry without versions: the single params apply
+                reply = None
+            raw = reply.get("params_versions") if isinstance(reply, dict) else None
+            if not isinstance(raw, list):
+                return []
+            self._versions_cache = [StakingParams.from_dict({k: v for k, v in d.items() if k != "version"})
+                                    for d in raw]
+        return self._versions_cache
+
+    def params_for_version(self, version: int) -> StakingParams | None:
+        """The params version a delegation was registered under (None if the registry has no such version)."""
+        versions = self._versions()
+        return versions[version] if 0 <= version < len(versions) else None
 
 
 # --------------------------------------------------------------------------------------- slasher
@@ -344,7 +377,6 @@ class Slasher:
     def poll(self) -> list[SlashResult]:
         """One pass over every slashed FP; returns the results of this pass."""
         out: list[SlashResult] = []
-        params = None
         for entry in self.chain.slashed_finality_providers():
             fp = str(entry["fp_btc_pk"]).lower()
             sk = self.keys.get(fp)
@@ -354,11 +386,23 @@ class Slasher:
                     raise KeyMismatchError(f"FP {fp} is slashed but the chain has no evidence for it")
                 sk = recover_fp_secret(bytes.fromhex(fp), evidence[0], entry.get("extracted_btc_sk"))
                 self.keys[fp] = sk
-            if params is None:
-                params = self.chain.staking_params()
             for d in self.chain.delegations_of_fp(fp):
-                out.append(self.slash_delegation(SlashableDelegation.from_json(d), sk, params))
+                status = str(d.get("status") or "")
+                if status and status not in SLASHABLE_STATUSES:
+                    log.info("not slashing %s: %s", d.get("staking_tx_hash"), status)
+                    continue
+                sd = SlashableDelegation.from_json(d)
+                out.append(self.slash_delegation(sd, sk, self.params_for(sd)))
         return out
+
+    def params_for(self, d: SlashableDelegation) -> StakingParams:
+        """The delegation's own params version when the chain can tell, else the chain's params."""
+        by_version = getattr(self.chain, "params_for_version", None)
+        if d.params_version is not None and callable(by_version):
+            p = by_version(d.params_version)
+            if p is not None:
+                return p
+        return self.chain.staking_params()
 
     def build(self, d: SlashableDelegation, fp_sk: bytes, params: StakingParams) -> tuple[str, Tx, TxOut]:
         """(path, completed slashing tx, funding output); the unbonding path if the unbonding tx is on Bitcoin."""

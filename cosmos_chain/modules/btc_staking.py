@@ -12,9 +12,9 @@ Statuses (Babylon names)::
     PENDING ──quorum──► VERIFIED ──k-deep proof──► ACTIVE
     PENDING ──k-deep proof──► PENDING (with proof) ──quorum──► ACTIVE
     ACTIVE / PENDING with proof ──BTC tip ≥ end_height − unbonding_time──► EXPIRED
-    PENDING / VERIFIED / ACTIVE / EXPIRED ──btc_undelegate──► UNBONDING
+    PENDING / VERIFIED / ACTIVE ──btc_undelegate (any unbonding-path spend signed by the staker)──► UNBONDING
     EXPIRED / UNBONDING ──report_withdrawal──► WITHDRAWN
-    any non-withdrawn delegation of a slashed FP ──► SLASHED ──report_withdrawal──► WITHDRAWN
+    ACTIVE / UNBONDING delegation of a slashed FP ──► SLASHED ──report_withdrawal──► WITHDRAWN
     PENDING with proof / ACTIVE / EXPIRED ──its block leaves the light client's main chain──► REORGED
     REORGED ──add_btc_delegation_inclusion_proof (the tx is k-deep on the main chain again)──► ACTIVE ...
 
@@ -24,8 +24,14 @@ output itself if no slashing tx was ever mined. It keeps ``slashed: true`` (the 
 it as slashed-then-withdrawn) and the hooks see ``SLASHED → WITHDRAWN``, so the mesh burns
 the collateral it still held for it.
 
-A proof that arrives when the timelock is already that close to its end registers the delegation
-as EXPIRED (it never counts as stake). A BTC reorg deeper than k that takes the staking tx's block off
+Registration rules as Babylon's: a delegation is validated against the params version in force
+at its staking tx's BTC inclusion height (``btc_activation_height``; without a proof: at the
+light-client tip, and a later proof must land in the same version); the proof of possession is a
+BIP-340 signature over sha256 of the sender's *raw* address bytes (Babylon ``types/pop.go``); a
+coinbase staking tx is refused; a proof that arrives when no more than ``unbonding_time`` blocks
+are left on the timelock is refused (Babylon ``VerifyInclusionProofAndGetHeight``). A slashed FP's
+EXPIRED / WITHDRAWN / not-yet-active delegations are left alone (only ACTIVE and UNBONDING ones
+become SLASHED). A BTC reorg deeper than k that takes the staking tx's block off
 the light client's main chain makes the delegation REORGED (checked in ``end_block`` from the lowest
 height the light client rewrote, ``take_reorg_floor``): it stops counting as stake and the hooks see
 ``→ REORGED`` (the mesh unstakes it as for an unbonding). If the tx is mined again on the main chain, a
@@ -74,6 +80,7 @@ from btc_staking.staking import (
     validate_unbonding_tx,
 )
 from btc_staking.tx import OutPoint, Tx
+from cosmpy.crypto.address import Address
 
 from ..errors import ContractError, InvalidRequestError
 from ..store import CacheKV
@@ -200,8 +207,22 @@ def _incl_key(d: dict) -> str:
     return f"incl/{d['start_height']:010d}/{d['staking_tx_hash']}"
 
 
+def _address_bytes(sender: str) -> bytes | None:
+    """The raw bytes of a bech32 account address (None if it is not one)."""
+    try:
+        return bytes(Address(sender))
+    except Exception:  # noqa: BLE001 - cosmpy raises several types for a bad bech32 string
+        return None
+
+
 def _pop_ok(pk_hex: str, sender: str, sig: bytes) -> bool:
-    return schnorr_verify(bytes.fromhex(pk_hex), hashlib.sha256(sender.encode()).digest(), sig)
+    """Babylon ``types/pop.go`` (BIP-340 PoP): a Schnorr signature over sha256(raw address bytes)."""
+    raw = _address_bytes(sender)
+    return raw is not None and schnorr_verify(bytes.fromhex(pk_hex), hashlib.sha256(raw).digest(), sig)
+
+
+def _is_coinbase(tx: Tx) -> bool:
+    return len(tx.inputs) == 1 and tx.inputs[0].prevout.txid == bytes(32) and tx.inputs[0].prevout.vout == 0xFFFFFFFF
 
 
 @register_module
@@ -234,6 +255,10 @@ class BtcStakingModule(Module):
                 versions.append(StakingParams.from_dict(d).validate().to_dict())
             except (StakingError, TypeError, AttributeError) as exc:
                 raise InvalidRequestError(f"btc_staking genesis: params version {i}: {exc}") from exc
+        for i in range(1, len(versions)):
+            if versions[i].get("btc_activation_height", 0) < versions[i - 1].get("btc_activation_height", 0):
+                raise InvalidRequestError(f"btc_staking genesis: params version {i}: btc_activation_height must not "
+                                          "be below the previous version's")
         st = self.store(ctx)
         st.set("params", versions)
         st.set("commission_bounds", _commission_bounds(genesis))
@@ -258,6 +283,28 @@ class BtcStakingModule(Module):
             raise RegistryError("no staking params (genesis btc_staking.params is empty)")
         v = len(versions) - 1 if version is None else version
         return v, StakingParams.from_dict(versions[v])
+
+    def params_for_btc_height(self, ctx: Context, height: int) -> tuple[int, StakingParams]:
+        """(version, params) in force at BTC ``height``: the last version whose
+        ``btc_activation_height`` ≤ height (Babylon ``GetParamsForBtcHeight``)."""
+        versions = self.params_versions(ctx)
+        found = None
+        for i, d in enumerate(versions):
+            if int(d.get("btc_activation_height", 0)) <= height:
+                found = i
+        if found is None:
+            if not versions:
+                raise RegistryError("no staking params (genesis btc_staking.params is empty)")
+            raise RegistryError(f"no staking params for BTC height {height} (first activation height "
+                                f"{versions[0].get('btc_activation_height', 0)})")
+        return found, StakingParams.from_dict(versions[found])
+
+    def _check_timelock_left(self, ctx: Context, end_height: int, unbonding_time: int) -> None:
+        """Babylon: refuse a staking tx whose timelock has no more than ``unbonding_time`` blocks left."""
+        tip = self._btc_tip(ctx)
+        if tip is not None and tip + unbonding_time >= end_height:
+            raise RegistryError(f"staking tx's timelock has no more than unbonding_time ({unbonding_time}) blocks "
+                                f"left: ends at BTC height {end_height}, tip {tip}")
 
     # ------------------------------------------------------------------ light client
     @staticmethod
@@ -336,7 +383,7 @@ class BtcStakingModule(Module):
         sig = _bytes(body, "pop", 64)
         if not _pop_ok(pk, sender, sig):
             raise RegistryError(f"invalid proof of possession for finality provider {pk} "
-                                "(BIP-340 signature over sha256(sender address))")
+                                "(BIP-340 signature over sha256 of the sender's raw address bytes)")
         if self.store(ctx).has("fp/" + pk):
             raise RegistryError(f"finality provider {pk} already registered")
         validator = body.get("validator", "") or ""
@@ -362,13 +409,21 @@ class BtcStakingModule(Module):
         ctx.emit("finality_provider_slashed", btc_pk=pk, height=str(height))
         out = []
         for d in self.delegations_by_fp(ctx, pk):
-            if d.get("withdrawn_height") is not None or d["status"] == SLASHED:
+            # as Babylon's slasher: only stake that is live on Bitcoin (ACTIVE, UNBONDING) is slashed;
+            # EXPIRED / WITHDRAWN / not-yet-active / REORGED delegations are left alone
+            if d["status"] not in (ACTIVE, UNBONDING):
                 continue
             d["slashed"] = True
             d["slashed_fp"] = pk
             self._set_status(ctx, d, SLASHED)
             out.append(d)
         return out
+
+    def _check_fps_not_slashed(self, ctx: Context, fps: list[str]) -> None:
+        for fp in fps:
+            rec = self.store(ctx).get("fp/" + fp)
+            if rec is not None and rec.get("slashed_height") is not None:
+                raise RegistryError(f"finality provider {fp} is slashed")
 
     def active_sat(self, ctx: Context, btc_pk_hex: str) -> int:
         """Sum of ``staking_value`` of the FP's ACTIVE delegations (a counter kept by ``_save``)."""
@@ -511,7 +566,6 @@ class BtcStakingModule(Module):
     def exec_create_btc_delegation(self, ctx: Context, sender: str, body: dict[str, Any],
                                    funds: list[Coin]) -> dict[str, Any]:
         """Register a BTC delegation (checks: docs/CHAIN_MESSAGES.md)."""
-        version, p = self.params(ctx)
         staker = _key_hex(body.get("staker_btc_pk"), "staker_btc_pk")
         pop_sig = _bytes(body, "pop", 64)
         fps_raw = body.get("fp_btc_pk_list")
@@ -535,6 +589,20 @@ class BtcStakingModule(Module):
         h = staking_tx.txid_hex()
         if self.store(ctx).has("del/" + h):
             raise RegistryError(f"delegation {h} already registered")
+        if _is_coinbase(staking_tx):
+            raise RegistryError(f"staking tx {h} is a coinbase tx: a coinbase tx cannot be used for staking")
+        # the params version in force at the staking tx's inclusion height (pre-approval: at the tip)
+        included: tuple[int, str] | None = None
+        if body.get("inclusion_proof") is not None:
+            included = self._verify_inclusion(ctx, staking_tx.txid(), body["inclusion_proof"], 0, "staking tx")
+            version, p = self.params_for_btc_height(ctx, included[0])
+            depth = self._lc(ctx).depth(ctx, included[1])
+            if depth < p.confirmation_depth:
+                raise RegistryError(f"staking tx: not k-deep: depth {depth} < {p.confirmation_depth} "
+                                    f"(block {included[1]})")
+        else:
+            tip = self._btc_tip(ctx)
+            version, p = self.params(ctx) if tip is None else self.params_for_btc_height(ctx, tip)
         try:
             p.check_staking_time(staking_time)
             p.check_staking_value(staking_value)
@@ -545,7 +613,7 @@ class BtcStakingModule(Module):
                                 f"{p.unbonding_time_blocks}")
         if not _pop_ok(staker, sender, pop_sig):
             raise RegistryError(f"invalid proof of possession for staker {staker} "
-                                "(BIP-340 signature over sha256(sender address))")
+                                "(BIP-340 signature over sha256 of the sender's raw address bytes)")
         for fp in fps:
             rec = self.store(ctx).get("fp/" + fp)
             if rec is None:
@@ -614,9 +682,9 @@ class BtcStakingModule(Module):
             "slashed": False, "slashing_btc_txid": None,
             "params_version": version, "created_height": ctx.height,
         }
-        if body.get("inclusion_proof") is not None:
-            height, block_hash = self._verify_inclusion(ctx, staking_tx.txid(), body["inclusion_proof"],
-                                                        p.confirmation_depth, "staking tx")
+        if included is not None:
+            height, block_hash = included
+            self._check_timelock_left(ctx, height + staking_time, unbonding_time)
             d.update(start_height=height, end_height=height + staking_time, inclusion_block_hash=block_hash)
         st = self.store(ctx)
         st.set(f"by_staker/{staker}/{h}", 1)
@@ -636,9 +704,15 @@ class BtcStakingModule(Module):
         if d["status"] in _CLOSED:
             raise RegistryError(f"delegation {d['staking_tx_hash']} is {d['status']}")
         _, p = self.params(ctx, d["params_version"])
+        self._check_fps_not_slashed(ctx, d["fp_btc_pk_list"])
         txid = bytes.fromhex(d["staking_tx_hash"])[::-1]
         height, block_hash = self._verify_inclusion(ctx, txid, body.get("inclusion_proof"), p.confirmation_depth,
                                                     "staking tx")
+        in_force, _ = self.params_for_btc_height(ctx, height)
+        if in_force != d["params_version"]:
+            raise RegistryError(f"staking tx included at BTC height {height}, where params version {in_force} "
+                                f"applies; the delegation was validated against version {d['params_version']}")
+        self._check_timelock_left(ctx, height + d["staking_time"], d["unbonding_time"])
         d.update(start_height=height, end_height=height + d["staking_time"], inclusion_block_hash=block_hash,
                  reorged=False)
         self._set_status(ctx, d)
@@ -658,6 +732,7 @@ class BtcStakingModule(Module):
             return {"staking_tx_hash": h, "status": d["status"], "ignored": True}
         if d["status"] in _CLOSED or d["status"] == EXPIRED:
             raise RegistryError(f"delegation {h} is {d['status']}: covenant signatures are no longer accepted")
+        self._check_fps_not_slashed(ctx, d["fp_btc_pk_list"])
         fps = [bytes.fromhex(k) for k in d["fp_btc_pk_list"]]
         slash_sigs = body.get("slashing_tx_sigs")
         ub_slash_sigs = body.get("slashing_unbonding_tx_sigs")
@@ -708,7 +783,12 @@ class BtcStakingModule(Module):
     # ------------------------------------------------------------------ BTC spends
     def exec_btc_undelegate(self, ctx: Context, sender: str, body: dict[str, Any],
                             funds: list[Coin]) -> dict[str, Any]:
-        """``{staking_tx_hash, unbonding_tx, inclusion_proof}``: the registered unbonding tx is k-deep."""
+        """``{staking_tx_hash, unbonding_tx, inclusion_proof, funding_txs?}`` (Babylon BTCUndelegate):
+        any tx that spends the staking output through the unbonding path with a valid staker
+        signature (the registered unbonding tx or another one) moves the delegation to UNBONDING.
+        It needs a valid inclusion proof on the light client's main chain, not k depth; it is
+        refused for an EXPIRED delegation. ``funding_txs`` (hex) give the prevouts of the spend's
+        other inputs, needed for the staker signature's sighash."""
         d = self._require(ctx, body.get("staking_tx_hash"))
         h = d["staking_tx_hash"]
         if d["status"] in _CLOSED:
@@ -716,17 +796,56 @@ class BtcStakingModule(Module):
         if d["status"] == REORGED:
             raise RegistryError(f"delegation {h} is REORGED: its staking tx is not on the BTC main chain "
                                 "(prove it again first)")
+        if d["status"] == EXPIRED:
+            raise RegistryError(f"delegation {h} is EXPIRED: it cannot be unbonded early (withdraw it)")
         tx = _tx(body, "unbonding_tx")
-        registered = Tx.parse(bytes.fromhex(d["unbonding_tx"]))
-        if tx.txid() != registered.txid():
-            raise RegistryError(f"unbonding tx {tx.txid_hex()} is not the registered unbonding tx "
-                                f"{registered.txid_hex()} of delegation {h}")
         _, p = self.params(ctx, d["params_version"])
-        height, _ = self._verify_inclusion(ctx, tx.txid(), body.get("inclusion_proof"), p.confirmation_depth,
-                                           "unbonding tx")
-        d.update(unbonding_height=height, unbonding_btc_txid=tx.txid_hex())
+        staking_outpoint = OutPoint(bytes.fromhex(h)[::-1], d["staking_output_index"])
+        idx = next((i for i, txin in enumerate(tx.inputs) if txin.prevout == staking_outpoint), None)
+        if idx is None:
+            raise RegistryError(f"tx {tx.txid_hex()} does not spend the staking output of delegation {h}")
+        staker = bytes.fromhex(d["staker_btc_pk"])
+        fps = [bytes.fromhex(k) for k in d["fp_btc_pk_list"]]
+        info = build_staking_info(staker, fps, p.covenant_pks, p.covenant_quorum, d["staking_time"],
+                                  d["staking_value"])
+        wit = tx.inputs[idx].witness
+        if len(wit) >= 2 and wit[-1][:1] == b"\x50":  # BIP-341 annex
+            wit = wit[:-1]
+        if len(wit) < 3 or wit[-2] != info.unbonding_script:
+            raise RegistryError(f"tx {tx.txid_hex()} does not spend the staking output of {h} through its "
+                                "unbonding path")
+        staker_sig = wit[-3]  # the unbonding leaf checks the staker's signature first (top of the stack)
+        prevouts = self._prevouts(tx, {staking_outpoint: info.output}, body.get("funding_txs"))
+        if len(staker_sig) != 64 or not schnorr_verify(
+                staker, script_path_sighash(tx, idx, prevouts, info.unbonding_script), staker_sig):
+            raise RegistryError(f"tx {tx.txid_hex()} does not carry a valid staker signature (BIP-340, "
+                                "SIGHASH_DEFAULT) on the unbonding path")
+        height, _ = self._verify_inclusion(ctx, tx.txid(), body.get("inclusion_proof"), 0, "unbonding tx")
+        registered = Tx.parse(bytes.fromhex(d["unbonding_tx"])).txid() == tx.txid()
+        d.update(unbonding_height=height, unbonding_btc_txid=tx.txid_hex(), unbonding_registered_tx=registered)
         self._set_status(ctx, d)
         return {"staking_tx_hash": h, "status": d["status"], "unbonding_height": height}
+
+    @staticmethod
+    def _prevouts(tx: Tx, known: dict[OutPoint, Any], funding_txs: Any) -> list[Any]:
+        """The outputs every input of ``tx`` spends (``known`` plus ``funding_txs``, hex)."""
+        if funding_txs is not None and (not isinstance(funding_txs, list) or len(funding_txs) > 64):
+            raise InvalidRequestError("`funding_txs` must be a list of at most 64 hex transactions")
+        by_id: dict[bytes, Tx] = {}
+        for i, raw in enumerate(funding_txs or []):
+            ftx = _tx({"funding_tx": raw}, "funding_tx")
+            by_id[ftx.txid()] = ftx
+        out = []
+        for txin in tx.inputs:
+            if txin.prevout in known:
+                out.append(known[txin.prevout])
+                continue
+            ftx = by_id.get(txin.prevout.txid)
+            if ftx is None or txin.prevout.vout >= len(ftx.outputs):
+                raise RegistryError(f"input {txin.prevout.txid[::-1].hex()}:{txin.prevout.vout} of tx "
+                                    f"{tx.txid_hex()}: its funding tx is missing from `funding_txs`")
+            out.append(ftx.outputs[txin.prevout.vout])
+        return out
 
     def exec_report_withdrawal(self, ctx: Context, sender: str, body: dict[str, Any],
                                funds: list[Coin]) -> dict[str, Any]:
@@ -758,7 +877,7 @@ class BtcStakingModule(Module):
             leaf = build_slashing_change_info(staker, p.unbonding_time_blocks).timelock_script
             what = "slashing change"
         else:
-            if d.get("unbonding_height") is None:
+            if d.get("unbonding_height") is None and d["status"] != EXPIRED:  # EXPIRED: no btc_undelegate
                 raise RegistryError(f"delegation {h}: the unbonding tx has not been reported (btc_undelegate) yet")
             leaf = build_unbonding_info(staker, fps, p.covenant_pks, p.covenant_quorum, p.unbonding_time_blocks,
                                         d["unbonding_value"]).timelock_script

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+from cosmpy.crypto.address import Address
 
 from btcmesh_testkit.oracles import both_accept
 
@@ -21,6 +22,7 @@ from btcmesh.covenant import CovenantCommittee, CovenantError, CovenantMember
 from btcmesh.staker import Staker, StakerError
 from checkpoint.slasher import CovenantAdaptorSigs, complete_slashing_tx
 
+ANY_ADDRESS = str(Address(b"\x33" * 20, prefix="bbn"))  # a submitter (PoP signs its raw bytes)
 PARAMS = regtest_default_params(unbonding_time_blocks=3)
 STAKING_TIME = 150
 VALUE = 200_000
@@ -48,12 +50,14 @@ def test_staker_delegation_material_is_consistent() -> None:
     assert d.unbonding_value == VALUE - PARAMS.unbonding_fee_sat
     assert d.slashing_tx.outputs[0].value == mul_f64(VALUE, PARAMS.slashing_rate)
     assert d.slashing_tx.outputs[0].script_pubkey == PARAMS.slashing_pk_script
-    body = d.create_msg(staker.pop("bbn1submitter"), {"block_hash": "00" * 32, "index": 1, "proof": ""})
+    submitter, other = (Address(bytes([b]) * 20, prefix="bbn") for b in (0x11, 0x22))
+    body = d.create_msg(staker.pop(str(submitter)), {"block_hash": "00" * 32, "index": 1, "proof": ""})
     assert body["staking_tx"] == tx.serialize().hex() and body["inclusion_proof"]["index"] == 1
     assert body["fp_btc_pk_list"] == [FP_PK.hex()] and body["unbonding_time"] == 3
-    # PoP: the staker's key over sha256(submitter address)
-    assert verify_pop_bip340(staker.pk, b"bbn1submitter", bytes.fromhex(body["pop"]))
-    assert not verify_pop_bip340(staker.pk, b"bbn1other", bytes.fromhex(body["pop"]))
+    # PoP (Babylon types/pop.go): the staker's key over sha256(raw submitter address bytes)
+    assert verify_pop_bip340(staker.pk, bytes(submitter), bytes.fromhex(body["pop"]))
+    assert not verify_pop_bip340(staker.pk, str(submitter).encode(), bytes.fromhex(body["pop"]))
+    assert not verify_pop_bip340(staker.pk, bytes(other), bytes.fromhex(body["pop"]))
 
 
 def test_staker_refuses_foreign_or_wrong_tx() -> None:
@@ -74,7 +78,7 @@ def test_staker_refuses_foreign_or_wrong_tx() -> None:
 def test_covenant_signatures_verify_and_adaptors_need_the_fp_key() -> None:
     staker = Staker(sk("staker"), PARAMS)
     d = staker.delegation(synthetic_staking_tx(staker), [FP_PK], STAKING_TIME)
-    body = d.create_msg(staker.pop("bbn1x"))
+    body = d.create_msg(staker.pop(ANY_ADDRESS))
     committee = CovenantCommittee.regtest(PARAMS)
     sigs = committee.sign(body)
     assert len(sigs) == 3
@@ -98,7 +102,7 @@ def test_covenant_signatures_verify_and_adaptors_need_the_fp_key() -> None:
 def test_covenant_refuses_bad_delegations() -> None:
     staker = Staker(sk("staker"), PARAMS)
     d = staker.delegation(synthetic_staking_tx(staker), [FP_PK], STAKING_TIME)
-    good = d.create_msg(staker.pop("bbn1x"))
+    good = d.create_msg(staker.pop(ANY_ADDRESS))
     member = CovenantMember(covenant_secret(0))
     cases = {
         "staking output does not match": {"staking_value": VALUE - 1},
@@ -159,7 +163,7 @@ def test_on_node_stake_unbond_withdraw(node_and_wallet) -> None:
     assert both_accept(tx, wallet.prevouts(tx), 0)
     _mine(node, wallet, tx)
     d = staker.delegation(tx, [FP_PK], STAKING_TIME)
-    sigs = CovenantCommittee.regtest(PARAMS).sign(d.create_msg(staker.pop("bbn1x")), signers=2)
+    sigs = CovenantCommittee.regtest(PARAMS).sign(d.create_msg(staker.pop(ANY_ADDRESS)), signers=2)
     ub = staker.signed_unbonding_tx(d, CovenantCommittee.unbonding_sigs(sigs))
     assert both_accept(ub, [d.staking_output])
     _mine(node, wallet, ub)
@@ -179,7 +183,7 @@ def test_on_node_slashing_completed_with_fp_key(node_and_wallet) -> None:
     tx = staker.fund_staking_tx(wallet, FP_PK, STAKING_TIME, VALUE)
     _mine(node, wallet, tx)
     d = staker.delegation(tx, [FP_PK], STAKING_TIME)
-    sigs = CovenantCommittee.regtest(PARAMS).sign(d.create_msg(staker.pop("bbn1x")))
+    sigs = CovenantCommittee.regtest(PARAMS).sign(d.create_msg(staker.pop(ANY_ADDRESS)))
     adaptors = [CovenantAdaptorSigs(s.pk, s.slashing_tx_sigs) for s in sigs]
     leaf = d.info.slashing_script
     slashed = complete_slashing_tx(d.slashing_tx, d.staking_output, leaf, d.info.control_block(leaf),

@@ -65,8 +65,11 @@ def mine_header(prev: bytes, root: bytes, timestamp: int, bits: int = REGTEST_BI
 
 
 def pop_hex(sk: bytes, sender: str) -> str:
-    """Proof of possession: BIP-340 signature over sha256(sender bech32 address, utf-8), hex."""
-    return schnorr_sign(sk, hashlib.sha256(sender.encode()).digest()).hex()
+    """Proof of possession (Babylon types/pop.go): BIP-340 signature over sha256 of the sender's raw
+    address bytes (the bech32 string decoded), hex."""
+    from cosmpy.crypto.address import Address
+
+    return schnorr_sign(sk, hashlib.sha256(bytes(Address(sender))).digest()).hex()
 
 
 @dataclass

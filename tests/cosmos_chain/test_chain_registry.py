@@ -379,10 +379,19 @@ def test_slashed_finality_provider_takes_no_new_delegations(world):
     world.create(withdrawn, proof=False)
     world.covenants(withdrawn)
     out = world.chain.ok(SUBMITTER, "slash_trigger", {"slash": {"btc_pk": FPA.hex(), "height": 7}})
-    assert sorted(out) == sorted([s.staking_tx_hash, s2.staking_tx_hash, withdrawn.staking_tx_hash])
-    for x in (s, s2, withdrawn):
-        d = world.delegation(x)
-        assert d["status"] == "SLASHED" and d["slashed"] is True
+    # as Babylon's slasher: only stake live on Bitcoin (ACTIVE, UNBONDING) is slashed; the PENDING and
+    # VERIFIED delegations are left alone, and can no longer become active
+    assert out == [s.staking_tx_hash]
+    d = world.delegation(s)
+    assert d["status"] == "SLASHED" and d["slashed"] is True
+    assert [(world.delegation(x)["status"], world.delegation(x)["slashed"]) for x in (s2, withdrawn)] == [
+        ("PENDING", False), ("VERIFIED", False)]
+    world.mine([withdrawn.staking_tx])
+    world.mine(n=K)
+    world.relay()
+    log = world.fails(SUBMITTER, {"add_btc_delegation_inclusion_proof": {
+        "staking_tx_hash": withdrawn.staking_tx_hash, "inclusion_proof": world.btc.inclusion_proof(withdrawn.staking_tx)}})
+    assert f"finality provider {FPA.hex()} is slashed" in log
     fp = world.chain.query(REG, {"finality_provider": {"btc_pk": FPA.hex()}})
     assert fp["slashed_height"] == 7 and fp["active_sat"] == 0
     assert (s.staking_tx_hash, "ACTIVE", "SLASHED") in world.recorder.calls
@@ -464,7 +473,7 @@ def test_unbonding_then_withdrawal(world):
     w_tx = s.signed_withdraw_tx(after_unbonding=False)
     bad = {"btc_undelegate": {"staking_tx_hash": s.staking_tx_hash, "unbonding_tx": w_tx.serialize().hex(),
                               "inclusion_proof": proof}}
-    assert "is not the registered unbonding tx" in world.fails(SUBMITTER, bad)
+    assert "through its unbonding path" in world.fails(SUBMITTER, bad)  # a timelock-path spend
     # withdrawing from the unbonding output before btc_undelegate was reported
     early = s.signed_withdraw_tx(after_unbonding=True)
     msg = {"report_withdrawal": {"staking_tx_hash": s.staking_tx_hash, "spend_tx": early.serialize().hex(),
@@ -676,14 +685,17 @@ def test_a_failing_hook_in_end_block_does_not_halt_the_chain(world):
     assert world.recorder.calls[-1] == (s.staking_tx_hash, "ACTIVE", "EXPIRED")
 
 
-def test_a_late_proof_registers_the_delegation_as_expired(world):
+def test_a_late_proof_is_refused_with_a_reason(world):
+    """Babylon VerifyInclusionProofAndGetHeight: a staking tx whose timelock has no more than
+    unbonding_time blocks left is refused (not registered as EXPIRED)."""
     s = world.stake("tom", time=10)
     world.mine([s.staking_tx])
     world.mine(n=10 - UNBONDING_TIME)  # tip == start + staking_time - unbonding_time
-    out = world.chain.ok(SUBMITTER, REG, {"create_btc_delegation": s.create_msg(
+    log = world.fails(SUBMITTER, {"create_btc_delegation": s.create_msg(
         str(SUBMITTER.address()), world.btc.inclusion_proof(s.staking_tx))})
-    assert out["status"] == "EXPIRED"
-    assert world.recorder.calls == [(s.staking_tx_hash, None, "EXPIRED")]
+    assert "timelock has no more than unbonding_time" in log
+    assert world.chain.query(REG, {"delegations": {}})["delegations"] == []
+    assert world.recorder.calls == []
 
 
 # ---------------------------------------------------------------------------- queries, determinism, restart
