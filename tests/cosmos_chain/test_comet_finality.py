@@ -1,0 +1,95 @@
+"""Issue 9 under CometBFT: three validators run the finality module. FPs with 60 / 30 / 10 sats and
+``max_active_finality_providers`` = 2 commit randomness and vote through signed txs at node 0; every
+node stores the same voting-power table (the 10-sat FP left out, its vote refused), the first vote
+alone (60 of 90) does not finalize, the second does, and all three apps agree on every app hash."""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import pytest
+from cosmpy.protos.cosmos.auth.v1beta1.auth_pb2 import BaseAccount
+from cosmpy.protos.cosmos.auth.v1beta1.query_pb2 import QueryAccountRequest, QueryAccountResponse
+
+from btcmesh.finality_provider import CallableChannel, ChainRejected, FinalityProvider, sign_execute_tx
+from cosmos_chain.app import ChainApp
+from cosmos_chain.comet import CometClient, CometNetwork, wait_until
+from mesh_chain_helpers import FEE, GAS_LIMIT, Key, StubRegistry, make_genesis
+
+pytestmark = pytest.mark.timeout(180)
+
+ADMIN, RELAYER = Key.from_seed(90), Key.from_seed(91)
+OPS = {n: Key.from_seed(92 + i) for i, n in enumerate("ABC")}
+SKS = {n: (0xFC00 + i).to_bytes(32, "big") for i, n in enumerate("ABC")}
+SATS = {"A": 60, "B": 30, "C": 10}
+STAKER = "5e" * 32
+FINALITY = {"params": {"max_active_finality_providers": 2, "signed_blocks_window": 1000, "max_missed": 999}}
+
+
+def factory(chain_id: str, home) -> ChainApp:
+    return ChainApp(chain_id, home, modules=[StubRegistry()])
+
+
+def test_power_table_and_finalization_agree_on_three_cometbft_validators(tool_path, tmp_path) -> None:
+    genesis = make_genesis([ADMIN, RELAYER, *OPS.values()], {"mesh": {"admin": ADMIN.address}, "finality": FINALITY})
+    genesis.pop("genesis_time")
+    net = CometNetwork(tool_path("cometbft"), 3, factory, tmp_path / "net", app_genesis=genesis, block_time=0.2)
+    with net.start(timeout=90):
+        c0 = net.nodes[0].client
+        app0 = net.nodes[0].server.app  # type: ignore[union-attr]
+        addresses = {n: app0.module(n).address for n in ("btc_staking", "finality")}
+
+        def smart(contract: str, msg: dict, client: CometClient = c0):
+            code, value, log, _ = client.abci_query("/smart/" + contract, json.dumps(msg).encode())
+            assert code == 0, log
+            return json.loads(value)
+
+        def submit(key: Key, contract: str, msg: dict) -> dict:
+            code, value, log, _ = c0.abci_query("/cosmos.auth.v1beta1.Query/Account",
+                                                QueryAccountRequest(address=key.address).SerializeToString())
+            assert code == 0, log
+            acct = BaseAccount()
+            assert QueryAccountResponse.FromString(value).account.Unpack(acct)
+            raw = sign_execute_tx(key.wallet, addresses[contract], msg, chain_id=net.chain_id,
+                                  account_number=acct.account_number, sequence=acct.sequence, gas_limit=GAS_LIMIT,
+                                  fee=FEE)
+            res = c0.submit(raw, timeout=30)["tx_result"]
+            if int(res.get("code", 0)) != 0:
+                raise ChainRejected(int(res["code"]), res.get("log", ""))
+            return json.loads(base64.b64decode(res["data"]))[0]
+
+        fps = {n: FinalityProvider(SKS[n], CallableChannel(lambda m, n=n: submit(OPS[n], "finality", m),
+                                                           lambda m: smart("finality", m)), b"comet-fin")
+               for n in "ABC"}
+        for i, (n, fp) in enumerate(fps.items(), start=1):
+            submit(OPS[n], "btc_staking", {"create_finality_provider": {"btc_pk": fp.btc_pk_hex, "validator": "v" + n}})
+            submit(RELAYER, "btc_staking", {"set_status": {"delegation": {
+                "staking_tx_hash": f"{i:064x}", "staker_btc_pk": STAKER, "fp_btc_pk_list": [fp.btc_pk_hex],
+                "staking_value": SATS[n]}, "status": "ACTIVE"}})
+        start = c0.latest_height() + 30  # above the heights of the three commit blocks (0.2 s blocks)
+        for fp in fps.values():
+            fp.commit_pub_rand(start, 50)
+        c0.wait_for_height(start + 1, timeout=30)
+
+        want = [{"fp_btc_pk": fps["A"].btc_pk_hex, "voting_power": 60},
+                {"fp_btc_pk": fps["B"].btc_pk_hex, "voting_power": 30}]
+        with pytest.raises(ChainRejected, match="no voting power"):
+            fps["C"].vote_block(start)
+        assert fps["A"].vote_block(start)["result"] == "voted"
+        assert smart("finality", {"block": {"height": start}})["status"] == "pending"  # 60 of 90: not > 2/3
+        assert fps["B"].vote_block(start)["result"] == "voted"
+        done = c0.latest_height()
+        for node in net.nodes:
+            node.client.wait_for_height(done, timeout=30)
+            table = smart("finality", {"voting_power_table": {"height": start}}, node.client)
+            assert (table["total_power"], table["finality_providers"]) == (90, want)
+            assert smart("finality", {"last_finalized_height": {}}, node.client)["height"] == start
+            assert smart("finality", {"block": {"height": start}}, node.client)["status"] == "finalized"
+        servers = [n.server for n in net.nodes]
+        wait_until(lambda: all(done in s.committed_hashes() for s in servers), 30, "all apps past the votes")
+        snapshots = [s.committed_hashes() for s in servers]
+        common = set.intersection(*(set(snap) for snap in snapshots))
+        assert done in common
+        for height in common:
+            assert len({snap[height] for snap in snapshots}) == 1, f"app hashes diverge at {height}"
