@@ -190,6 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--start-height", type=int, default=None,
                    help="first Bitcoin height to scan (default: the light client's base)")
     k.add_argument("--once", action="store_true", help="run one round and exit")
+    k.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve Prometheus metrics (fork alert, relay failures, backoff) on 127.0.0.1:PORT "
+                        "(0: any free port; default off)")
     k.set_defaults(func=cmd_checkpoint)
 
     a = sub.add_parser("api", help="serve the staking API (uvicorn) on 127.0.0.1",
@@ -580,6 +583,9 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
         try:
             _say(f"checkpoint: chain {chain_id} at {rest}, Bitcoin {args.btc_dialect} at 127.0.0.1:{port}, "
                  f"k={service.k}, from height {service.start_height}, signer {signer.address()}")
+            if getattr(args, "metrics_port", None) is not None:
+                _, mport = service.health.serve_metrics(args.metrics_port)
+                _say(f"checkpoint: metrics on http://127.0.0.1:{mport}/metrics")
             if args.once:
                 _say(json.dumps(_jsonable(service.run_once()), sort_keys=True))
                 return 0

@@ -98,6 +98,13 @@ class ServiceHealth:
         self.backoff_seconds = Gauge("btcmesh_checkpoint_backoff_seconds",
                                      "current wait before the next relay or round after failures", registry=r)
 
+    def serve_metrics(self, port: int = 0) -> tuple[Any, int]:
+        """Expose the metrics on ``127.0.0.1:port`` (0: any free port); returns (server, bound port)."""
+        from prometheus_client import start_http_server
+
+        server, _ = start_http_server(port, addr="127.0.0.1", registry=self.registry)
+        return server, int(server.server_address[1])
+
     def as_dict(self, **extra: Any) -> dict[str, Any]:
         """JSON-friendly status."""
         alert = self.fork_alert

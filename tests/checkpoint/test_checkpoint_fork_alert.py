@@ -58,6 +58,14 @@ def test_hijacked_light_client_gets_one_relay_one_alert_then_recovers(tmp_path, 
         assert len(forks) == 1, [r.getMessage() for r in caplog.records]
         assert svc.health.registry.get_sample_value("btcmesh_checkpoint_fork_alert") == 1.0
         assert "prefers a fork" in svc.status()["fork_alert"]
+        server, port = svc.health.serve_metrics(0)  # what `btcmesh checkpoint --metrics-port` serves
+        try:
+            import httpx
+
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5, trust_env=False).text
+            assert "btcmesh_checkpoint_fork_alert 1.0" in text and "btcmesh_checkpoint_relay_txs_total" in text
+        finally:
+            server.shutdown()
         # the node's real chain becomes the heavier one: relay resumes, the alert clears
         e.mine(8)
         e.rounds(svc, lambda r: r.fork_alert is None and e.light_client_tip()[1] == e.node.get_best_block_hash(),
