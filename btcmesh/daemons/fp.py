@@ -75,7 +75,7 @@ poll_interval = 0.2                  # seconds between rounds (votes are due wit
 metrics_port = 0                     # Prometheus /metrics on 127.0.0.1; 0 = any free port, -1 = off
 """
 
-#: The finality module's unjail message (Babylon's MsgUnjailFinalityProvider).
+#: The finality module's unjail message (Babylon's MsgUnjailFinalityProvider; sent by ``FinalityProvider.unjail``).
 UNJAIL_MSG = "unjail_finality_provider"
 
 
@@ -218,11 +218,9 @@ class FpDaemon:
         from checkpoint.errors import ChainError
 
         try:
-            reply = self.fp.chain.query({"finality_provider": {"fp_btc_pk": self.btc_pk_hex, "height": height}})
-        except ChainError:
+            return self.fp.voting_power(height)
+        except (ChainError, KeyError, TypeError, ValueError):
             return None
-        power = reply.get("voting_power") if isinstance(reply, dict) else None
-        return int(power) if isinstance(power, int) else None
 
     def protected_vote_msg(self, height: int, app_hash: bytes) -> dict:
         """The vote message, signed only if the records allow it (DoubleSignRefused otherwise)."""
@@ -240,7 +238,8 @@ class FpDaemon:
         return msg
 
     def vote_round(self, tip: int) -> list[int]:
-        """Vote on every block up to ``tip - 1`` not voted yet (app hash of h is known at h + 1)."""
+        """Vote on every block up to ``tip`` not voted yet (the chain indexes block h's header app hash
+        as soon as block h begins)."""
         from btcmesh.finality_provider import DoubleSignRefused
         from checkpoint.errors import ChainError
 
@@ -251,11 +250,11 @@ class FpDaemon:
         first = committed[0][0] if last is None else last + 1
         first = max(first, self._cursor)
         cap = self.cfg["fp.max_votes_per_tx"]
-        if tip - first > cap:  # far behind (e.g. after downtime): vote on the newest heights only
-            self.log.warn("heights_skipped", first=first, last=tip - cap - 1)
-            first = tip - cap
+        if tip - first + 1 > cap:  # far behind (e.g. after downtime): vote on the newest heights only
+            self.log.warn("heights_skipped", first=first, last=tip - cap)
+            first = tip - cap + 1
         msgs, heights = [], []
-        for h in range(max(first, 1), tip):
+        for h in range(max(first, 1), tip + 1):
             if not any(s <= h < e for s, e in committed):
                 continue
             app_hash = self.fp.block_app_hash(h)
@@ -315,7 +314,7 @@ class FpDaemon:
         self.resume_unsent(tip)
         self.vote_round(tip)
         done = self.records.last_submitted() or 0
-        self.metrics.lag.set(max(0, tip - 1 - done))
+        self.metrics.lag.set(max(0, tip - done))
         self.status.update(height=tip, voted_height=done, state=state.get("state", "voting"))
 
     def fp_state(self) -> dict:
@@ -323,7 +322,7 @@ class FpDaemon:
         from checkpoint.errors import ChainError
 
         try:
-            reply = self.fp.chain.query({"finality_provider": {"fp_btc_pk": self.btc_pk_hex}})
+            reply = self.fp.status()
         except ChainError:
             return {}
         return reply if isinstance(reply, dict) else {}
@@ -425,7 +424,7 @@ def cmd_register(args: argparse.Namespace) -> int:
 def cmd_unjail(args: argparse.Namespace) -> int:
     d = _daemon(args)
     try:
-        tx = _retry_sequence(lambda: d.fp.chain.submit({UNJAIL_MSG: {"fp_btc_pk": d.btc_pk_hex}}))
+        tx = _retry_sequence(d.fp.unjail)
         d.log.info("unjailed", fp_btc_pk=d.btc_pk_hex, tx=tx)
         print(tx)
     finally:
