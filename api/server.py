@@ -117,11 +117,17 @@ def app_for_chain(
 
 def app_for_url(
     chain_rest_url: str, registry_address: str | None = None, light_client_address: str | None = None,
-    *, timeout: float = DEFAULT_TIMEOUT, prefix: str = DEFAULT_PREFIX,
+    *, timeout: float = DEFAULT_TIMEOUT, prefix: str = DEFAULT_PREFIX, index_url: str | None = None,
 ) -> FastAPI:
-    """The API app over the chain's REST gateway at ``chain_rest_url`` (queries time out after ``timeout`` s)."""
-    return create_app(source_for_url(chain_rest_url, registry_address, light_client_address,
-                                     timeout=timeout, prefix=prefix))
+    """The API app over the chain's REST gateway at ``chain_rest_url`` (queries time out after ``timeout`` s).
+    With ``index_url`` (``sqlite:///path`` or ``postgresql+psycopg://...``) the ``/v2`` routes answer from the
+    API's own index of that chain (``api.index``), kept up to date by a background thread."""
+    source = source_for_url(chain_rest_url, registry_address, light_client_address, timeout=timeout, prefix=prefix)
+    if index_url is not None:
+        from api.index import IndexedSource
+
+        return create_app(IndexedSource.follow(source, index_url))  # type: ignore[arg-type]
+    return create_app(source)
 
 
 def check_loopback(host: str) -> str:
@@ -139,12 +145,12 @@ def uvicorn_config(
     chain_rest_url: str, host: str = "127.0.0.1", port: int = 8000, *,
     registry_address: str | None = None, light_client_address: str | None = None,
     timeout: float = DEFAULT_TIMEOUT, log_level: str = "info", extra_hosts: Sequence[str] = (),
-    btc_tip: Callable[[], int] | None = None,
+    btc_tip: Callable[[], int] | None = None, index_url: str | None = None,
 ) -> uvicorn.Config:
     """The uvicorn config ``serve`` runs (tests run it in a thread); Host headers are checked
     (127.0.0.1, localhost, ``extra_hosts``, ``BTCMESH_API_TRUSTED_HOSTS``). ``btc_tip`` (e.g. a Bitcoin
     node's ``get_block_count``) puts the node's tip on the explorer's overview."""
-    api = app_for_url(chain_rest_url, registry_address, light_client_address, timeout=timeout)
+    api = app_for_url(chain_rest_url, registry_address, light_client_address, timeout=timeout, index_url=index_url)
     if btc_tip is not None:
         from api.explorer import set_btc_tip_source
 
@@ -157,12 +163,13 @@ def serve(
     chain_rest_url: str, host: str = "127.0.0.1", port: int = 8000, *,
     registry_address: str | None = None, light_client_address: str | None = None,
     timeout: float = DEFAULT_TIMEOUT, log_level: str = "info", extra_hosts: Sequence[str] = (),
-    btc_tip: Callable[[], int] | None = None,
+    btc_tip: Callable[[], int] | None = None, index_url: str | None = None,
 ) -> None:
     """Serve the staking API for the chain at ``chain_rest_url`` on ``host:port`` until interrupted (blocking)."""
     uvicorn.Server(uvicorn_config(chain_rest_url, host, port, registry_address=registry_address,
                                   light_client_address=light_client_address, timeout=timeout,
-                                  log_level=log_level, extra_hosts=extra_hosts, btc_tip=btc_tip)).run()
+                                  log_level=log_level, extra_hosts=extra_hosts, btc_tip=btc_tip,
+                                  index_url=index_url)).run()
 
 
 __all__ = [

@@ -206,6 +206,9 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--btc-rpc", type=_loopback_url, help="Bitcoin node RPC (http://user:pass@127.0.0.1:PORT) whose "
                                                           "tip the explorer's overview shows beside the light client's")
     a.add_argument("--btc-dialect", choices=("btcd", "bitcoind"), default="bitcoind", help="RPC dialect of that node")
+    a.add_argument("--index-url", default=None, metavar="URL",
+                   help="answer /v2 from the API's own index of the chain (sqlite:///FILE or "
+                        "postgresql+psycopg://USER@127.0.0.1:PORT/DB), kept up to date in the background")
     a.set_defaults(func=cmd_api)
 
     from btcmesh.daemons.commands import add_daemon_commands
@@ -610,7 +613,7 @@ def cmd_api(args: argparse.Namespace) -> int:
         btc_tip = RpcBackend(args.btc_rpc, dialect=args.btc_dialect, timeout=args.timeout).get_block_count
     _say(f"staking API on http://127.0.0.1:{args.port} (docs at /docs, explorer at /explorer) over {args.chain_rest}")
     serve(args.chain_rest, "127.0.0.1", args.port, timeout=args.timeout, extra_hosts=args.trusted_host,
-          btc_tip=btc_tip)
+          btc_tip=btc_tip, index_url=args.index_url)
     return 0
 
 

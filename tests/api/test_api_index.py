@@ -181,3 +181,26 @@ def test_index_on_postgresql_answers_like_the_chain(life, tool_path):
         tool_path("initdb")  # fails under BTCMESH_REQUIRE_DAEMONS=1 / CI, skips otherwise
     with PostgresServer(bin_dir) as pg:
         _life_of_a_chain(life, pg.url)
+
+
+def test_api_served_over_rest_with_an_index(life, tmp_path):
+    """``app_for_url(..., index_url=...)`` (what ``btcmesh api --index-url`` serves): the index follows the chain
+    through its REST server in a background thread."""
+    import time
+
+    from api.server import app_for_url
+
+    c = life.chain
+    c.mine(n=3)
+    c.register_fp(ALPHA, "fp-alpha", "0.05")
+    c.create(life.ds[0], proof=True)
+    client = TestClient(app_for_url(c.chain.rest.url, timeout=10, index_url=f"sqlite:///{tmp_path / 'i.sqlite'}"))
+    info = _get(client, "/v2/network-info")["data"]
+    assert info["indexed_height"] >= 1 and 0 <= info["index_lag_blocks"] < 100  # blocks every 50 ms meanwhile
+    h = life.ds[0].staking_tx_hash
+    assert _get(client, "/v2/delegation", staking_tx_hash_hex=h)["data"]["state"] == "PENDING"
+    c.covenant_quorum(life.ds[0])                     # the background indexer picks the change up
+    deadline = time.monotonic() + 30
+    while _get(client, "/v2/delegation", staking_tx_hash_hex=h)["data"]["state"] != "ACTIVE":
+        assert time.monotonic() < deadline, "the index did not follow the chain"
+        time.sleep(0.2)
