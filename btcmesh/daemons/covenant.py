@@ -92,7 +92,10 @@ class CovenantRecords:
 class CovenantDaemon:
     """One covenant member: key, chain connection, records."""
 
-    def __init__(self, cfg: Config, log: EventLog | None = None, metrics: Metrics | None = None) -> None:
+    def __init__(self, cfg: Config, log: EventLog | None = None, metrics: Metrics | None = None, *,
+                 conn: Any = None) -> None:
+        """Connects to ``chain.rest`` unless ``conn`` (a :class:`btcmesh.daemons.common.ChainConnection`
+        or anything with its ``query(module, msg)`` / ``execute(module, msg)`` / ``height()``) is given."""
         from btcmesh.covenant import CovenantMember
 
         self.cfg = cfg
@@ -103,7 +106,7 @@ class CovenantDaemon:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
         self.records = CovenantRecords(cfg.state_dir / "covenant.sqlite")
         self.status = StatusFile(cfg.state_dir / "status.json", "covenant")
-        self.conn = chain_connection(cfg["chain.rest"], cosmos)
+        self.conn = conn if conn is not None else chain_connection(cfg["chain.rest"], cosmos)
         self._params: dict[int, Any] = {}
 
     def close(self) -> None:
