@@ -1,6 +1,7 @@
 """Issue 11: the slasher daemon's atomic slasher (vigilante's): a slashing tx of one delegation seen on
 Bitcoin → the FP key extracted from a covenant's completed adaptor signature → the FP's other
-delegations slashed, with no equivocation evidence on the chain. Real regtest node (EmbeddedNode,
+delegations slashed (one on the staking path, one that had unbonded on the unbonding path), with no
+equivocation evidence on the chain. Real regtest node (EmbeddedNode,
 libbitcoinkernel-validated); the chain's registry is a query stub holding registry-shaped
 delegations signed by the real covenant committee code. Both oracles check every slashing tx.
 A second daemon on the same records (a restart) sends nothing again.
@@ -51,14 +52,15 @@ def world(tmp_path: Path):
     node = EmbeddedNode()
     try:
         stakers, dels = [], []
-        for i in range(3):
+        for i in range(4):
             sk = secret_even_y(bytes([0xb0 + i]) * 32)
             wallet = Wallet(node, sk)
             node.mine_blocks(1, wallet.script_pubkey)
             stakers.append((Staker(sk, params), wallet))
         node.mine_blocks(100, bytes.fromhex("51"))
         committee = CovenantCommittee.regtest(params)
-        fps = [xonly_from_secret(FP_SK), xonly_from_secret(FP_SK), xonly_from_secret(OTHER_FP_SK)]
+        fps = [xonly_from_secret(FP_SK), xonly_from_secret(FP_SK), xonly_from_secret(OTHER_FP_SK),
+               xonly_from_secret(FP_SK)]
         for (staker, wallet), fp in zip(stakers, fps):
             wallet.scan()
             tx = staker.fund_staking_tx(wallet, fp, 150, 200_000)
@@ -66,6 +68,10 @@ def world(tmp_path: Path):
             dels.append(staker.delegation(tx, [fp], 150))
         node.mine_blocks(1, bytes.fromhex("51"))
         registry = [_registry_json(d, committee) for d in dels]
+        # delegation 3 unbonds first (covenant-signed unbonding tx on Bitcoin): it must be slashed on that path
+        cov = {bytes.fromhex(c["pk"]): bytes.fromhex(c["sig"]) for c in registry[3]["covenant_unbonding_sigs"]}
+        node.send_raw_transaction(stakers[3][0].signed_unbonding_tx(dels[3], cov).serialize())
+        node.mine_blocks(1, bytes.fromhex("51"))
 
         def query(contract: str, msg: dict) -> Any:
             (name, body), = msg.items()
@@ -111,6 +117,11 @@ def test_atomic_slasher_slashes_the_fps_other_delegations(world, capsys) -> None
     assert kernel_verify(second, prevouts) and btclib_verify(second, prevouts)
     assert kernel_verify(first, [dels[0].staking_output]) and btclib_verify(first, [dels[0].staking_output])
     assert daemon.records.get(dels[0].staking_tx_hash)["state"] == "confirmed"  # seen, not re-sent
+    unbonded = daemon.records.get(dels[3].staking_tx_hash)
+    assert (unbonded["state"], unbonded["path"], unbonded["source"]) == ("broadcast", "unbonding", "atomic")
+    third = Tx.parse(node.get_raw_transaction(unbonded["txid"]))
+    assert third.inputs[0].prevout.txid == dels[3].unbonding_tx.txid()
+    assert kernel_verify(third, [dels[3].unbonding_info.output]) and btclib_verify(third, [dels[3].unbonding_info.output])
     assert daemon.records.get(dels[2].staking_tx_hash) is None  # another FP's delegation is left alone
     daemon.close()
 
@@ -124,6 +135,7 @@ def test_atomic_slasher_slashes_the_fps_other_delegations(world, capsys) -> None
     node.mine_blocks(1, bytes.fromhex("51"))
     again.confirm_round()
     assert again.records.get(dels[1].staking_tx_hash)["state"] == "confirmed"
+    assert again.records.get(dels[3].staking_tx_hash)["state"] == "confirmed"
     again.close()
 
 
