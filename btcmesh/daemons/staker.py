@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import time
-from pathlib import Path
 from typing import Any
 
 from btcmesh.daemons.common import (
@@ -354,7 +353,3 @@ def cmd_claim(args: argparse.Namespace) -> int:
         t.close()
     return 0
 
-
-def check_value_args(args: argparse.Namespace) -> None:
-    if not (args.psbt_signed or (args.fp and args.value and args.time)):
-        raise ConfigError("stake needs --fp, --value and --time (or --psbt-signed FILE)")
