@@ -39,7 +39,6 @@ are only updated after the host calls succeed.
 from __future__ import annotations
 
 import contextlib
-import copy
 import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator
@@ -53,7 +52,7 @@ from .errors import (
     UnknownFinalityProvider,
     ValidatorNotActive,
 )
-from .framework import MeshHost, to_binary, wasm_execute
+from .framework import MeshHost, json_copy, to_binary, wasm_execute
 from .numeric import Dec, coin, parse_uint
 
 MAX_SAT = 21_000_000 * 100_000_000
@@ -155,12 +154,12 @@ class BtcMeshAdapter:
     def __init__(self, host: MeshHost, config: AdapterConfig, state: dict | None = None) -> None:
         self.host = host
         self.config = config
-        self.records: dict[str, dict] = copy.deepcopy(state["delegations"]) if state else {}
+        self.records: dict[str, dict] = json_copy(state["delegations"]) if state else {}
 
     # --- persistence ----------------------------------------------------
     def to_state(self) -> dict:
         """JSON-serialisable adapter state (config + per-delegation records)."""
-        return {"config": asdict(self.config), "delegations": copy.deepcopy(self.records)}
+        return {"config": asdict(self.config), "delegations": json_copy(self.records)}
 
     @classmethod
     def from_state(cls, host: MeshHost, data: dict) -> "BtcMeshAdapter":
@@ -219,7 +218,7 @@ class BtcMeshAdapter:
     # --- host helpers ---------------------------------------------------
     @contextlib.contextmanager
     def _atomic(self) -> Iterator[None]:
-        saved = copy.deepcopy(self.records)
+        saved = json_copy(self.records)
         atomic = getattr(self.host, "atomic", None)
         try:
             if atomic is not None:
