@@ -121,6 +121,25 @@ def test_delegation_validated_against_the_params_in_force_at_its_inclusion_heigh
     assert net.delegation(new)["status"] == "ACTIVE"
 
 
+def test_pre_approval_delegation_keeps_its_version_and_a_proof_from_another_version_is_refused() -> None:
+    h = 12
+    v1 = small_params(covenant_pks=tuple(xonly_from_secret(covenant_secret(i)) for i in (3, 4, 5)),
+                      btc_activation_height=h)
+    net = Net([V0, v1])
+    net.register_fp()
+    assert net.btc.tip.height < h
+    s = StakeFixture("rr-pre", [FPA], 100_000, 200, V0, funding_label="pre")
+    net.create(s, proof=False)  # validated at the tip (< H): version 0
+    assert net.delegation(s)["params_version"] == 0
+    net.mine(n=h - net.btc.tip.height)
+    net.mine([s.staking_tx])  # but mined above H, where version 1 applies
+    net.mine(n=K)
+    res = net.chain.execute(SUBMITTER, REG, {"add_btc_delegation_inclusion_proof": {
+        "staking_tx_hash": s.staking_tx_hash, "inclusion_proof": net.btc.inclusion_proof(s.staking_tx)}})
+    assert res.code != 0 and "the delegation was validated against version 0" in res.log
+    assert net.delegation(s)["start_height"] is None
+
+
 def test_genesis_refuses_decreasing_activation_heights() -> None:
     btc = BtcChain()
     genesis = make_genesis([SUBMITTER], btc, [small_params(btc_activation_height=10), small_params()])
