@@ -40,6 +40,17 @@ class DevnetError(RuntimeError):
     """A devnet part did not start / the directory is not a devnet."""
 
 
+def _port_free(port: int) -> bool:
+    """Nobody listens on 127.0.0.1:``port`` (connections in TIME_WAIT do not count, as for the servers)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -107,11 +118,17 @@ def start_process(d: Path, name: str, env: dict[str, str] | None = None) -> int:
     return _spawn(d, name, argv, env)
 
 
-def _wait_log(d: Path, name: str, needle: str, timeout: float) -> str:
+def _log_size(d: Path, name: str) -> int:
+    log = d / name / f"{name}.log"
+    return log.stat().st_size if log.exists() else 0
+
+
+def _wait_log(d: Path, name: str, needle: str, timeout: float, offset: int = 0) -> str:
+    """The first line with ``needle`` written to the process's log after byte ``offset``."""
     log = d / name / f"{name}.log"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        text = log.read_text(errors="replace") if log.exists() else ""
+        text = log.read_bytes()[offset:].decode(errors="replace") if log.exists() else ""
         for line in text.splitlines():
             if needle in line:
                 return line
@@ -124,9 +141,12 @@ def _wait_log(d: Path, name: str, needle: str, timeout: float) -> str:
 def _rpc(url: str, method: str, params: list) -> Any:
     import httpx
 
-    r = httpx.post(url, json={"jsonrpc": "1.0", "id": 1, "method": method, "params": params}, timeout=30,
-                   trust_env=False)
-    body = r.json()
+    try:
+        r = httpx.post(url, json={"jsonrpc": "1.0", "id": 1, "method": method, "params": params}, timeout=30,
+                       trust_env=False)
+        body = r.json()
+    except (httpx.HTTPError, ValueError) as exc:
+        raise DevnetError(f"Bitcoin RPC {method}: {exc}") from None
     if body.get("error"):
         raise DevnetError(f"{method}: {body['error']}")
     return body["result"]
@@ -145,12 +165,20 @@ def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_t
     if (d / "devnet.json").exists() and any(process_alive(d / n / "pid") for n in PROCESS_ORDER):
         raise DevnetError(f"a devnet is already running in {d} (`btcmesh devnet down --dir {d}` first)")
     d.mkdir(parents=True, exist_ok=True)
-    ports = {"node": _free_port(), "chain": _free_port(), "api": _free_port()}
-    password = secrets.token_hex(12)
+    previous = json.loads((d / "devnet.json").read_text()) if (d / "devnet.json").exists() else {}
+    if previous.get("ports"):  # a devnet brought up again: same ports and password, so its configs stay valid
+        ports, password = dict(previous["ports"]), str(previous["password"])
+        for name, port in ports.items():
+            if not _port_free(port):
+                raise DevnetError(f"port {port} of {name} (from {d / 'devnet.json'}) is in use")
+    else:
+        ports = {"node": _free_port(), "chain": _free_port(), "api": _free_port(), "grpc": _free_port()}
+        password = secrets.token_hex(12)
     btc_rpc = f"http://btcmesh:{password}@127.0.0.1:{ports['node']}"
     rest = f"http://127.0.0.1:{ports['chain']}"
     argv: dict[str, list[str]] = {}
     info: dict[str, Any] = {"dir": str(d), "seed": seed, "comet": comet, "btc_rpc": btc_rpc, "chain_rest": rest,
+                            "ports": ports, "password": password,
                             "api": f"http://127.0.0.1:{ports['api']}", "argv": argv, "k": k,
                             "unbonding_time": unbonding_time}
 
@@ -162,8 +190,9 @@ def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_t
         argv["node"] = ["node", "--port", str(ports["node"]), "--password", password, "--datadir", str(d / "node" / "data")]
         save()
         _write_process_config(d, "node", argv["node"])
+        offset = _log_size(d, "node")
         start_process(d, "node")
-        _wait_log(d, "node", "ready ", timeout)
+        _wait_log(d, "node", "ready ", timeout, offset)
         stakers = {}
         for i in (1, 2):
             secret = demo_secret(seed, f"staker/{i}")
@@ -179,19 +208,21 @@ def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_t
                          "--home", str(d / "chain" / "home")]
         if comet:
             argv["chain"] += ["--comet", str(comet)]
-        argv["chain"] += ["--grpc-port", str(_free_port())]  # the chain also serves gRPC: never the default 9090
+        argv["chain"] += ["--grpc-port", str(ports["grpc"])]  # the chain also serves gRPC: never the default 9090
         save()
         _write_process_config(d, "chain", argv["chain"])
+        offset = _log_size(d, "chain")
         start_process(d, "chain")
-        _wait_log(d, "chain", "ready ", timeout * (2 if comet else 1))
+        _wait_log(d, "chain", "ready ", timeout * (2 if comet else 1), offset)
 
         # ---- checkpoint service
         argv["checkpoint"] = ["checkpoint", "--btc-rpc", btc_rpc, "--btc-dialect", "bitcoind", "--chain-rest", rest,
                               "--store", str(d / "checkpoint" / "checkpoint.sqlite"), "--seed", seed, "--poll", "0.3"]
         save()
         _write_process_config(d, "checkpoint", argv["checkpoint"])
+        offset = _log_size(d, "checkpoint")
         start_process(d, "checkpoint")
-        _wait_log(d, "checkpoint", "checkpoint: chain", timeout)
+        _wait_log(d, "checkpoint", "checkpoint: chain", timeout, offset)
 
         subs = {"CHAIN_REST": rest, "BTC_RPC": btc_rpc}
         # ---- covenant signers (devnet covenant keys sha256([i]); each its own funded Cosmos account)
@@ -229,12 +260,14 @@ def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_t
                     "staker-btc.key": secret, "staker-cosmos.key": devnet_cosmos_secret(seed, f"staker-{i}")})
         info["stakers"] = {f"staker-{i}": str(d / f"staker-{i}" / "staker.toml") for i in stakers}
         save()
+        offsets = {}
         for name in ("covenant-1", "covenant-2", "covenant-3", "fp-1", "fp-2", "slasher", "api"):
             _write_process_config(d, name, argv[name])
+            offsets[name] = _log_size(d, name)
             start_process(d, name)
         for name in ("covenant-1", "covenant-2", "covenant-3", "fp-1", "fp-2", "slasher"):
-            _wait_log(d, name, "event=started", timeout)
-        _wait_log(d, "api", "Uvicorn running", timeout)
+            _wait_log(d, name, "event=started", timeout, offsets[name])
+        _wait_log(d, "api", "Uvicorn running", timeout, offsets["api"])
     except BaseException:
         down(d)
         raise

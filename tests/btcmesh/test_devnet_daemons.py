@@ -311,7 +311,17 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
 
 
 def test_devnet_stake_double_sign_slash_with_kill_9(tmp_path: Path) -> None:
-    _scenario(tmp_path / "devnet", comet=0)
+    d = tmp_path / "devnet"
+    _scenario(d, comet=0)
+    # up again on the same directory: same ports and configs, the state kept (Bitcoin, chain, records)
+    _ok("devnet", "up", "--dir", str(d), timeout=240)
+    try:
+        status = _ok("devnet", "status", "--dir", str(d)).splitlines()
+        assert len(status) == 10 and all(" alive " in line for line in status), status
+        assert int(re.search(r"height=(\d+)", status[0]).group(1)) > 200  # the node kept its chain
+        assert json.loads(_ok("fp", "status", "--config", str(d / "fp-1" / "fp.toml")))["slashed"] is True
+    finally:
+        _ok("devnet", "down", "--dir", str(d))
 
 
 def test_devnet_on_comet_3(tmp_path: Path, tool_path) -> None:
