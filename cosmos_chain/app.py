@@ -6,7 +6,8 @@ Tx pipeline (Cosmos SDK semantics):
 * **validate basic** (stateless, before any fee, as the SDK's ``ValidateBasic``): every address is
   bech32 with the chain prefix, coins are non-empty (MsgSend), positive, distinct, with valid denoms,
   and a contract message is a JSON object with one key whose body is an object (code 18 otherwise).
-  A bad message so fails in CheckTx and costs no fee.
+  A bad message so fails in CheckTx and costs no fee. CheckTx also runs each contract's cheap stateful
+  ``check_message`` (e.g. the light client's header-reporter allow list) after the ante handler.
 * **ante** on a journal: per signer the account must exist, the pubkey must hash to the signer
   address, ``sequence`` must equal the account's (code 32 otherwise, replays included), the
   SIGN_MODE_DIRECT signature must verify for (chain_id, account_number) (code 4); the fee
@@ -477,6 +478,10 @@ class ChainApp:
         except Exception as exc:  # noqa: BLE001
             return _err_result(exc, gas_wanted, gas.used)
         if mode == "check":
+            try:
+                self._check_messages(ctx, dtx)
+            except Exception as exc:  # noqa: BLE001 - refused before the mempool: no fee, no sequence
+                return _err_result(exc, gas_wanted, gas.used)
             ante_kv.write()
             return TxResult(0, "", gas_wanted, gas.used, ctx.events, b"")
         ante_events = list(ctx.events)
@@ -525,6 +530,14 @@ class ChainApp:
                 if c["denom"] in seen:
                     raise InvalidRequestError(f"{where}: duplicate denom {c['denom']}")
                 seen.add(c["denom"])
+
+    def _check_messages(self, ctx: Context, dtx: DecodedTx) -> None:
+        """CheckTx only: each contract's cheap stateful checks (``Module.check_message``)."""
+        for m in dtx.msgs:
+            if m.type_url == MSG_EXECUTE_URL:
+                module = self._by_address.get(m.contract)
+                if module is not None:
+                    module.check_message(ctx, m.signer, m.msg_json)
 
     def _ante(self, ctx: Context, dtx: DecodedTx, mode: str) -> None:
         """Signatures, sequences, fee (see module docstring)."""

@@ -192,6 +192,10 @@ class Module:
     def end_block(self, ctx: Context) -> None:
         """Hook run at the end of every block (default: nothing)."""
 
+    def check_message(self, ctx: Context, sender: str, msg: Any) -> None:
+        """Cheap stateful checks of an execute message in CheckTx, before the mempool (default: none);
+        raise a ValueError to refuse the tx there, so it costs no fee."""
+
     def execute(self, ctx: Context, sender: str, msg: dict[str, Any], funds: list[Coin]) -> Any:
         """Route ``{"action": body}`` to ``exec_action(ctx, sender, body, funds)``; returns JSON-able data."""
         action, body = _single_key(msg, "execute")

@@ -200,6 +200,11 @@ class BtcLightClientModule(Module):
             st.delete("reorg_floor")
         return None if floor is None else int(floor)
 
+    def check_message(self, ctx: Context, sender: str, msg: Any) -> None:
+        """CheckTx: an ``insert_headers`` from an account off the allow list never reaches the mempool."""
+        if isinstance(msg, dict) and "insert_headers" in msg:
+            self.check_reporter(ctx, sender)
+
     # ------------------------------------------------------------------ execute
     def insert(self, ctx: Context, headers: list[BlockHeader]) -> dict[str, Any]:
         """Insert parsed headers (parent first); raises LightClientError on the first bad one."""

@@ -227,3 +227,15 @@ def test_devnet_and_demo_genesis_name_the_checkpoint_service_as_reporter():
     g = chain_genesis(regtest_default_params(), 0, bytes.fromhex(BtcChain().base()["base"]["header"]),
                       [str(RELAYER.address())], str(RELAYER.address()), header_reporters=[str(RELAYER.address())])
     assert g["btc_light_client"]["params"] == {"insert_headers_allow_list": [str(RELAYER.address())]}
+
+
+def test_outsider_headers_are_refused_in_checktx_without_a_fee():
+    """CheckTx already refuses an outsider's insert_headers (no mempool entry, no fee, no sequence)."""
+    btc, chain = _start_with_reporters([RELAYER])
+    tx = chain.sign(OUTSIDER, LC, {"insert_headers": {"headers": [b.raw for b in btc.mine(n=1)]}})
+    res = chain.app.check_tx(tx)
+    assert res.code != 0 and "not in the insert_headers_allow_list" in res.log
+    again = chain.app.check_tx(tx)  # the check state kept no sequence bump or fee: same refusal, not a replay
+    assert again.code == res.code and again.log == res.log
+    ok = chain.sign(RELAYER, LC, {"insert_headers": {"headers": [b.raw for b in btc.best[1:]]}})
+    assert chain.app.check_tx(ok).code == 0
