@@ -432,6 +432,10 @@ def cmd_chain(args: argparse.Namespace) -> int:
 
     stop = getattr(args, "stop", None) or threading.Event()
     if args.comet:
+        if args.home is not None:
+            stored_base = _check_stored_comet_genesis(args.home, args)
+            if stored_base is not None:
+                height = stored_base
         return _chain_comet(args, genesis, banner, stop)
     from cosmos_chain.app import ChainApp
     from cosmos_chain.node import EmbeddedChain
@@ -491,14 +495,34 @@ def _check_stored_genesis(app: Any, args: argparse.Namespace) -> int | None:
     stored base height (None for a fresh home)."""
     if app.last_height == 0 and not app.root.data:
         return None
-    params = app.smart_query("btc_staking", {"params": {}})["params_versions"][0]
+    _check_stored_params(app.smart_query("btc_staking", {"params": {}})["params_versions"][0], args)
+    base = app.smart_query("btc_light_client", {"base": {}})
+    return base.get("height")
+
+
+def _check_stored_params(params: dict, args: argparse.Namespace) -> None:
     for flag, key, wanted in (("-k/--confirmations", "confirmation_depth", args.k),
                               ("--unbonding-time", "unbonding_time_blocks", args.unbonding_time)):
         if int(params[key]) != wanted:
             raise CliError(f"{flag} {wanted} differs from the value stored in {args.home}: {params[key]} "
                            f"(genesis params are fixed; pass {params[key]} or use a new --home)")
-    base = app.smart_query("btc_light_client", {"base": {}})
-    return base.get("height")
+
+
+def _check_stored_comet_genesis(home: Path, args: argparse.Namespace) -> int | None:
+    """``--comet`` restart: the same checks against the CometBFT genesis in ``home`` (None if new)."""
+    path = Path(home) / "node0" / "config" / "genesis.json"
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+        chain_id, app_state = stored["chain_id"], stored["app_state"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CliError(f"cannot read the stored genesis {path}: {exc}") from None
+    if chain_id != args.chain_id:
+        raise CliError(f"--chain-id {args.chain_id} differs from the chain stored in {home}: {chain_id} "
+                       f"(start with --chain-id {chain_id}, or use a new --home)")
+    _check_stored_params(app_state["btc_staking"]["params"][0], args)
+    return int(app_state["btc_light_client"]["base"]["height"])
 
 
 def _start_grpc(node_or_backend: Any, args: argparse.Namespace) -> Any:

@@ -90,3 +90,34 @@ def test_grpc_restart_flags_and_banner_base(tmp_path: Path) -> None:
     finally:
         server.stop()
         node.close()
+
+
+def test_comet_restart_with_changed_flags_is_one_line(tmp_path: Path, tool_path) -> None:
+    """The same checks for ``--comet``: the stored CometBFT genesis is compared before anything starts."""
+    cometbft = tool_path("cometbft")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "BTCMESH_TOOLS": str(cometbft.parent)}
+    home = str(tmp_path / "comet")
+    args = ["--comet", "1", "--home", home, "--chain-id", "comet-restart-1", "-k", "4", "--block-interval", "0.3"]
+    proc = subprocess.Popen([sys.executable, "-m", "btcmesh", "chain", "--port", "0", *args], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    try:
+        line = proc.stdout.readline()  # bounded by the test timeout
+        assert line.startswith("ready ") and " grpc=" in line, (line, proc.stderr.read() if proc.poll() else "")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def run(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "btcmesh", "chain", "--port", "0", *flags], cwd=REPO,
+                              capture_output=True, text=True, timeout=60, env=env)
+
+    r = run(*[a if a != "4" else "5" for a in args])
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    assert re.fullmatch(r"btcmesh chain: error: -k/--confirmations 5 differs from the value stored in .*: 4 .*\n",
+                        r.stderr), r.stderr
+    r = run(*[a if a != "comet-restart-1" else "comet-other-2" for a in args])
+    assert re.fullmatch(r"btcmesh chain: error: --chain-id comet-other-2 differs from the chain stored in .*: "
+                        r"comet-restart-1 .*\n", r.stderr), r.stderr
