@@ -411,7 +411,9 @@ class FinalityCore:
     def liveness(self, st: JsonStore, ctx: Any, height: int, now: float, emit: Emit) -> None:
         """Babylon HandleLiveness: at ``height`` judge block ``height - finality_sig_timeout``; an FP
         in its power table that did not vote gets a miss; more than ``max_missed`` misses in the
-        last ``signed_blocks_window`` heights jails it (it leaves the power table from the next block)."""
+        last ``signed_blocks_window`` heights jails it (it leaves the power table from the next block),
+        once a full window has passed since the first height it was judged at (Babylon's signing-info
+        start height)."""
         p = self.params(st)
         judged = height - p["finality_sig_timeout"]
         if judged < 1:
@@ -422,10 +424,15 @@ class FinalityCore:
         for fp, _ in table["finality_providers"]:
             if st.has("jailed/" + fp) or st.has("slashed/" + fp):
                 continue
+            start = st.get("liveness_start/" + fp)
+            if start is None:  # Babylon signing info: start height = the first height judged with power
+                start = judged
+                st.set("liveness_start/" + fp, start)
             missed = [h for h in st.get("missed/" + fp, []) if h > judged - p["signed_blocks_window"]]
             if not st.has(f"vote/{_hkey(judged)}/{fp}"):
                 missed.append(judged)
-            if len(missed) > p["max_missed"]:
+            # Babylon liveness.go: jailed only past start + window (a full window observed)
+            if len(missed) > p["max_missed"] and judged > start + p["signed_blocks_window"]:
                 rec = {"fp_btc_pk": fp, "jailed_height": height, "jailed_time": now,
                        "jailed_until": now + p["jail_duration"], "missed": len(missed)}
                 st.set("jailed/" + fp, rec)
