@@ -7,6 +7,7 @@ jailed at the offline ratio, virtual stake 0) and ``unjail_finality_provider`` a
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 
@@ -29,9 +30,9 @@ STAKER = "5d" * 32
 class Net:
     """Three FPs with 60 / 30 / 10 active sats, randomness committed from ``start``."""
 
-    def __init__(self, finality_params: dict, fps: str = "ABC") -> None:
+    def __init__(self, finality_params: dict, fps: str = "ABC", **sections: dict) -> None:
         self.chain = Chain.start([ADMIN, OP_A, OP_B, OP_C, RELAYER],
-                                 {"mesh": MESH_GENESIS, "finality": {"params": finality_params}},
+                                 {"mesh": MESH_GENESIS, "finality": {"params": finality_params}, **sections},
                                  modules=[StubRegistry()])
         deliver = lambda tx: self.chain.block([tx])[0]  # noqa: E731
         self.fp = {n: FinalityProvider(SKS[n], AppChannel(self.chain.app, OPS[n].wallet, deliver=deliver), b"pw")
@@ -160,8 +161,18 @@ LIVENESS = {"max_active_finality_providers": 2, "signed_blocks_window": 4, "max_
             "finality_sig_timeout": 1, "jail_duration": 100}
 
 
+#: consensus validators valA / valB with 10 power of own bond each (issue 10's valset module)
+VALSET = {"validators": [{"operator": v, "pub_key": base64.b64encode(hashlib.sha256(v.encode()).digest()).decode(),
+                          "self_bond": "10000000"} for v in ("valA", "valB")]}
+
+
 def test_missing_votes_jails_fp_and_its_mesh_validator_until_unjail() -> None:
-    net = Net(LIVENESS, fps="AB")
+    net = Net(LIVENESS, fps="AB", valset=VALSET)
+
+    def consensus_power(v: str) -> int:
+        return int(net.chain.query("valset", {"target": {}})["powers"].get(v, 0))
+
+    assert consensus_power("valB") == 10
     s = net.start
     virtual_b = net.virtual_stake("valB")
     assert virtual_b > 0
@@ -184,6 +195,7 @@ def test_missing_votes_jails_fp_and_its_mesh_validator_until_unjail() -> None:
     assert net.chain.query("mesh", {"external_staking": {"validator": {"valoper": "valB"}}})["state"] == "jailed"
     assert net.chain.query("mesh", {"external_staking": {"max_slash": {}}})["slash_ratio_offline"] == "0"
     assert net.virtual_stake("valB") == 0 and net.virtual_stake("valA") > 0
+    assert consensus_power("valB") == 0 and consensus_power("valA") == 10  # out of the consensus set too
     mesh_b = net.chain.query("mesh", {"adapter": {"delegation": {"staking_tx_hash": f"{2:064x}"}}})["delegation"]
     assert mesh_b["collateral_sat"] == SATS["B"] and mesh_b["slashed_sat"] == 0
     # the jailed provider drops out of the next table; A alone (60/60) finalizes
@@ -203,7 +215,7 @@ def test_missing_votes_jails_fp_and_its_mesh_validator_until_unjail() -> None:
     out = net.fp["B"].unjail()
     assert out["fp_btc_pk"] == net.fp["B"].btc_pk_hex
     assert net.chain.query("mesh", {"external_staking": {"validator": {"valoper": "valB"}}})["state"] == "active"
-    assert net.virtual_stake("valB") == virtual_b
+    assert net.virtual_stake("valB") == virtual_b and consensus_power("valB") == 10
     back = net.chain.app.last_height + 1
     net.until(back)
     assert net.fp["B"].voting_power(back) == 30 and net.fp["B"].status()["state"] == "active"
