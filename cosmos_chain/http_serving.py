@@ -61,6 +61,10 @@ class BackgroundHttpServer:
         self._sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
         try:
             self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            # accepted sockets inherit TCP_NODELAY; asyncio sets it only on sockets whose proto is TCP, and
+            # socket.socket() leaves proto 0, so without this every keep-alive reply waited ~40 ms (Nagle
+            # against the client's delayed ACK)
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock.bind((host, port))
             self._sock.listen(backlog)
         except OSError:
