@@ -351,3 +351,23 @@ def test_bad_config_names_the_key(tmp_path: Path) -> None:
     os.chmod(tmp_path / "fp-btc.key", 0o644)
     r = _cli("fp", "run", "--config", str(cfg))
     assert r.returncode == 1 and "key fp.btc_key_file" in r.stderr and "chmod 600" in r.stderr
+
+
+def test_down_never_signals_a_recycled_pid(tmp_path: Path) -> None:
+    """A PID file names the process by PID *and* start time: a different process with that PID is not ours."""
+    from btcmesh.daemons.devnet import _start_time, down
+
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        (tmp_path / "api").mkdir()
+        (tmp_path / "api" / "pid").write_text(f"{proc.pid} {int(_start_time(proc.pid)) + 1}\n")  # not this one
+        assert process_alive(tmp_path / "api" / "pid") is None
+        assert down(tmp_path) == [] and proc.poll() is None  # left alone
+        (tmp_path / "api" / "pid").write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
+        assert process_alive(tmp_path / "api" / "pid") == proc.pid
+        assert down(tmp_path) == ["api"]
+        assert proc.wait(timeout=20) is not None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
