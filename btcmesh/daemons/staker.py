@@ -47,7 +47,7 @@ SPEC = {
     "staker.btc_key_file": (str, "staker-btc.key"),
     "staker.cosmos_key_file": (str, "staker-cosmos.key"),
     "staker.fee_rate": (float, 2.0),
-    "staker.wait_timeout": (float, 60.0),
+    "staker.wait_timeout": (float, 120.0),
 }
 
 DEFAULT_TOML = """\
@@ -64,7 +64,7 @@ dialect = "bitcoind"                   # bitcoind | btcd
 btc_key_file = "staker-btc.key"        # staker BTC key (32-byte hex, mode 0600): wallet + staking key
 cosmos_key_file = "staker-cosmos.key"  # Cosmos account that registers the delegation (pays fees)
 fee_rate = 2.0                         # sat/vB of the staking tx
-wait_timeout = 60.0                    # seconds `stake` waits for the covenant quorum before broadcasting
+wait_timeout = 120.0                   # seconds `stake` waits for the covenant quorum before broadcasting
 
 [daemon]
 state_dir = "state"                    # wallet.json (the staker's own record of its delegations)
