@@ -99,7 +99,8 @@ class TimelineStep(BaseModel):
     chain_height: int | None = Field(
         default=None, description="Cosmos chain height of the step, when known: registration and slashing from "
         "the chain's records; covenant quorum, ACTIVE, unbonding and withdrawal from the registry's change feed "
-        "as this service read it (exact for changes made while it runs).")
+        "as this service samples it (every 0.5 s): the exact height of a change seen while it runs; a status "
+        "that lasted less than a sample is missed (null).")
     txid: str | None = Field(default=None, description="Bitcoin txid of the step, when it has one.")
     detail: str = Field(default="", examples=["2 of 3 covenant signatures (quorum 2)"])
 
