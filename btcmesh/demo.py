@@ -749,9 +749,8 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
         # randomness for heights above the chain's (the chain refuses heights already past), a
         # short range: no FP has power (or can miss votes) outside it, so the FPs, which vote only
         # here, stay under the liveness limit (max_missed of the signed-blocks window)
-        lead = 10
         for fp in fps.values():
-            fp.commit_pub_rand(chain.height() + lead, FP_PUB_RAND)
+            fp.commit_pub_rand_ahead(FP_PUB_RAND, lead=10)  # widens the lead if the chain outruns it
         start = max(fp.commits[-1].start for fp in fps.values())
         vote_h = _wait(lambda: chain.height() >= start + 1 and start, cfg.timeout, "a block to vote on")
         for fp in fps.values():

@@ -254,16 +254,18 @@ class FinalityProvider:
         ``lead`` must cover the blocks the tx may wait (≥ 2; more on a fast CometBFT chain)."""
         if not isinstance(lead, int) or lead < 2:
             raise FinalityProviderError("lead must be an int ≥ 2 (the commit lands in a later block)")
-        for _ in range(4):  # building a long list takes time: re-check the height, widen the lead if passed
+        for _ in range(4):  # the chain may outrun the lead (building the list, a slow inclusion): widen it
             start = self.chain_height() + lead
             msg = self.pub_rand_commit_msg(start, num_pub_rand)
             if self.chain_height() + 1 < start:
                 try:
                     return self.chain.submit(msg)
-                except Exception:
+                except Exception as exc:
                     self.commits.pop()
-                    raise
-            self.commits.pop()
+                    if "not above the current height" not in str(exc):
+                        raise
+            else:
+                self.commits.pop()
             lead *= 2
         raise FinalityProviderError(f"the chain outran every lead up to {lead // 2} blocks")
 

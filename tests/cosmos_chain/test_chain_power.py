@@ -234,3 +234,25 @@ def test_votes_in_time_never_jail() -> None:
     events = [e for b in range(s, s + 10) for e in net.chain.app.get_block(b)["events"]]
     assert sum(e["type"] == "block_finalized" for e in events) == 9
     assert json.dumps(events).count("finality_provider_jailed") == 0
+
+
+def test_client_widens_its_lead_when_the_chain_outruns_it() -> None:
+    """``commit_pub_rand_ahead``: a commit refused because the chain passed its start is rebuilt
+    with a wider lead (the same rule the chain enforces, here on ``StandaloneFinality``)."""
+    from btc_staking.keys import xonly_from_secret
+    from btcmesh.finality_provider import CallableChannel
+    from cosmos_chain.modules.finality import StandaloneFinality, StaticHooks
+
+    sk = SKS["A"]
+    module = StandaloneFinality(StaticHooks({xonly_from_secret(sk).hex()}), height=10)
+    tries = []
+
+    def slow_submit(msg: dict) -> dict:  # every inclusion takes 3 blocks
+        tries.append(msg["commit_pub_rand_list"]["start_height"])
+        module.height += 3
+        return module.execute(msg)
+
+    fp = FinalityProvider(sk, CallableChannel(slow_submit, module.query))
+    out = fp.commit_pub_rand_ahead(5, lead=2)
+    assert tries == [12, 17] and out["start_height"] == 17  # 12 ≤ 13 refused; lead 4 → 13 + 4
+    assert [c.start for c in fp.commits] == [17]
