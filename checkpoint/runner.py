@@ -224,6 +224,9 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    stop = threading.Event()  # SIGTERM / SIGINT while starting up also ends the process cleanly
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, lambda *_: stop.set())
     key: str | None = None
     mnemonic = os.environ.get("BTCMESH_CHECKPOINT_MNEMONIC")
     if args.private_key_file is not None:
@@ -247,9 +250,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"checkpoint: {exc}", file=sys.stderr)
         backend.close()
         return 2
-    stop = threading.Event()
-    for s in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(s, lambda *_: stop.set())
     rounds = 0
     try:
         while not stop.is_set() and (args.max_rounds is None or rounds < args.max_rounds):

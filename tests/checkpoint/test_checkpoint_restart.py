@@ -168,7 +168,10 @@ def test_sigkill_and_restart_of_the_runner_process(env):
             _wait(reached, 60, f"{what} on chain")
             procs[-1].send_signal(signal.SIGKILL)
             procs[-1].wait(10)
+        started = log.read_text(errors="replace").count("node_info")
         procs.append(_start_runner(env, rpc, store, keyfile, log))
+        # the last process is past its start-up (signal handlers installed) before it gets SIGTERM below
+        _wait(lambda: log.read_text(errors="replace").count("node_info") > started, 60, "the last runner to start")
 
         def all_done() -> bool:
             with CheckpointStore(store) as s:
