@@ -155,7 +155,7 @@ def page_html(page: str, arg: str = "") -> str:
 <span id="live" class="live" title="refreshes every few seconds">live</span></header>
 <div id="banner" class="banner" hidden></div>
 <main id="app"><p class="muted">Loading…</p></main>
-<footer>Read-only view of the btcmesh chain · <a href="/docs">API docs</a></footer>
+<footer>Read-only view of the btcmesh chain · <a href="/openapi.json">OpenAPI</a></footer>
 <script src="{ASSETS_PATH}/vendor/uplot/uPlot.iife.min.js"></script>
 <script src="{ASSETS_PATH}/explorer.js"></script>
 </body></html>"""
