@@ -8,6 +8,7 @@ chromium/chromedriver/selenium the test skips locally and FAILS in CI (``BTCMESH
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -41,6 +42,7 @@ def browser(tool_path: Callable[[str], Path]):
               "--hide-scrollbars", "--force-device-scale-factor=1", "--no-first-run", "--disable-extensions",
               "--proxy-server=direct://", "--proxy-bypass-list=*"):
         opts.add_argument(a)
+    opts.set_capability("goog:loggingPrefs", {"performance": "ALL"})  # network requests, to check none leaves
     driver = webdriver.Chrome(service=Service(str(driver_bin)), options=opts)
     driver.set_page_load_timeout(WAIT_S)
     try:
@@ -240,6 +242,13 @@ def _explore(driver: Any, res: Any, shots: Path) -> dict[str, Any]:
     assert overflow <= 0, f"the mesh page is {overflow}px wider than a phone screen"
     _screenshot(driver, shots, "mesh-phone")
     driver.set_window_size(1280, 1000)
+    # every request the pages made went to the service itself (no internet needed)
+    urls = [m["params"]["request"]["url"] for m in
+            (json.loads(e["message"])["message"] for e in driver.get_log("performance"))
+            if m.get("method") == "Network.requestWillBeSent"]
+    assert urls and all(u.startswith(base + "/") or u.startswith("data:") for u in urls), \
+        sorted({u for u in urls if not u.startswith(base)})
+    seen["requests"] = len(urls)
     return seen
 
 
