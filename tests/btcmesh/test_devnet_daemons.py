@@ -162,8 +162,9 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         up += ["--comet", str(comet)]
     out = _ok(*up, timeout=240)
     assert "devnet up in" in out
-    net = Devnet(d)
+    net: Devnet | None = None
     try:
+        net = Devnet(d)
         status = _ok("devnet", "status", "--dir", str(d)).splitlines()
         assert [line.split()[0] for line in status] == ["node", "chain", "checkpoint", "covenant-1", "covenant-2",
                                                           "covenant-3", "fp-1", "fp-2", "slasher", "api"]
@@ -303,7 +304,8 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         status = _ok("devnet", "status", "--dir", str(d)).splitlines()
         assert all(" alive " in line for line in status), status
     finally:
-        net.close()
+        if net is not None:
+            net.close()
         stopped = _ok("devnet", "down", "--dir", str(d))
         assert "node" in stopped
     for name in ("node", "chain", "checkpoint", "fp-1", "slasher", "api"):
