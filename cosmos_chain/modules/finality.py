@@ -474,7 +474,9 @@ class FinalityCore:
         return {"fp_btc_pk": fp, "unjailed_height": cur_height}
 
     def fp_state(self, st: JsonStore, ctx: Any, fp: str, height: int | None = None) -> dict:
-        """``{fp_btc_pk, height, voting_power, state}``; state: slashed | jailed | active | standby."""
+        """``{fp_btc_pk, height, voting_power, state, jailed_until, missed_blocks}``; state: slashed |
+        jailed | active | standby; missed_blocks: misses in the current liveness window (when jailed,
+        the misses that jailed it)."""
         if height is None:
             height = int(st.get("last_power_height", 0))
         power = self.voting_power(st, ctx, fp, height) if height else 0
@@ -486,8 +488,9 @@ class FinalityCore:
             state = "jailed"
         else:
             state = "active" if power > 0 else "standby"
+        missed = len(st.get("missed/" + fp, [])) or (int(jailed.get("missed", 0)) if jailed else 0)
         return {"fp_btc_pk": fp, "height": height, "voting_power": power, "state": state,
-                "jailed_until": jailed["jailed_until"] if jailed else None}
+                "jailed_until": jailed["jailed_until"] if jailed else None, "missed_blocks": missed}
 
     # ----------------------------------------------------------------------------- execute
     def commit_pub_rand_list(self, st: JsonStore, ctx: Any, cur_height: int, body: dict, emit: Emit) -> dict:
@@ -669,7 +672,7 @@ class FinalityCore:
                 "voted_power": voted, "total_power": total}
 
     def q_finality_provider(self, st: JsonStore, body: dict) -> dict:
-        """``{fp_btc_pk, height?}`` → ``{fp_btc_pk, height, voting_power, state, jailed_until}``
+        """``{fp_btc_pk, height?}`` → ``{fp_btc_pk, height, voting_power, state, jailed_until, missed_blocks}``
         (height: the latest block with a power table by default)."""
         fp = _fp(body)
         height = _uint(body, "height") if body.get("height") is not None else None

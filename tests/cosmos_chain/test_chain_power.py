@@ -179,8 +179,10 @@ def test_missing_votes_jails_fp_and_its_mesh_validator_until_unjail() -> None:
     net.until(s - 1)
     # A votes every block in time; B never votes: B's misses pile up and it is jailed
     jailed_at = None
+    missed_seen = []
     for h in range(s, s + 10):
         net.chain.block([net.vote_tx("A", h - 1)] if h > s else [])
+        missed_seen.append(net.q({"finality_provider": {"fp_btc_pk": net.fp["B"].btc_pk_hex}})["missed_blocks"])
         if net.fp["B"].status()["state"] == "jailed":
             jailed_at = h
             break
@@ -190,6 +192,9 @@ def test_missing_votes_jails_fp_and_its_mesh_validator_until_unjail() -> None:
     assert jailed_at == s + 6
     jail = net.q({"jailed": {}})["finality_providers"]
     assert [j["fp_btc_pk"] for j in jail] == [net.fp["B"].btc_pk_hex] and jail[0]["missed"] == 4
+    # the finality_provider query reports the misses as they pile up (the explorer's "missed blocks")
+    assert missed_seen[-1] == 4 and missed_seen == sorted(missed_seen) and missed_seen[0] <= 1
+    assert net.q({"finality_provider": {"fp_btc_pk": net.fp["A"].btc_pk_hex}})["missed_blocks"] == 0
     assert net.fp["A"].status()["state"] == "active"
     # B's mesh validator is jailed at the offline ratio (0: nothing burned), its virtual stake is gone
     assert net.chain.query("mesh", {"external_staking": {"validator": {"valoper": "valB"}}})["state"] == "jailed"
