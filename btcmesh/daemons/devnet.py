@@ -251,7 +251,8 @@ def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_t
         if not cfg.exists():
             init_daemon(cfg, sl_mod.DEFAULT_TOML, subs, {})
         argv["slasher"] = ["slasher", "run", "--config", str(cfg)]
-        argv["api"] = ["api", "--chain-rest", rest, "--port", str(ports["api"])]
+        argv["api"] = ["api", "--chain-rest", rest, "--port", str(ports["api"]),
+                       "--btc-rpc", btc_rpc, "--btc-dialect", "bitcoind"]  # BTC tip on the explorer
         # ---- stakers (tools, not processes)
         for i, secret in stakers.items():
             cfg = d / f"staker-{i}" / "staker.toml"

@@ -303,6 +303,10 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         assert 'btcmesh_btc_height{daemon="slasher"}' in text and "btcmesh_submissions_total" in text
         status = _ok("devnet", "status", "--dir", str(d)).splitlines()
         assert all(" alive " in line for line in status), status
+        # the API process was given the node: the explorer overview shows the BTC tip
+        tip = net.btc.get_block_count()
+        _wait(lambda: httpx.get(f"{net.info['api']}/v2/explorer/overview", timeout=10,
+                                trust_env=False).json()["data"].get("btc_tip_height") == tip, "API shows the BTC tip", 30)
     finally:
         if net is not None:
             net.close()
