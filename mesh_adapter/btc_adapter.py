@@ -20,6 +20,13 @@ Lifecycle (every step goes through vault / external-staking JSON messages only):
 * ACTIVE -> mint + ``bond {}`` + ``stake_remote {contract, amount, msg}``.
 * UNBONDING / EXPIRED -> ``unstake {validator, amount}``; the lien stays (still slashable)
   until ``withdraw_unbonded {}`` after the unbonding period (``process_matured``), oldest first.
+* WAITING - collateral bonded, nothing staked yet: the delegation turned ACTIVE while its mesh
+  validator was jailed (external staking refuses stake on a non-active validator), or it was
+  proven again after a BTC reorg (:meth:`on_delegation_reproven`) while its earlier unstake was
+  still unbonding (Mesh Security cannot cancel an unbonding, and one collateral cannot carry a
+  second lien of the same size). It is cross-staked through the normal ``stake_remote`` path as
+  soon as its validator is active and no unbond of it is pending (:meth:`stake_waiting`,
+  ``process_matured``), then ACTIVE.
 * WITHDRAWN -> unstake if still staked, release matured unbonds, ``unbond {amount}`` of all
   free collateral and burn it; finishes in ``process_matured`` once the lien is released.
 * FP slashed (EOTS key extracted) -> ``handle_slashing {validator, height, time}`` as the
@@ -292,33 +299,80 @@ class BtcMeshAdapter:
         if ev.staking_tx_hash in self.records:
             raise DuplicateDelegation(f"delegation {ev.staking_tx_hash} already activated")
         validator = self.validator_for(ev.fp_btc_pk)
-        state = self.host.query(self.config.external_staking, {"validator": {"valoper": validator}})["state"]
-        if state != "active":
+        state = self._validator_state(validator)
+        if state not in ("active", "jailed"):
             raise ValidatorNotActive(f"mesh validator {validator} of FP {ev.fp_btc_pk} is {state or 'unknown'}")
         account = self.account_for(ev.staking_tx_hash)
-        stake = self._fit_under_cap(validator, ev.value_sat)
         rec = {"staking_tx_hash": ev.staking_tx_hash, "staker_btc_pk": ev.staker_btc_pk,
                "fp_btc_pk": ev.fp_btc_pk, "validator": validator, "account": account,
-               "value_sat": ev.value_sat, "collateral_sat": ev.value_sat, "staked_sat": stake,
-               "pending_sat": 0, "slashed_sat": 0, "status": "ACTIVE"}
+               "value_sat": ev.value_sat, "collateral_sat": ev.value_sat, "staked_sat": 0,
+               "pending_sat": 0, "slashed_sat": 0, "status": "WAITING"}
         with self._atomic():
             funds = [coin(ev.value_sat, self.config.denom)]
             self.host.mint(account, funds)
             self.host.execute(account, self.config.vault, {"bond": {}}, funds)
-            if stake:
-                self.host.execute(account, self.config.vault, {"stake_remote": {
-                    "contract": self.config.external_staking, "amount": coin(stake, self.config.denom),
-                    "msg": to_binary({"validator": validator})}})
             self.records[ev.staking_tx_hash] = rec
+            self._try_stake(rec)  # jailed validator: stays WAITING (collateral only) until unjailed
             self._refresh(rec)
         return self._summary(rec)
+
+    def _validator_state(self, validator: str) -> str | None:
+        return self.host.query(self.config.external_staking, {"validator": {"valoper": validator}})["state"]
+
+    def _try_stake(self, rec: dict) -> bool:
+        """WAITING → ACTIVE: cross-stake what fits under the cap (``stake_remote``) once the
+        validator is active and no earlier unbond of this delegation holds its lien."""
+        if rec["status"] != "WAITING" or self._validator_state(rec["validator"]) != "active":
+            return False
+        self._withdraw_matured(rec)
+        if self._stake(rec)["pending_unbonds"]:
+            return False
+        stake = self._fit_under_cap(rec["validator"], rec["value_sat"])
+        if stake:
+            self.host.execute(rec["account"], self.config.vault, {"stake_remote": {
+                "contract": self.config.external_staking, "amount": coin(stake, self.config.denom),
+                "msg": to_binary({"validator": rec["validator"]})}})
+        rec["status"] = "ACTIVE"
+        self._refresh(rec)
+        return True
+
+    def on_delegation_reproven(self, event: Any) -> dict:
+        """A delegation whose stake left after a BTC reorg (UNBONDING) is proven again on the best
+        chain: reuse its record and collateral (one collateral per staking tx). It is staked again
+        at once if its earlier unbond has matured, else WAITING until it does (``process_matured``)."""
+        rec = self._record(event)
+        if rec["status"] in ("ACTIVE", "WAITING"):
+            return self._summary(rec)  # idempotent
+        if rec["status"] != "UNBONDING":
+            raise InvalidTransition(f"delegation {rec['staking_tx_hash']} is {rec['status']}, not UNBONDING")
+        if self._validator_state(rec["validator"]) not in ("active", "jailed"):
+            raise ValidatorNotActive(f"mesh validator {rec['validator']} is "
+                                     f"{self._validator_state(rec['validator']) or 'unknown'}")
+        with self._atomic():
+            rec["status"] = "WAITING"
+            rec["proofs"] = int(rec.get("proofs", 1)) + 1
+            self._try_stake(rec)
+            self._refresh(rec)
+        return self._summary(rec)
+
+    def stake_waiting(self, validator: str | None = None) -> list[dict]:
+        """Stake every WAITING delegation (of ``validator``) that can be staked now, e.g. after an
+        unjail. Returns the summaries of those that turned ACTIVE."""
+        out = []
+        for h in sorted(self.records):
+            rec = self.records[h]
+            if rec["status"] == "WAITING" and validator in (None, rec["validator"]):
+                with self._atomic():
+                    if self._try_stake(rec):
+                        out.append(self._summary(rec))
+        return out
 
     def on_delegation_unbonding(self, event: Any) -> dict:
         """Unstake the delegation; its lien is released after the unbonding period."""
         rec = self._record(event)
         if rec["status"] in ("UNBONDING", "SLASHED"):
             return self._summary(rec)  # idempotent
-        if rec["status"] != "ACTIVE":
+        if rec["status"] not in ("ACTIVE", "WAITING"):
             raise InvalidTransition(f"delegation {rec['staking_tx_hash']} is {rec['status']}, not ACTIVE")
         with self._atomic():
             self._unstake_all(rec)
@@ -341,6 +395,10 @@ class BtcMeshAdapter:
         return self._summary(rec)
 
     def _settle(self, rec: dict) -> None:
+        if rec["status"] == "WAITING":
+            if not self._try_stake(rec):
+                self._refresh(rec)
+            return
         self._withdraw_matured(rec)
         if rec["status"] == "WITHDRAWING":
             self._unbond_free(rec)
@@ -353,7 +411,7 @@ class BtcMeshAdapter:
         out = []
         for h in sorted(self.records):
             rec = self.records[h]
-            if rec["status"] not in ("UNBONDING", "SLASHED", "WITHDRAWING"):
+            if rec["status"] not in ("UNBONDING", "SLASHED", "WITHDRAWING", "WAITING"):
                 continue
             before = (rec["status"], rec["pending_sat"], rec["collateral_sat"])
             with self._atomic():
@@ -431,12 +489,12 @@ class BtcMeshAdapter:
                 report[h] = {"collateral_before": before[0], "collateral_after": rec["collateral_sat"],
                              "stake_before": before[1], "stake_after": rec["staked_sat"],
                              "pending_before": before[2], "pending_after": rec["pending_sat"], "btc_left": left[h]}
-                if rec["status"] in ("ACTIVE", "UNBONDING"):
+                if rec["status"] in ("ACTIVE", "UNBONDING", "WAITING"):
                     if self.config.unbond_slashed and rec["status"] == "ACTIVE":
                         self._unstake_all(rec)
                         self._refresh(rec)
-                    rec["status"] = "SLASHED" if self.config.unbond_slashed or rec["status"] == "UNBONDING" \
-                        else "ACTIVE"
+                    rec["status"] = "ACTIVE" if rec["status"] == "ACTIVE" and not self.config.unbond_slashed \
+                        else "SLASHED"
         slashed = None if virtual_before is None or virtual_after is None else virtual_before - virtual_after
         return {"validator": validator, "ratio": str(ratio), "virtual_slashed": slashed,
                 "virtual_unbonded": virtual_after, "delegations": report}

@@ -20,6 +20,10 @@ Tombstoned validators (``handle_valset_update {tombstoned}``, upstream a sudo fr
 here from ``admin``) are force-unbonded in that epoch, as upstream ``handle_epoch`` does: their
 bond requests go to 0 and the amount is recorded (``inactive_validators``). A later provider
 ``unstake`` for such a validator is capped at what is left (upstream fails with InsufficientBond).
+A validator removed from the active set but not tombstoned (``removals``: a jailed one) keeps its
+bond requests, but the epoch delegates nothing to it until an ``additions`` brings it back (the
+consumer chain unbonds a jailed validator's delegations; upstream leaves inactive validators out
+of the epoch's reward withdrawal); the cap is shared by the active validators' requests.
 """
 
 from __future__ import annotations
@@ -197,7 +201,8 @@ class VirtualStaking(Contract):
                 info = self.state["inactive"][v]
                 info["unbonded"] = str(int(info.get("unbonded", "0")) + have)
                 self.state["requests"][v] = "0"
-        reqs = {v: int(a) for v, a in self.state["requests"].items() if int(a) > 0}
+        inactive = self.state.get("inactive", {})
+        reqs = {v: int(a) for v, a in self.state["requests"].items() if int(a) > 0 and v not in inactive}
         total = sum(reqs.values())
         cap = int(self.state["max_cap"])
         if total <= cap:

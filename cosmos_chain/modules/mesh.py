@@ -261,7 +261,7 @@ class MeshModule(MeshRewardsMixin, Module):
         self.pay_block_rewards(ctx)
         st = self.store(ctx)
         adapter_state = st.get("adapter")
-        if not adapter_state or not any(r["status"] in ("UNBONDING", "SLASHED", "WITHDRAWING")
+        if not adapter_state or not any(r["status"] in ("UNBONDING", "SLASHED", "WITHDRAWING", "WAITING")
                                          for r in adapter_state["delegations"].values()):
             return
         try:
@@ -294,7 +294,7 @@ class MeshModule(MeshRewardsMixin, Module):
         state = host.query(adapter.config.external_staking, {"validator": {"valoper": validator}})["state"]
         if state is None:
             adapter.register_finality_provider(fp, validator, 0)
-        elif state == "active":
+        elif state in ("active", "jailed"):  # jailed: collateral now, WAITING to stake until unjailed
             adapter.set_validator(fp, validator)
         else:
             return f"mesh validator {validator} of finality provider {fp} is {state}"
@@ -302,8 +302,11 @@ class MeshModule(MeshRewardsMixin, Module):
 
     def on_delegation_status(self, ctx: Context, delegation: dict, old: str | None, new: str) -> dict | None:
         """Apply one registry status change to the mesh (see module docstring). A delegation whose
-        FP has no mesh validator (or a jailed/tombstoned one) is left out of the mesh (event
-        ``mesh_skipped``); any other failure aborts the tx, registry change included."""
+        FP has no mesh validator (or a tombstoned one) is left out of the mesh (event
+        ``mesh_skipped``); one whose validator is jailed bonds its collateral and WAITs (staked on
+        unjail); one re-proven after a BTC reorg (REORGED → ACTIVE) reuses its record and collateral
+        and is staked again once its earlier unbond has matured (``on_delegation_reproven``). Any
+        other failure aborts the tx, registry change included."""
         h = str(delegation.get("staking_tx_hash", "")).lower()
         if new == old:
             return None
@@ -312,8 +315,14 @@ class MeshModule(MeshRewardsMixin, Module):
             known = h in adapter.records
             out = None
             if new == "ACTIVE" and known and old == "REORGED":
-                skipped = ("re-proven after a BTC reorg: its mesh record stays unbonded "
-                           "(one collateral per staking tx)")
+                rec = adapter.records[h]
+                state = host.query(adapter.config.external_staking,
+                                   {"validator": {"valoper": rec["validator"]}})["state"]
+                if rec["status"] != "UNBONDING" or state not in ("active", "jailed"):
+                    skipped = (f"re-proven after a BTC reorg, but its mesh record is {rec['status']} "
+                               f"and mesh validator {rec['validator']} is {state}")
+                else:  # same record and collateral; staked now, or once its earlier unbond matures
+                    out = adapter.on_delegation_reproven(h)
             elif new == "ACTIVE":
                 fp = _delegation_fp(delegation)
                 validator = self._validator_for(ctx, adapter, fp)
@@ -366,7 +375,7 @@ class MeshModule(MeshRewardsMixin, Module):
             self.slash_finality_provider(ctx, fp, height)
             return None
         with self.session(ctx) as (_, adapter):
-            if adapter.records[staking_tx_hash]["status"] not in ("ACTIVE", "UNBONDING"):
+            if adapter.records[staking_tx_hash]["status"] not in ("ACTIVE", "UNBONDING", "WAITING"):
                 return None
             return adapter.on_delegation_withdrawn(staking_tx_hash)
 
@@ -401,7 +410,8 @@ class MeshModule(MeshRewardsMixin, Module):
     def jail_finality_provider(self, ctx: Context, fp_btc_pk: str, height: int) -> dict | None:
         """The FP missed too many finality votes: jail its mesh validator through external staking's
         ``handle_slashing`` with ``tombstone: false`` (Mesh Security's *offline* slash ratio, 0 for
-        BTC: nothing is burned) and report its virtual stake as 0 until it is unjailed."""
+        BTC: nothing is burned), tell the consumer's virtual staking it left the active set (its
+        delegation to it drops to 0) and report its virtual stake as 0 until it is unjailed."""
         fp = normalize_pk(fp_btc_pk, "fp_btc_pk")
         with self.session(ctx, write=False) as (host, adapter):
             validator = adapter.config.fp_to_validator.get(fp)
@@ -414,12 +424,16 @@ class MeshModule(MeshRewardsMixin, Module):
             ratio = host.query(adapter.config.external_staking, {"max_slash": {}})["slash_ratio_offline"]
             host.execute(adapter.config.authority, adapter.config.external_staking, {"handle_slashing": {
                 "validator": validator, "height": int(height), "time": host.block().time, "tombstone": False}})
+            if adapter.config.virtual_staking:  # the consumer drops it from its active set: no virtual stake
+                host.execute(adapter.config.authority, adapter.config.virtual_staking,
+                             {"handle_valset_update": {"removals": [validator]}})
         self.store(ctx).set("jailed/" + validator, {"fp_btc_pk": fp, "height": int(height)})
         ctx.emit("mesh_jail", fp_btc_pk=fp, validator=validator, height=str(height), ratio=ratio)
         return {"validator": validator, "ratio": ratio}
 
     def unjail_finality_provider(self, ctx: Context, fp_btc_pk: str, height: int) -> None:
-        """Lift the liveness jail of the FP's mesh validator (its virtual stake counts again)."""
+        """Lift the liveness jail of the FP's mesh validator: its virtual stake counts again on both
+        sides, and delegations that turned ACTIVE during the jail (WAITING) are staked now."""
         fp = normalize_pk(fp_btc_pk, "fp_btc_pk")
         with self.session(ctx, write=False) as (_, adapter):
             validator = adapter.config.fp_to_validator.get(fp)
@@ -428,8 +442,16 @@ class MeshModule(MeshRewardsMixin, Module):
         with self.session(ctx) as (host, adapter):
             host.execute(adapter.config.authority, adapter.config.external_staking,
                          {"test_unjail_validator": {"valoper": validator, "height": int(height)}})
+            if adapter.config.virtual_staking:  # back in the consumer's active set: its virtual stake counts
+                host.execute(adapter.config.authority, adapter.config.virtual_staking,
+                             {"handle_valset_update": {"additions": [validator]}})
+            staked = adapter.stake_waiting(validator)  # delegations that turned ACTIVE during the jail
         self.store(ctx).delete("jailed/" + validator)
         ctx.emit("mesh_unjail", fp_btc_pk=fp, validator=validator, height=str(height))
+        for rec in staked:
+            ctx.emit("mesh_delegation", staking_tx_hash=rec["staking_tx_hash"], status=rec["status"],
+                     validator=rec["validator"], collateral_sat=str(rec["collateral_sat"]),
+                     staked_sat=str(rec["staked_sat"]), virtual_stake=str(rec["virtual_stake"]))
 
     def validator_virtual_stake(self, ctx: Context, validator: str) -> int:
         """Virtual stake backing ``validator``: 0 while it is jailed for liveness."""

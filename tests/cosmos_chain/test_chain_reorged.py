@@ -1,7 +1,8 @@
 """Deep BTC reorgs leave no phantom stake (issue 12): when the light client's main chain no longer holds a
 delegation's staking-tx block, the registry marks it REORGED, its virtual stake leaves the mesh through
 the unstake path, the API shows REORGED, and once the tx is k deep on the main chain again a new
-inclusion proof makes it ACTIVE (no second mesh collateral)."""
+inclusion proof makes it ACTIVE: the mesh reuses its collateral (no second mint) and stakes it again
+once the earlier unstake's unbond has matured (WAITING until then)."""
 
 from __future__ import annotations
 
@@ -69,7 +70,17 @@ def test_deep_reorg_marks_reorged_unstakes_and_the_tx_can_be_proven_again() -> N
     assert d["start_height"] == again[0].height and d["inclusion_block_hash"] == again[0].hash
     assert w.chain.query(REG, {"finality_provider": {"btc_pk": fp}})["active_sat"] == 300_000
     assert _api_state(w, h) == DelegationState.ACTIVE
-    assert _mesh(w, h)["collateral_sat"] == 300_000  # one collateral per staking tx, not a second mint
+    m = _mesh(w, h)
+    assert m["collateral_sat"] == 300_000  # one collateral per staking tx, not a second mint
+    # the earlier unstake still holds the lien (Mesh cannot cancel an unbonding): WAITING, no virtual stake
+    assert (m["status"], m["staked_sat"], m["pending_sat"], m["virtual_stake"]) == ("WAITING", 0, 300_000, 0)
+    # once that unbond matures, the same collateral is staked again on the FP's validator
+    w.chain.time += w.chain.query("mesh", {"config": {}})["params"]["unbonding_period"]
+    w.chain.block()
+    m = _mesh(w, h)
+    assert (m["status"], m["staked_sat"], m["pending_sat"], m["collateral_sat"]) == ("ACTIVE", 300_000, 0, 300_000)
+    vs = w.chain.query("mesh", {"adapter": {"validator_virtual_stake": {"validator": "valoper-a"}}})
+    assert int(vs["virtual_stake"]) == m["virtual_stake"] > 0
 
 
 def test_shallow_reorg_that_keeps_the_block_changes_nothing() -> None:
