@@ -215,7 +215,6 @@ class ChainFeed:
     def changed_since(self, height: int) -> Iterable[dict[str, Any]]:
         """Registry delegations changed above chain height ``height`` (paged, bounded by the feed's size)."""
         cursor = None
-        seen = 0
         while True:
             body: dict[str, Any] = {"after_height": height, "limit": self.page}
             if cursor is not None:
@@ -223,7 +222,6 @@ class ChainFeed:
             reply = self._q(self.registry, {"delegations_updated": body})
             page = reply.get("delegations") or []
             yield from page
-            seen += len(page)
             cursor = reply.get("next")
             if cursor is None or not page:
                 return
@@ -448,6 +446,7 @@ class IndexedSource:
         self.indexer = indexer
         self.upstream = upstream
         self._cache: dict[Any, Any] = {}
+        self._stop: threading.Event | None = None
         if indexer is not None:
             indexer.on_sync(self._cache.clear)
 
@@ -465,9 +464,8 @@ class IndexedSource:
 
     def close(self) -> None:
         """Stop the background indexer and close the database."""
-        stop = getattr(self, "_stop", None)
-        if stop is not None:
-            stop.set()
+        if self._stop is not None:
+            self._stop.set()
         self.index.close()
 
     def _cached(self, key: Any, fn: Callable[[], Any]) -> Any:
