@@ -35,7 +35,8 @@ class DelegationRewards(BaseModel):
     staker_pk_hex: str = Field(description="Staker x-only key.", examples=[EXAMPLE_STAKER_PK])
     finality_provider_pk_hex: str = Field(description="The FP the stake backs.", examples=[EXAMPLE_FP_PK])
     validator: str = Field(description="The FP's mesh validator on the consumer.", examples=["val-alpha"])
-    mesh_status: str = Field(description="Mesh status (ACTIVE, UNBONDING, SLASHED, WITHDRAWING, WITHDRAWN).",
+    mesh_status: str = Field(description="Mesh status (ACTIVE, WAITING, UNBONDING, SLASHED, WITHDRAWING, "
+                                         "WITHDRAWN).",
                              examples=["ACTIVE"])
     reward_address: str | None = Field(description="Cosmos address the staker's proof of possession bound: "
                                        "the only address claims pay to.", examples=["bbn1..."])
