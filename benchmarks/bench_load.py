@@ -12,7 +12,7 @@ timeout, a refused or reset connection counts as an error.
 Unlike the throughput benchmarks this reports absolute latencies (p50, p99, max, in ms) since the
 target is absolute (issue 12: no errors or resets, p99 < 250 ms on the shared 2-core machine); the
 load generator shares the cores with the server, so the figures are an upper bound. A reference row,
-the same client against a trivial app on the same stack (:mod:`cosmos_chain.http_serving`) in a
+the same client against a trivial app on the same stack (:mod:`http_serving`) in a
 third process, shows what the machine and the
 load generator themselves cost in the same run.
 """
@@ -92,7 +92,7 @@ import signal, threading
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
-from cosmos_chain.http_serving import BackgroundHttpServer
+from http_serving import BackgroundHttpServer
 
 async def ok(request):
     return JSONResponse({"ok": True})

@@ -1,6 +1,6 @@
 """The Cosmos REST (grpc-gateway) subset that an unmodified cosmpy ``LedgerClient`` uses.
 
-Served on loopback by uvicorn + Starlette (:mod:`cosmos_chain.http_serving`: backlog 1024, a bounded
+Served on loopback by uvicorn + Starlette (:mod:`http_serving`: backlog 1024, a bounded
 worker pool) in front of a :class:`ChainBackend`
 (:class:`EmbeddedBackend` for an in-process :class:`~cosmos_chain.node.EmbeddedChain`; a CometBFT
 host can provide its own). Responses are protobuf JSON (``google.protobuf.json_format``, proto field
@@ -62,7 +62,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from .errors import ChainError
-from .http_serving import DEFAULT_WORKERS, BackgroundHttpServer, run_blocking, worker_limiter
+from http_serving import DEFAULT_WORKERS, BackgroundHttpServer, run_blocking, worker_limiter
 from .node import BroadcastResult, EmbeddedChain
 from .queries import abci_event_dicts
 from .txcodec import decode_tx, tx_to_json

@@ -1,7 +1,8 @@
 """Serve an ASGI app (Starlette/FastAPI) with uvicorn from a background thread, on a socket bound at once.
 
 The chain's REST gateway (:mod:`cosmos_chain.rest`) and the embedded Bitcoin node's JSON-RPC
-(:mod:`regtest.rpc_server`) both use it. uvicorn does the HTTP (keep-alive, pipelining, a listen
+(:mod:`regtest.rpc_server`) both use it; it is a package of its own, depending on nothing of ours, so
+that neither of those packages depends on the other. uvicorn does the HTTP (keep-alive, pipelining, a listen
 backlog of :data:`DEFAULT_BACKLOG`, an overall connection cap); handlers that block (chain queries,
 waiting for a block) run in a bounded thread pool (:func:`run_blocking` with a ``CapacityLimiter``),
 so a burst of clients queues instead of spawning a thread each or stalling in the kernel's accept queue.

@@ -1,6 +1,6 @@
 """Bitcoin Core-dialect JSON-RPC server for an :class:`~regtest.embedded.EmbeddedNode`.
 
-An HTTP server on 127.0.0.1 (uvicorn + Starlette via :mod:`cosmos_chain.http_serving`: backlog 1024,
+An HTTP server on 127.0.0.1 (uvicorn + Starlette via :mod:`http_serving`: backlog 1024,
 a bounded worker pool) with basic auth, answering JSON-RPC 1.0/1.1 (bitcoind's
 ``{"result", "error", "id"}`` with HTTP 500/404 on errors) and 2.0 (HTTP 200, ``jsonrpc`` member),
 batches and named parameters, with bitcoind's error codes (-5 not found, -8 bad parameter,
@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from btc_staking.headers import BlockHeader, bits_to_target
 from btc_staking.tx import OutPoint, Tx, compact_size
-from cosmos_chain.http_serving import BackgroundHttpServer, run_blocking, worker_limiter
+from http_serving import BackgroundHttpServer, run_blocking, worker_limiter
 
 from .address import address_to_script
 from .address import script_to_address as _script_to_address

@@ -247,12 +247,10 @@ def delegation_from(plan: StakePlan, staking_tx: Any, slashing_sig: bytes, ub_sl
 
 def stake_with_psbt(tool: Any, args: argparse.Namespace) -> dict:
     """``stake --psbt DIR`` (write) or ``stake --psbt-signed DIR`` (finish)."""
-    from btcmesh.daemons.staker import StakerToolError
-
     params = tool.params()
     if args.psbt:
         if not (args.fp and args.value and args.time):
-            raise StakerToolError("--psbt needs --fp, --value and --time")
+            raise PsbtError("--psbt needs --fp, --value and --time")
         d = Path(args.psbt)
         d.mkdir(parents=True, exist_ok=True)
         wallet = tool.wallet()
@@ -269,6 +267,6 @@ def stake_with_psbt(tool: Any, args: argparse.Namespace) -> dict:
         plan = StakePlan.from_json(json.loads((d / "plan.json").read_text()), params)
         signed = {n: (d / f"{n}.psbt").read_text().strip() for n in PSBT_NAMES}
     except (OSError, ValueError, KeyError) as exc:
-        raise StakerToolError(f"cannot read the PSBT directory {d}: {exc}") from None
+        raise PsbtError(f"cannot read the PSBT directory {d}: {exc}") from None
     staking_tx, s1, s2 = finalize(plan, signed)
     return tool.register_and_broadcast(delegation_from(plan, staking_tx, s1, s2), wait=not args.no_wait)

@@ -11,7 +11,7 @@ from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from cosmos_chain.http_serving import BackgroundHttpServer
+from http_serving import BackgroundHttpServer
 
 
 def test_accepted_connections_have_tcp_nodelay() -> None:
