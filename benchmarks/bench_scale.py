@@ -182,7 +182,7 @@ def _api_rows(chain: ScaleChain, n: int, budget_s: float, ref: Reference, tmp: P
                 except BaseException as exc:  # noqa: BLE001 - reported by the measuring thread
                     errors.append(exc)
 
-            stop_at[0] = time.perf_counter() + 0.5  # warm-up: connections, caches (not counted)
+            stop_at[0] = time.perf_counter() + min(0.5, max(budget_s, 0.1))  # warm-up: connections, caches
             warm = [threading.Thread(target=client, args=(k,)) for k in range(API_CLIENTS)]
             for t in warm:
                 t.start()
@@ -191,7 +191,7 @@ def _api_rows(chain: ScaleChain, n: int, budget_s: float, ref: Reference, tmp: P
             lat.clear()
 
             def run() -> Rate:
-                stop_at[0] = time.perf_counter() + max(budget_s, 1.0)
+                stop_at[0] = time.perf_counter() + max(budget_s, 0.5)
                 threads = [threading.Thread(target=client, args=(k,)) for k in range(API_CLIENTS)]
                 start = time.perf_counter()
                 for t in threads:
