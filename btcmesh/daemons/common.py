@@ -10,6 +10,8 @@
   -1 turns it off): chain/BTC heights, lag, submissions, failures, retries, signatures made and refused.
 * **Status file**: ``status.json`` in the state directory (pid, heights, last error, metrics port),
   replaced atomically after every round; ``btcmesh devnet status`` reads it.
+* **Records**: :class:`SqliteRecords`, the daemon's own SQLite file (WAL, ``synchronous=FULL``), what
+  it did, so a restart (kill -9 included) neither repeats nor forgets it.
 * **Key files**: 32-byte secrets as hex, created with mode 0600 and refused when group/other can read them.
 * **Crash points** (tests and demos only): ``BTCMESH_CRASH_AT=name[,name…]`` makes the process
   SIGKILL itself at the named point, so a test can kill -9 a daemon at an exact step.
@@ -21,6 +23,7 @@ import datetime as _dt
 import json
 import os
 import signal
+import sqlite3
 import stat
 import sys
 import threading
@@ -33,8 +36,8 @@ from urllib.parse import urlsplit
 
 __all__ = ["ConfigError", "REQUIRED", "Spec", "Config", "load_config", "write_default_config",
            "EventLog", "Metrics", "StatusFile", "crash_point", "read_key_file", "write_key_file",
-           "new_secret", "stop_event", "run_rounds", "chain_connection", "execute_many", "COMMON_SPEC",
-           "loopback_url"]
+           "new_secret", "stop_event", "run_rounds", "run_daemon", "chain_connection", "execute_many",
+           "COMMON_SPEC", "BITCOIN_SPEC", "CHAIN_TOML", "BITCOIN_TOML", "SqliteRecords", "loopback_url"]
 
 REQUIRED = object()
 #: dotted key -> (type, default); ``REQUIRED`` as default marks a key that must be present.
@@ -47,6 +50,23 @@ COMMON_SPEC: dict[str, tuple[type, Any]] = {
     "daemon.poll_interval": (float, 1.0),
     "daemon.metrics_port": (int, 0),
 }
+
+#: Keys of a daemon that talks to a Bitcoin node.
+BITCOIN_SPEC: dict[str, tuple[type, Any]] = {
+    "bitcoin.rpc": (str, "http://btcmesh:password@127.0.0.1:18443"),
+    "bitcoin.dialect": (str, "bitcoind"),
+}
+
+#: The ``[chain]`` and ``[bitcoin]`` sections of a daemon's ``DEFAULT_TOML`` (``@NAME@``: filled by ``init``).
+CHAIN_TOML = """\
+[chain]
+rest = "@CHAIN_REST@"                  # chain REST URL (127.0.0.1 only)
+"""
+BITCOIN_TOML = """\
+[bitcoin]
+rpc = "@BTC_RPC@"                      # node JSON-RPC, credentials in the URL (127.0.0.1 only)
+dialect = "bitcoind"                   # bitcoind | btcd
+"""
 
 
 class ConfigError(ValueError):
@@ -286,6 +306,23 @@ class StatusFile:
         os.replace(tmp, self.path)
 
 
+class SqliteRecords:
+    """A daemon's records in SQLite: autocommit, WAL, ``synchronous=FULL`` (a row is on disk before the
+    daemon goes on); the tables are created from the subclass's :attr:`SCHEMA`."""
+
+    SCHEMA: tuple[str, ...] = ()
+
+    def __init__(self, path: str | Path) -> None:
+        self.db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        for statement in self.SCHEMA:
+            self.db.execute(statement)
+
+    def close(self) -> None:
+        self.db.close()
+
+
 def crash_point(name: str, log: EventLog | None = None) -> None:
     """SIGKILL this process here if ``BTCMESH_CRASH_AT`` lists ``name`` (tests: kill -9 at a chosen point)."""
     if name in os.environ.get("BTCMESH_CRASH_AT", "").split(","):
@@ -317,6 +354,24 @@ def run_rounds(step: Callable[[], None], stop: threading.Event, poll: float, log
         rounds += 1
         stop.wait(poll)
     return rounds
+
+
+def run_daemon(daemon: Any, max_rounds: int | None, log_fields: Mapping[str, Any] | None = None,
+               status_fields: Mapping[str, Any] | None = None) -> int:
+    """The ``run`` command of a round-based daemon (``cfg``, ``log``, ``metrics``, ``status``, ``conn``,
+    ``step()``, ``close()``): serve metrics, log ``started`` (with ``log_fields``), call ``step`` every
+    ``daemon.poll_interval`` s until SIGINT/SIGTERM or ``max_rounds``, then close everything."""
+    try:
+        port = daemon.metrics.serve(daemon.cfg["daemon.metrics_port"])
+        daemon.status.update(metrics_port=port, height=0, last_error="", **(status_fields or {}))
+        daemon.log.info("started", **(log_fields or {}), chain_id=daemon.conn.chain_id, metrics_port=port)
+        run_rounds(daemon.step, stop_event(), daemon.cfg["daemon.poll_interval"], daemon.log, daemon.metrics,
+                   daemon.status, max_rounds=max_rounds)
+        daemon.log.info("stopped")
+    finally:
+        daemon.metrics.close()
+        daemon.close()
+    return 0
 
 
 # ------------------------------------------------------------------------------------------ chain

@@ -17,23 +17,22 @@ is signed and submitted once, across kill -9 and restarts.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 from btcmesh.daemons.common import (
+    CHAIN_TOML,
     COMMON_SPEC,
     Config,
     EventLog,
     Metrics,
+    SqliteRecords,
     StatusFile,
     chain_connection,
     crash_point,
     load_config,
     read_key_file,
-    run_rounds,
-    stop_event,
+    run_daemon,
 )
 
 __all__ = ["SPEC", "DEFAULT_TOML", "CovenantRecords", "CovenantDaemon"]
@@ -47,32 +46,23 @@ SPEC = {
 DEFAULT_TOML = """\
 # btcmesh covenant: covenant committee member daemon (`btcmesh covenant run --config THIS_FILE`)
 
-[chain]
-rest = "@CHAIN_REST@"                       # chain REST URL (127.0.0.1 only)
-
+""" + CHAIN_TOML + """
 [covenant]
-btc_key_file = "covenant-btc.key"           # this member's covenant key (32-byte hex, mode 0600)
+btc_key_file = "covenant-btc.key"      # this member's covenant key (32-byte hex, mode 0600)
 cosmos_key_file = "covenant-cosmos.key"     # Cosmos account paying for add_covenant_sigs
 
 [daemon]
-state_dir = "state"                         # covenant.sqlite (what was signed), status.json
+state_dir = "state"                    # covenant.sqlite (what was signed), status.json
 poll_interval = 0.5
-metrics_port = 0                            # Prometheus /metrics on 127.0.0.1; 0 = any free port, -1 = off
+metrics_port = 0                       # Prometheus /metrics on 127.0.0.1; 0 = any free port, -1 = off
 """
 
 
-class CovenantRecords:
+class CovenantRecords(SqliteRecords):
     """``handled(staking_tx_hash → state, reason)``: signing | submitted | on_chain | refused."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS handled (staking_tx_hash TEXT PRIMARY KEY, state TEXT NOT NULL, "
-                        "reason TEXT NOT NULL DEFAULT '', submissions INTEGER NOT NULL DEFAULT 0, ts REAL)")
-
-    def close(self) -> None:
-        self.db.close()
+    SCHEMA = ("CREATE TABLE IF NOT EXISTS handled (staking_tx_hash TEXT PRIMARY KEY, state TEXT NOT NULL, "
+              "reason TEXT NOT NULL DEFAULT '', submissions INTEGER NOT NULL DEFAULT 0, ts REAL)",)
 
     def state(self, h: str) -> str | None:
         row = self.db.execute("SELECT state FROM handled WHERE staking_tx_hash = ?", (h,)).fetchone()
@@ -189,14 +179,4 @@ class CovenantDaemon:
 
 def cmd_run(args: argparse.Namespace) -> int:
     d = CovenantDaemon(load_config(args.config, SPEC))
-    try:
-        port = d.metrics.serve(d.cfg["daemon.metrics_port"])
-        d.status.update(metrics_port=port, height=0, last_error="")
-        d.log.info("started", covenant_pk=d.member.pk.hex(), chain_id=d.conn.chain_id, metrics_port=port)
-        run_rounds(d.step, stop_event(), d.cfg["daemon.poll_interval"], d.log, d.metrics, d.status,
-                   max_rounds=args.max_rounds)
-        d.log.info("stopped")
-    finally:
-        d.metrics.close()
-        d.close()
-    return 0
+    return run_daemon(d, args.max_rounds, log_fields={"covenant_pk": d.member.pk.hex()})

@@ -18,25 +18,24 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 from btcmesh.daemons.common import (
+    CHAIN_TOML,
     COMMON_SPEC,
     Config,
     ConfigError,
     EventLog,
     Metrics,
+    SqliteRecords,
     StatusFile,
     chain_connection,
     crash_point,
     execute_many,
     load_config,
     read_key_file,
-    run_rounds,
-    stop_event,
+    run_daemon,
 )
 
 __all__ = ["SPEC", "DEFAULT_TOML", "SigningRecords", "FpDaemon", "UNJAIL_MSG"]
@@ -55,43 +54,33 @@ SPEC = {
 DEFAULT_TOML = """\
 # btcmesh fp: finality provider daemon (`btcmesh fp run --config THIS_FILE`)
 
-[chain]
-# REST URL of the chain (127.0.0.1 only)
-rest = "@CHAIN_REST@"
-
+""" + CHAIN_TOML + """
 [fp]
 # 32-byte hex secrets, mode 0600 (relative paths are relative to this file)
-btc_key_file = "fp-btc.key"          # the EOTS / BTC key (x-only public key = the FP's identity)
-cosmos_key_file = "fp-cosmos.key"    # the Cosmos account that signs the FP's txs (needs fees)
+btc_key_file = "fp-btc.key"            # the EOTS / BTC key (x-only public key = the FP's identity)
+cosmos_key_file = "fp-cosmos.key"      # the Cosmos account that signs the FP's txs (needs fees)
 moniker = "@MONIKER@"
 commission = "0.05"
-pub_rand_batch = 100                 # heights per public-randomness commit
-pub_rand_ahead = 20                  # commit the next batch when fewer heights than this remain
-max_votes_per_tx = 10                # catch-up: votes on several heights in one tx
+pub_rand_batch = 100                   # heights per public-randomness commit
+pub_rand_ahead = 20                    # commit the next batch when fewer heights than this remain
+max_votes_per_tx = 10                  # catch-up: votes on several heights in one tx
 
 [daemon]
-state_dir = "state"                  # fp.sqlite (signing records), status.json
-poll_interval = 0.2                  # seconds between rounds (votes are due within finality_sig_timeout blocks)
-metrics_port = 0                     # Prometheus /metrics on 127.0.0.1; 0 = any free port, -1 = off
+state_dir = "state"                    # fp.sqlite (signing records), status.json
+poll_interval = 0.2                    # seconds between rounds (votes are due within finality_sig_timeout blocks)
+metrics_port = 0                       # Prometheus /metrics on 127.0.0.1; 0 = any free port, -1 = off
 """
 
 #: The finality module's unjail message (Babylon's MsgUnjailFinalityProvider; sent by ``FinalityProvider.unjail``).
 UNJAIL_MSG = "unjail_finality_provider"
 
 
-class SigningRecords:
+class SigningRecords(SqliteRecords):
     """eotsd-style slashing protection: ``signed(height → app_hash)`` in SQLite, written before signing."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS signed (height INTEGER PRIMARY KEY, app_hash TEXT NOT NULL, "
-                        "state TEXT NOT NULL, ts REAL NOT NULL)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS equivocations (height INTEGER, app_hash TEXT, ts REAL)")
-
-    def close(self) -> None:
-        self.db.close()
+    SCHEMA = ("CREATE TABLE IF NOT EXISTS signed (height INTEGER PRIMARY KEY, app_hash TEXT NOT NULL, "
+              "state TEXT NOT NULL, ts REAL NOT NULL)",
+              "CREATE TABLE IF NOT EXISTS equivocations (height INTEGER, app_hash TEXT, ts REAL)")
 
     def allow(self, height: int, app_hash: bytes) -> bool:
         """Record ``app_hash`` at ``height`` (durably) and return True, or False if another hash is recorded."""
@@ -399,17 +388,8 @@ def _daemon(args: argparse.Namespace, connect: bool = True) -> FpDaemon:
 
 def cmd_run(args: argparse.Namespace) -> int:
     d = _daemon(args)
-    try:
-        port = d.metrics.serve(d.cfg["daemon.metrics_port"])
-        d.status.update(metrics_port=port, height=0, last_error="", fp_btc_pk=d.btc_pk_hex)
-        d.log.info("started", fp_btc_pk=d.btc_pk_hex, chain_id=d.conn.chain_id, metrics_port=port)
-        run_rounds(d.step, stop_event(), d.cfg["daemon.poll_interval"], d.log, d.metrics, d.status,
-                   max_rounds=args.max_rounds)
-        d.log.info("stopped")
-    finally:
-        d.metrics.close()
-        d.close()
-    return 0
+    identity = {"fp_btc_pk": d.btc_pk_hex}
+    return run_daemon(d, args.max_rounds, log_fields=identity, status_fields=identity)
 
 
 def cmd_register(args: argparse.Namespace) -> int:

@@ -22,67 +22,54 @@ slashing tx the node has nor forgets one it recorded.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import time
-from pathlib import Path
 from typing import Any
 
 from btcmesh.daemons.common import (
+    BITCOIN_SPEC,
+    BITCOIN_TOML,
+    CHAIN_TOML,
     COMMON_SPEC,
     Config,
     EventLog,
     Metrics,
+    SqliteRecords,
     StatusFile,
     chain_connection,
     crash_point,
     load_config,
-    run_rounds,
-    stop_event,
+    run_daemon,
 )
 
 __all__ = ["SPEC", "DEFAULT_TOML", "SlasherRecords", "SlasherDaemon", "extract_fp_key_from_slashing_tx"]
 
 SPEC = {
     **COMMON_SPEC,
-    "bitcoin.rpc": (str, "http://btcmesh:password@127.0.0.1:18443"),
-    "bitcoin.dialect": (str, "bitcoind"),
+    **BITCOIN_SPEC,
     "slasher.scan_back": (int, 100),
 }
 
 DEFAULT_TOML = """\
 # btcmesh slasher: completes and broadcasts slashing txs (`btcmesh slasher run --config THIS_FILE`)
 
-[chain]
-rest = "@CHAIN_REST@"                        # chain REST URL (127.0.0.1 only)
-
-[bitcoin]
-rpc = "@BTC_RPC@"                            # node JSON-RPC, credentials in the URL (127.0.0.1 only)
-dialect = "bitcoind"                         # bitcoind | btcd
-
+""" + CHAIN_TOML + "\n" + BITCOIN_TOML + """
 [slasher]
-scan_back = 100                              # atomic slasher: blocks scanned back from the tip on first start
+scan_back = 100                        # atomic slasher: blocks scanned back from the tip on first start
 
 [daemon]
-state_dir = "state"                          # slasher.sqlite (what was broadcast), status.json
+state_dir = "state"                    # slasher.sqlite (what was broadcast), status.json
 poll_interval = 0.5
-metrics_port = 0                             # Prometheus /metrics on 127.0.0.1; 0 = any free port, -1 = off
+metrics_port = 0                       # Prometheus /metrics on 127.0.0.1; 0 = any free port, -1 = off
 """
 
 
-class SlasherRecords:
+class SlasherRecords(SqliteRecords):
     """``slashings``: one row per delegation; ``meta``: the atomic slasher's last scanned height."""
 
-    def __init__(self, path: str | Path) -> None:
-        self.db = sqlite3.connect(str(path), isolation_level=None, timeout=30)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.execute("CREATE TABLE IF NOT EXISTS slashings (staking_tx_hash TEXT PRIMARY KEY, fp_btc_pk TEXT, "
-                        "path TEXT, txid TEXT, state TEXT, source TEXT, reason TEXT, broadcasts INTEGER NOT NULL "
-                        "DEFAULT 0, ts REAL)")
-        self.db.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-
-    def close(self) -> None:
-        self.db.close()
+    SCHEMA = ("CREATE TABLE IF NOT EXISTS slashings (staking_tx_hash TEXT PRIMARY KEY, fp_btc_pk TEXT, "
+              "path TEXT, txid TEXT, state TEXT, source TEXT, reason TEXT, broadcasts INTEGER NOT NULL "
+              "DEFAULT 0, ts REAL)",
+              "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
 
     def get(self, h: str) -> dict | None:
         row = self.db.execute("SELECT staking_tx_hash, fp_btc_pk, path, txid, state, source, reason, broadcasts "
@@ -330,15 +317,4 @@ class SlasherDaemon:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    d = SlasherDaemon(load_config(args.config, SPEC))
-    try:
-        port = d.metrics.serve(d.cfg["daemon.metrics_port"])
-        d.status.update(metrics_port=port, height=0, last_error="")
-        d.log.info("started", chain_id=d.conn.chain_id, metrics_port=port)
-        run_rounds(d.step, stop_event(), d.cfg["daemon.poll_interval"], d.log, d.metrics, d.status,
-                   max_rounds=args.max_rounds)
-        d.log.info("stopped")
-    finally:
-        d.metrics.close()
-        d.close()
-    return 0
+    return run_daemon(SlasherDaemon(load_config(args.config, SPEC)), args.max_rounds)

@@ -29,6 +29,9 @@ import time
 from typing import Any
 
 from btcmesh.daemons.common import (
+    BITCOIN_SPEC,
+    BITCOIN_TOML,
+    CHAIN_TOML,
     COMMON_SPEC,
     Config,
     ConfigError,
@@ -42,8 +45,7 @@ __all__ = ["SPEC", "DEFAULT_TOML", "StakerTool", "StakerToolError"]
 
 SPEC = {
     **COMMON_SPEC,
-    "bitcoin.rpc": (str, "http://btcmesh:password@127.0.0.1:18443"),
-    "bitcoin.dialect": (str, "bitcoind"),
+    **BITCOIN_SPEC,
     "staker.btc_key_file": (str, "staker-btc.key"),
     "staker.cosmos_key_file": (str, "staker-cosmos.key"),
     "staker.fee_rate": (float, 2.0),
@@ -53,13 +55,7 @@ SPEC = {
 DEFAULT_TOML = """\
 # btcmesh stake: staker tool (`btcmesh stake <command> --config THIS_FILE`)
 
-[chain]
-rest = "@CHAIN_REST@"                  # chain REST URL (127.0.0.1 only)
-
-[bitcoin]
-rpc = "@BTC_RPC@"                      # node JSON-RPC, credentials in the URL (127.0.0.1 only)
-dialect = "bitcoind"                   # bitcoind | btcd
-
+""" + CHAIN_TOML + "\n" + BITCOIN_TOML + """
 [staker]
 btc_key_file = "staker-btc.key"        # staker BTC key (32-byte hex, mode 0600): wallet + staking key
 cosmos_key_file = "staker-cosmos.key"  # Cosmos account that registers the delegation (pays fees)
