@@ -7,6 +7,7 @@ changes are driven by an explicit ``set_status`` message so the mesh wiring can 
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,8 +16,10 @@ from typing import Any
 from cosmpy.aerial.wallet import LocalWallet
 from cosmpy.crypto.keypairs import PrivateKey
 
-from btcmesh.finality_provider import sign_execute_tx
+from btcmesh.finality_provider import ChainRejected, sign_execute_tx
+from cmt_helpers import query_account
 from cosmos_chain.app import ChainApp, TxResult
+from cosmos_chain.comet import CometClient
 from cosmos_chain.errors import ContractError
 from cosmos_chain.modules.base import DEFAULT_PREFIX, Context, Module
 
@@ -197,3 +200,37 @@ class StubRegistry(Module):
         if d is None:
             raise ContractError(f"delegation {body['staking_tx_hash']} not found")
         return {"delegation": d}
+
+
+# ------------------------------------------------------------------ the same modules on CometBFT nodes
+def stub_registry_app(chain_id: str, home: Any) -> ChainApp:
+    """A ``CometNetwork`` app factory: ChainApp with :class:`StubRegistry` as ``btc_staking``."""
+    return ChainApp(chain_id, home, modules=[StubRegistry()])
+
+
+def comet_smart(client: CometClient, contract: str, msg: dict[str, Any]) -> Any:
+    """Smart query of module ``contract`` (its name) over the node's ``abci_query``."""
+    code, value, log, _ = client.abci_query("/smart/" + contract, json.dumps(msg).encode())
+    assert code == 0, log
+    return json.loads(value)
+
+
+def comet_tx_data(tx_result: dict[str, Any]) -> Any:
+    """The first message's reply of a committed tx (ChainRejected if the tx failed)."""
+    if int(tx_result.get("code", 0)) != 0:
+        raise ChainRejected(int(tx_result["code"]), tx_result.get("log", ""))
+    return json.loads(base64.b64decode(tx_result["data"]))[0]
+
+
+def comet_signed_execute(client: CometClient, key: Key, contract_address: str, msgs: list[dict[str, Any]],
+                         chain_id: str) -> list[bytes]:
+    """One signed ``MsgExecuteContract`` tx per message, consecutive sequences from ``key``'s account."""
+    acct = query_account(client, key.address)
+    return [sign_execute_tx(key.wallet, contract_address, msg, chain_id=chain_id, account_number=acct.account_number,
+                            sequence=acct.sequence + i, gas_limit=GAS_LIMIT, fee=FEE) for i, msg in enumerate(msgs)]
+
+
+def comet_execute(client: CometClient, key: Key, contract_address: str, msg: dict[str, Any], chain_id: str) -> Any:
+    """Sign ``msg`` with ``key``, submit it through ``client`` and return its reply once committed."""
+    raw, = comet_signed_execute(client, key, contract_address, [msg], chain_id)
+    return comet_tx_data(client.submit(raw, timeout=30)["tx_result"])

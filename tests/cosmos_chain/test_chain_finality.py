@@ -8,18 +8,13 @@ staking registry (Bitcoin txs from ``chain_helpers``); the transport tests (REST
 
 from __future__ import annotations
 
-import base64
-import json
-
 import pytest
 from cosmpy.aerial.client import LedgerClient, NetworkConfig
-from cosmpy.protos.cosmos.auth.v1beta1.auth_pb2 import BaseAccount
-from cosmpy.protos.cosmos.auth.v1beta1.query_pb2 import QueryAccountRequest, QueryAccountResponse
 
 from btc_staking.keys import secret_even_y, xonly_from_secret
 from btc_staking.tx import Tx
 from btcmesh.finality_provider import (
-    AppChannel, CallableChannel, ChainRejected, ClientChannel, FinalityProvider, sign_execute_tx,
+    AppChannel, CallableChannel, ChainRejected, ClientChannel, FinalityProvider,
 )
 from checkpoint.chain_client import ChainClient, ChainContracts
 from checkpoint.errors import ChainError
@@ -28,7 +23,9 @@ from cosmos_chain.comet import CometClient, CometNetwork, wait_until
 from cosmos_chain.node import EmbeddedChain
 from cosmos_chain.rest import RestServer
 from chain_helpers import K, QUORUM, BtcChain, StakeFixture, pop, small_params
-from mesh_chain_helpers import FEE, GAS_LIMIT, Chain, Key, StubRegistry, make_genesis
+from mesh_chain_helpers import (
+    Chain, Key, StubRegistry, comet_execute, comet_smart, make_genesis, stub_registry_app,
+)
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -343,37 +340,19 @@ def test_client_channel_over_rest_with_cosmpy_ledger_client() -> None:
 def test_two_cometbft_validators_agree_on_finality_and_mesh(tool_path, tmp_path) -> None:
     """Two CometBFT validators, each with a ChainApp built by a plain factory (no manual wiring):
     an FP's votes and double-sign arrive as signed txs at node 0; both apps slash identically."""
-    def factory(chain_id: str, home):
-        return ChainApp(chain_id, home, modules=[StubRegistry()])
-
-    def smart(client: CometClient, contract: str, msg: dict):
-        code, value, log, _ = client.abci_query("/smart/" + contract, json.dumps(msg).encode())
-        assert code == 0, log
-        return json.loads(value)
-
     def submit(client: CometClient, key: Key, contract: str, msg: dict) -> dict:
-        code, value, log, _ = client.abci_query("/cosmos.auth.v1beta1.Query/Account",
-                                                QueryAccountRequest(address=key.address).SerializeToString())
-        assert code == 0, log
-        acct = BaseAccount()
-        assert QueryAccountResponse.FromString(value).account.Unpack(acct)
-        raw = sign_execute_tx(key.wallet, addresses[contract], msg, chain_id=net.chain_id,
-                              account_number=acct.account_number, sequence=acct.sequence, gas_limit=GAS_LIMIT,
-                              fee=FEE)
-        res = client.submit(raw, timeout=30)["tx_result"]
-        if int(res.get("code", 0)) != 0:
-            raise ChainRejected(int(res["code"]), res.get("log", ""))
-        return json.loads(base64.b64decode(res["data"]))[0]
+        return comet_execute(client, key, addresses[contract], msg, net.chain_id)
 
     genesis = make_genesis([ADMIN, OP_A, OP_B, RELAYER], {"mesh": MESH_GENESIS, "finality": LENIENT})
     genesis.pop("genesis_time")
-    net = CometNetwork(tool_path("cometbft"), 2, factory, tmp_path / "net", app_genesis=genesis, block_time=0.2)
+    net = CometNetwork(tool_path("cometbft"), 2, stub_registry_app, tmp_path / "net", app_genesis=genesis,
+                       block_time=0.2)
     with net.start(timeout=90):
         c0 = net.nodes[0].client
         app0 = net.nodes[0].server.app  # type: ignore[union-attr]
         addresses = {n: app0.module(n).address for n in ("btc_staking", "finality", "mesh")}
         fp = FinalityProvider(SK_A, CallableChannel(lambda m: submit(c0, OP_A, "finality", m),
-                                                    lambda m: smart(c0, "finality", m)), b"comet")
+                                                    lambda m: comet_smart(c0, "finality", m)), b"comet")
         submit(c0, OP_A, "btc_staking", {"create_finality_provider": {"btc_pk": fp.btc_pk_hex, "validator": "valA"}})
         d = {"staking_tx_hash": h(1), "staker_btc_pk": STAKER, "fp_btc_pk_list": [fp.btc_pk_hex],
              "staking_value": 1_000_000}
@@ -387,8 +366,9 @@ def test_two_cometbft_validators_agree_on_finality_and_mesh(tool_path, tmp_path)
         done = c0.latest_height()
         for node in net.nodes:
             node.client.wait_for_height(done + 1, timeout=30)
-            assert smart(node.client, "finality", {"is_slashed": {"fp_btc_pk": fp.btc_pk_hex}})["slashed"]
-            mesh = smart(node.client, "mesh", {"adapter": {"delegation": {"staking_tx_hash": h(1)}}})["delegation"]
+            assert comet_smart(node.client, "finality", {"is_slashed": {"fp_btc_pk": fp.btc_pk_hex}})["slashed"]
+            mesh = comet_smart(node.client, "mesh",
+                               {"adapter": {"delegation": {"staking_tx_hash": h(1)}}})["delegation"]
             assert (mesh["status"], mesh["collateral_sat"]) == ("SLASHED", 900_000)
         servers = [n.server for n in net.nodes]
         wait_until(lambda: all(done in s.committed_hashes() for s in servers), 30, "both apps past the slash")

@@ -5,17 +5,11 @@ alone (60 of 90) does not finalize, the second does, and all three apps agree on
 
 from __future__ import annotations
 
-import base64
-import json
-
 import pytest
-from cosmpy.protos.cosmos.auth.v1beta1.auth_pb2 import BaseAccount
-from cosmpy.protos.cosmos.auth.v1beta1.query_pb2 import QueryAccountRequest, QueryAccountResponse
 
-from btcmesh.finality_provider import CallableChannel, ChainRejected, FinalityProvider, sign_execute_tx
-from cosmos_chain.app import ChainApp
+from btcmesh.finality_provider import CallableChannel, ChainRejected, FinalityProvider
 from cosmos_chain.comet import CometClient, CometNetwork, wait_until
-from mesh_chain_helpers import FEE, GAS_LIMIT, Key, StubRegistry, make_genesis
+from mesh_chain_helpers import Key, comet_execute, comet_smart, make_genesis, stub_registry_app
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -27,37 +21,21 @@ STAKER = "5e" * 32
 FINALITY = {"params": {"max_active_finality_providers": 2, "signed_blocks_window": 1000, "max_missed": 999}}
 
 
-def factory(chain_id: str, home) -> ChainApp:
-    return ChainApp(chain_id, home, modules=[StubRegistry()])
-
-
 def test_power_table_and_finalization_agree_on_three_cometbft_validators(tool_path, tmp_path) -> None:
     genesis = make_genesis([ADMIN, RELAYER, *OPS.values()], {"mesh": {"admin": ADMIN.address}, "finality": FINALITY})
     genesis.pop("genesis_time")
-    net = CometNetwork(tool_path("cometbft"), 3, factory, tmp_path / "net", app_genesis=genesis, block_time=0.2)
+    net = CometNetwork(tool_path("cometbft"), 3, stub_registry_app, tmp_path / "net", app_genesis=genesis,
+                       block_time=0.2)
     with net.start(timeout=90):
         c0 = net.nodes[0].client
         app0 = net.nodes[0].server.app  # type: ignore[union-attr]
         addresses = {n: app0.module(n).address for n in ("btc_staking", "finality")}
 
         def smart(contract: str, msg: dict, client: CometClient = c0):
-            code, value, log, _ = client.abci_query("/smart/" + contract, json.dumps(msg).encode())
-            assert code == 0, log
-            return json.loads(value)
+            return comet_smart(client, contract, msg)
 
         def submit(key: Key, contract: str, msg: dict) -> dict:
-            code, value, log, _ = c0.abci_query("/cosmos.auth.v1beta1.Query/Account",
-                                                QueryAccountRequest(address=key.address).SerializeToString())
-            assert code == 0, log
-            acct = BaseAccount()
-            assert QueryAccountResponse.FromString(value).account.Unpack(acct)
-            raw = sign_execute_tx(key.wallet, addresses[contract], msg, chain_id=net.chain_id,
-                                  account_number=acct.account_number, sequence=acct.sequence, gas_limit=GAS_LIMIT,
-                                  fee=FEE)
-            res = c0.submit(raw, timeout=30)["tx_result"]
-            if int(res.get("code", 0)) != 0:
-                raise ChainRejected(int(res["code"]), res.get("log", ""))
-            return json.loads(base64.b64decode(res["data"]))[0]
+            return comet_execute(c0, key, addresses[contract], msg, net.chain_id)
 
         fps = {n: FinalityProvider(SKS[n], CallableChannel(lambda m, n=n: submit(OPS[n], "finality", m),
                                                            lambda m: smart("finality", m)), b"comet-fin")

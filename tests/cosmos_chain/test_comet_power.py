@@ -11,19 +11,15 @@ every height.
 
 from __future__ import annotations
 
-import base64
-import json
-
 import pytest
-from cosmpy.protos.cosmos.auth.v1beta1.auth_pb2 import BaseAccount
-from cosmpy.protos.cosmos.auth.v1beta1.query_pb2 import QueryAccountRequest, QueryAccountResponse
 
 from btc_staking.keys import xonly_from_secret
-from btcmesh.finality_provider import CallableChannel, ChainRejected, FinalityProvider, sign_execute_tx
-from cosmos_chain.app import ChainApp
+from btcmesh.finality_provider import CallableChannel, FinalityProvider
 from cosmos_chain.comet import CometClient, CometNetwork, wait_until
 from cosmos_chain.rest import RestApi
-from mesh_chain_helpers import FEE, GAS_LIMIT, Key, StubRegistry, make_genesis
+from mesh_chain_helpers import (
+    Key, comet_signed_execute, comet_smart, comet_tx_data, make_genesis, stub_registry_app,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -43,10 +39,6 @@ def app_genesis(pub_keys: list[str]) -> dict:
     return genesis
 
 
-def factory(chain_id: str, home) -> ChainApp:
-    return ChainApp(chain_id, home, modules=[StubRegistry()])
-
-
 def comet_powers(client: CometClient, height: int | None = None) -> dict[str, int]:
     """CometBFT's own validator set: base64 pubkey → voting power."""
     params = {"per_page": "100"} | ({"height": str(height)} if height else {})
@@ -55,7 +47,8 @@ def comet_powers(client: CometClient, height: int | None = None) -> dict[str, in
 
 
 def test_btc_stake_and_slashing_move_cometbft_power(tool_path, tmp_path) -> None:
-    net = CometNetwork(tool_path("cometbft"), 4, factory, tmp_path / "net", app_genesis=app_genesis, block_time=0.2)
+    net = CometNetwork(tool_path("cometbft"), 4, stub_registry_app, tmp_path / "net", app_genesis=app_genesis,
+                       block_time=0.2)
     with net.start(timeout=90):
         keys = net.consensus_pub_keys()
         val = {f"val{i}": pk for i, pk in enumerate(keys)}
@@ -64,29 +57,16 @@ def test_btc_stake_and_slashing_move_cometbft_power(tool_path, tmp_path) -> None
         addresses = {n: app0.module(n).address for n in ("btc_staking", "finality")}
 
         def smart(contract: str, msg: dict, client: CometClient = c0):
-            code, value, log, _ = client.abci_query("/smart/" + contract, json.dumps(msg).encode())
-            assert code == 0, log
-            return json.loads(value)
+            return comet_smart(client, contract, msg)
 
         def submit(key: Key, contract: str, *msgs: dict) -> list:
-            code, value, log, _ = c0.abci_query("/cosmos.auth.v1beta1.Query/Account",
-                                                QueryAccountRequest(address=key.address).SerializeToString())
-            assert code == 0, log
-            acct = BaseAccount()
-            assert QueryAccountResponse.FromString(value).account.Unpack(acct)
-            out = []
-            for i, msg in enumerate(msgs):  # consecutive sequences, one broadcast each, same block if fast
-                raw = sign_execute_tx(key.wallet, addresses[contract], msg, chain_id=net.chain_id,
-                                      account_number=acct.account_number, sequence=acct.sequence + i,
-                                      gas_limit=GAS_LIMIT, fee=FEE)
-                out.append(c0.broadcast_tx_sync(raw))
+            # consecutive sequences, one broadcast each, same block if fast
+            raws = comet_signed_execute(c0, key, addresses[contract], list(msgs), net.chain_id)
+            out = [c0.broadcast_tx_sync(raw) for raw in raws]
             results = []
             for r in out:
                 assert r.code == 0, r.log
-                res = c0.wait_for_tx(r.hash, timeout=30)["tx_result"]
-                if int(res.get("code", 0)) != 0:
-                    raise ChainRejected(int(res["code"]), res.get("log", ""))
-                results.append(json.loads(base64.b64decode(res["data"]))[0])
+                results.append(comet_tx_data(c0.wait_for_tx(r.hash, timeout=30)["tx_result"]))
             return results
 
         def expect(powers: dict[str, int], what: str) -> int:
