@@ -8,26 +8,16 @@ the slashing tx fee stays in upstream's collateral) is named.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from btcmesh.cli import build_parser
 from btcmesh.demo import DemoConfig, format_summary, run_demo
-from mesh_adapter.upstream import default_harness_path
-
-REPO = Path(__file__).resolve().parents[2]
+from btcmesh_testkit.mesh_upstream import require_upstream_harness
 
 
 @pytest.fixture(scope="module")
 def harness_built() -> None:
-    path = default_harness_path(REPO)
-    if not path.is_file():
-        message = f"*** upstream mesh harness NOT BUILT at {path}: run scripts/setup.sh --daemons ***"
-        if os.environ.get("BTCMESH_REQUIRE_DAEMONS") == "1" or os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    require_upstream_harness()
 
 
 def test_demo_mesh_upstream_reaches_the_model_outcomes(harness_built, tmp_path):

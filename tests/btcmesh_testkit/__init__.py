@@ -5,6 +5,7 @@
   (a registry-ready BTC delegation with covenant signatures and oracle-checked spends).
 * :mod:`btcmesh_testkit.demo_checks` — the spend checks both demo end-to-end suites make.
 * :mod:`btcmesh_testkit.net` — loopback helpers (a closed port).
+* :mod:`btcmesh_testkit.mesh_upstream` — the upstream Mesh Security harness (fail in CI, skip elsewhere).
 * :mod:`btcmesh_testkit.paths` — repository data paths (conformance vectors).
 
 No tests live here; the package name is distinctive so it never shadows a project package.

@@ -9,16 +9,13 @@ are pinned separately.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
 from mesh_adapter.deploy import BtcMeshParams, deploy_btc_mesh
 from mesh_adapter.framework import BlockInfo, MeshApp
-from mesh_adapter.upstream import UpstreamHarness, default_harness_path, deploy_btc_mesh_upstream
+from btcmesh_testkit.mesh_upstream import require_upstream_harness
+from mesh_adapter.upstream import UpstreamHarness, deploy_btc_mesh_upstream
 
-REPO = Path(__file__).resolve().parents[2]
 FP_BAD, FP_GOOD = "aa" * 32, "bb" * 32
 STAKER = "cc" * 32
 T0 = 1_000_000
@@ -26,13 +23,7 @@ T0 = 1_000_000
 
 @pytest.fixture(scope="module")
 def harness() -> UpstreamHarness:
-    path = default_harness_path(REPO)
-    if not path.is_file():
-        message = f"*** upstream mesh harness NOT BUILT at {path}: run scripts/setup.sh --daemons ***"
-        if os.environ.get("BTCMESH_REQUIRE_DAEMONS") == "1" or os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    h = UpstreamHarness(path)
+    h = UpstreamHarness(require_upstream_harness())
     yield h
     h.close()
 

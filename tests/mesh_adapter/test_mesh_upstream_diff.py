@@ -10,16 +10,13 @@ differences") are named below and each is pinned by its own test; anything else 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 
-from mesh_adapter.upstream import HarnessError, UpstreamHarness, default_harness_path
+from btcmesh_testkit.mesh_upstream import require_upstream_harness
+from mesh_adapter.upstream import HarnessError, UpstreamHarness
 
 from upstream_diff import Config, ModelWorld, UpstreamWorld, random_sequence
 
-REPO = Path(__file__).resolve().parents[2]
 VALIDATORS = ["val1", "val2", "val3"]
 
 # --- named, deliberate differences (docs/MESH_MAPPING.md) -----------------------------------
@@ -71,14 +68,7 @@ UPSTREAM_SLASH_PANICS_ON_ZERO_STAKE = "upstream_slash_panics_on_zero_stake"
 
 @pytest.fixture(scope="module")
 def harness() -> UpstreamHarness:
-    path = default_harness_path(REPO)
-    if not path.is_file():
-        message = (f"*** upstream mesh harness NOT BUILT at {path}: run scripts/setup.sh --daemons "
-                   "(needs cargo; see README). ***")
-        if os.environ.get("BTCMESH_REQUIRE_DAEMONS") == "1" or os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    h = UpstreamHarness(path)
+    h = UpstreamHarness(require_upstream_harness())
     yield h
     h.close()
 
