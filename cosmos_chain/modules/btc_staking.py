@@ -54,6 +54,7 @@ Store (``m/btc_staking/``)::
     last_tip            BTC tip height of the last refresh
     incl/<h:010d>/<txid> 1                              proven live delegations by inclusion height (reorg scan)
     fp_active_sat/<pk>  sum of the FP's ACTIVE staking values  (kept on every save: ``active_sat`` is O(1))
+    by_status/<status>/<txid>  1                            status index (``delegations {status}`` reads only it)
     updated/<cosmos h:012d>/<txid>, upd_at/<txid>             change feed: each delegation once, under the
                                                             chain height of its last change (query
                                                             ``delegations_updated``, what indexers follow)
@@ -488,7 +489,13 @@ class BtcStakingModule(Module):
                 st.set(_expiry_key(d), 1)
             else:
                 st.delete(_expiry_key(d))
-        was_active, is_active = prev is not None and prev.get("status") == ACTIVE, d.get("status") == ACTIVE
+        old_status = None if prev is None else prev.get("status")
+        if old_status != d.get("status"):
+            if old_status:
+                st.delete(f"by_status/{old_status}/{h}")
+            if d.get("status"):
+                st.set(f"by_status/{d['status']}/{h}", 1)
+        was_active, is_active = old_status == ACTIVE, d.get("status") == ACTIVE
         if was_active != is_active:
             delta = d["staking_value"] if is_active else -d["staking_value"]
             for fp in d["fp_btc_pk_list"]:
@@ -995,28 +1002,29 @@ class BtcStakingModule(Module):
         """``{staker_pk?, fp_btc_pk?, status?, start_after?, limit?}`` → ``{delegations, next_key}``
         (by staking tx hash; ``next_key`` is the last hash returned when more follow, else null)."""
         st = self.store(ctx)
-        if body.get("staker_pk") is not None:
-            pre = f"by_staker/{_key_hex(body['staker_pk'], 'staker_pk')}/"
-        elif body.get("fp_btc_pk") is not None:
-            pre = f"by_fp/{_key_hex(body['fp_btc_pk'], 'fp_btc_pk')}/"
-        else:
-            pre = "del/"
-        fp_filter = _key_hex(body["fp_btc_pk"], "fp_btc_pk") if body.get("fp_btc_pk") is not None else None
         status = body.get("status")
         if status is not None:
             if not isinstance(status, str) or status.upper() not in STATUSES:
                 raise InvalidRequestError(f"`status` must be one of {', '.join(STATUSES)}")
             status = status.upper()
+        if body.get("staker_pk") is not None:
+            pre = f"by_staker/{_key_hex(body['staker_pk'], 'staker_pk')}/"
+        elif body.get("fp_btc_pk") is not None:
+            pre = f"by_fp/{_key_hex(body['fp_btc_pk'], 'fp_btc_pk')}/"
+        elif status is not None:
+            pre = f"by_status/{status}/"  # the status index: what a covenant signer polling PENDING asks
+        else:
+            pre = "del/"
+        fp_filter = _key_hex(body["fp_btc_pk"], "fp_btc_pk") if body.get("fp_btc_pk") is not None else None
         start_after = _txid_arg(body["start_after"], "start_after") if body.get("start_after") else None
         limit = body.get("limit", DEFAULT_PAGE)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PAGE:
             raise InvalidRequestError(f"`limit` must be an integer in [1, {MAX_PAGE}]")
         out: list[dict] = []
         more = False
-        for key, _ in st.items(pre):
+        lo = pre + start_after + "\x00" if start_after is not None else pre  # start at the cursor, not before
+        for key, _ in st.items_range(lo, pre[:-1] + "0"):  # "0" follows "/": the end of the prefix
             h = key[len(pre):]
-            if start_after is not None and h <= start_after:
-                continue
             d = st.get("del/" + h) if pre != "del/" else _
             if status is not None and d["status"] != status:
                 continue

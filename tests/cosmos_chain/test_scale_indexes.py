@@ -4,6 +4,7 @@
   the FP's delegations at every step (activation, expiry, slashing);
 * ``expires/<h>/<txid>``: a live delegation is indexed under the tip height at which it expires and leaves
   the index when it does (a tip move reads only the due entries);
+* ``by_status/<status>/<txid>``: ``delegations {status}`` reads only the delegations in that status;
 * ``delegations_updated``: the change feed returns every delegation exactly once, under the chain height of
   its last change, ordered and paginated, and only what changed after a given height."""
 
@@ -87,6 +88,20 @@ def test_counters_expiry_index_and_change_feed_follow_the_records(world):
     assert [d["staking_tx_hash"] for d in changed] == [s1.staking_tx_hash]
     assert changed[0]["status"] == "EXPIRED" and changed[0]["updated_height"] > mark
     assert len(_feed(world, 0)) == 2                                      # still one entry per delegation
+
+    # the status index: `delegations {status}` returns exactly the records in that status, paginated
+    for status in ("ACTIVE", "EXPIRED", "PENDING"):
+        want = sorted(h for h in (s1.staking_tx_hash, s2.staking_tx_hash) if world.status(
+            s1 if h == s1.staking_tx_hash else s2) == status)
+        got, cursor = [], None
+        for _ in range(10):
+            body = {"status": status, "limit": 1, **({"start_after": cursor} if cursor else {})}
+            reply = world.chain.query(REG, {"delegations": body})
+            got += [d["staking_tx_hash"] for d in reply["delegations"]]
+            cursor = reply["next_key"]
+            if cursor is None:
+                break
+        assert got == want, status
 
     # slashing the FP: every delegation SLASHED, the counter drops to zero
     world.chain.ok(reg_world.SUBMITTER, "slash_trigger", {"slash": {"btc_pk": fp, "height": 7}})
