@@ -32,8 +32,10 @@ from btc_staking.keys import xonly_from_secret
 from btc_staking.merkle import build_merkle_proof, merkle_root
 from btc_staking.params import StakingParams
 from btc_staking.tx import OutPoint, Tx, TxIn, TxOut, p2tr_script
+from btcmesh.finality_provider import sign_execute_tx
+from cosmos_chain.app import ChainApp
 from cosmos_chain.genesis import build_genesis, deterministic_wallet
-from cosmos_chain.modules.base import module_address
+from cosmos_chain.modules.base import Context, Module, module_address
 from cosmos_chain.rest import LocalChain
 
 CHAIN_ID = "btcmesh-api-test"
@@ -294,3 +296,40 @@ class StakingChain:
         if not self.closed:
             self.closed = True
             self.chain.close()
+
+
+# ---------------------------------------------------------------------------- chain only (no Bitcoin)
+
+
+class RegistryStandIn(Module):
+    """``btc_staking`` stand-in for API tests over a bare :class:`ChainApp`: FP records under ``fp/<pk>``,
+    params with a 10 % slashing rate; subclasses add the messages that move delegations through
+    ``self.hooks`` (the mesh hooks, installed by the chain)."""
+
+    name = "btc_staking"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hooks: Any = None
+
+    def finality_provider(self, ctx: Context, btc_pk_hex: str) -> dict | None:
+        return self.store(ctx).get("fp/" + btc_pk_hex.lower())
+
+    def query_params(self, ctx: Context, body: dict) -> dict:
+        return {"params_versions": [{"version": 0, "slashing_rate": "0.1"}]}
+
+
+def finalize_block(app: ChainApp, txs: list[bytes] = ()) -> None:
+    """The next block (5 s after the last) with ``txs``, committed; every tx must succeed."""
+    height = app.last_height + 1
+    results, _ = app.finalize_block(height, 1_700_000_000.0 + 5 * height, list(txs))
+    app.commit()
+    assert all(r.code == 0 for r in results), [r.log for r in results]
+
+
+def execute_in_block(app: ChainApp, wallet: LocalWallet, module: str, msg: dict) -> None:
+    """``msg`` to ``module``, signed by ``wallet`` (zero fee), alone in the next block."""
+    acct = app.account(str(wallet.address()))
+    finalize_block(app, [sign_execute_tx(wallet, app.module_address(module), msg, chain_id=app.chain_id,
+                                         account_number=acct["account_number"], sequence=acct["sequence"],
+                                         gas_limit=2_000_000, fee="0ubbn")])

@@ -14,11 +14,11 @@ from fastapi.testclient import TestClient
 
 from api import create_app
 from api.chain_source import ChainAppSource
+from api_chain_helpers import RegistryStandIn, execute_in_block
 from btc_staking.keys import xonly_from_secret
 from btc_staking.tx import OutPoint, Tx, TxIn, TxOut
-from btcmesh.finality_provider import sign_execute_tx
 from cosmos_chain.app import ChainApp
-from cosmos_chain.modules.base import DEFAULT_PREFIX, Context, Module
+from cosmos_chain.modules.base import DEFAULT_PREFIX, Context
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,17 +32,8 @@ SLASHING_TX = Tx(inputs=[TxIn(OutPoint(bytes(32), 0))],
                  outputs=[TxOut(100_000, bytes([0x51])), TxOut(CHANGE, bytes([0x51]))]).serialize().hex()
 
 
-class SlashRegistry(Module):
+class SlashRegistry(RegistryStandIn):
     """Registry stand-in: one FP on ``val-s``, one delegation moved by ``set_status``, ``slash``."""
-
-    name = "btc_staking"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hooks = None
-
-    def finality_provider(self, ctx: Context, btc_pk_hex: str) -> dict | None:
-        return self.store(ctx).get("fp/" + btc_pk_hex.lower())
 
     def delegation(self, ctx: Context, staking_tx_hash: str) -> dict | None:
         return self.store(ctx).get("del/" + staking_tx_hash)
@@ -70,9 +61,6 @@ class SlashRegistry(Module):
         self._status(ctx, "SLASHED")
         return {}
 
-    def query_params(self, ctx: Context, body: dict) -> dict:
-        return {"params_versions": [{"version": 0, "slashing_rate": "0.1"}]}
-
 
 @pytest.fixture
 def chain() -> ChainApp:
@@ -85,13 +73,7 @@ def chain() -> ChainApp:
 
 
 def run(app: ChainApp, msg: dict) -> None:
-    acct = app.account(str(OPERATOR.address()))
-    tx = sign_execute_tx(OPERATOR, app.module("btc_staking").address, msg, chain_id=app.chain_id,
-                         account_number=acct["account_number"], sequence=acct["sequence"], gas_limit=2_000_000,
-                         fee="0ubbn")
-    results, _ = app.finalize_block(app.last_height + 1, 1_700_000_000 + 5 * (app.last_height + 1), [tx])
-    app.commit()
-    assert results[0].code == 0, results[0].log
+    execute_in_block(app, OPERATOR, "btc_staking", msg)
 
 
 def test_slash_figures_apart(chain: ChainApp) -> None:

@@ -13,10 +13,10 @@ from fastapi.testclient import TestClient
 
 from api import create_app
 from api.chain_source import ChainAppSource
+from api_chain_helpers import RegistryStandIn, execute_in_block, finalize_block
 from btc_staking.keys import xonly_from_secret
-from btcmesh.finality_provider import sign_execute_tx
 from cosmos_chain.app import ChainApp
-from cosmos_chain.modules.base import DEFAULT_PREFIX, Context, Module
+from cosmos_chain.modules.base import DEFAULT_PREFIX, Context
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -32,17 +32,8 @@ def key(seed: int) -> LocalWallet:
 OPERATOR, STAKER = key(1), key(2)
 
 
-class MiniRegistry(Module):
+class MiniRegistry(RegistryStandIn):
     """Registry stand-in: an FP record and ``set_status`` moving one delegation through the hooks."""
-
-    name = "btc_staking"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.hooks = None
-
-    def finality_provider(self, ctx: Context, btc_pk_hex: str) -> dict | None:
-        return self.store(ctx).get("fp/" + btc_pk_hex.lower())
 
     def exec_register(self, ctx: Context, sender: str, body: dict, funds: list) -> dict:
         rec = {"btc_pk": FP, "addr": sender, "validator": "val-a", "commission": "0.1", "slashed_height": 0}
@@ -57,9 +48,6 @@ class MiniRegistry(Module):
         self.hooks.on_delegation_status(ctx, d, old, body["status"])
         return {}
 
-    def query_params(self, ctx: Context, body: dict) -> dict:
-        return {"params_versions": [{"version": 0, "slashing_rate": "0.1"}]}
-
 
 class MiniChain:
     def __init__(self) -> None:
@@ -69,19 +57,12 @@ class MiniChain:
         self.app.init_chain({"genesis_time": 1_700_000_000, "fees": {"denom": "ubbn", "min_gas_price": "0"},
                              "bank": {"balances": fund},
                              "mesh": {"block_reward": 1000, "unbonding_period": 100}})
-        self.time = 1_700_000_000.0
 
     def block(self, txs: list[bytes] = ()) -> None:
-        self.time += 5
-        results, _ = self.app.finalize_block(self.app.last_height + 1, self.time, list(txs))
-        self.app.commit()
-        assert all(r.code == 0 for r in results), [r.log for r in results]
+        finalize_block(self.app, txs)
 
     def execute(self, w: LocalWallet, module: str, msg: dict) -> None:
-        acct = self.app.account(str(w.address()))
-        self.block([sign_execute_tx(w, self.app.module_address(module), msg, chain_id=self.app.chain_id,
-                                    account_number=acct["account_number"], sequence=acct["sequence"],
-                                    gas_limit=2_000_000, fee="0ubbn")])
+        execute_in_block(self.app, w, module, msg)
 
 
 @pytest.fixture(scope="module")
