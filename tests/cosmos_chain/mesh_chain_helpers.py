@@ -19,7 +19,7 @@ from cosmpy.crypto.keypairs import PrivateKey
 from btcmesh.finality_provider import ChainRejected, sign_execute_tx
 from cmt_helpers import query_account
 from cosmos_chain.app import ChainApp, TxResult
-from cosmos_chain.comet import CometClient
+from cosmos_chain.comet import CometClient, CometNetwork, wait_until
 from cosmos_chain.errors import ContractError
 from cosmos_chain.modules.base import DEFAULT_PREFIX, Context, Module
 
@@ -234,3 +234,15 @@ def comet_execute(client: CometClient, key: Key, contract_address: str, msg: dic
     """Sign ``msg`` with ``key``, submit it through ``client`` and return its reply once committed."""
     raw, = comet_signed_execute(client, key, contract_address, [msg], chain_id)
     return comet_tx_data(client.submit(raw, timeout=30)["tx_result"])
+
+
+def assert_apps_agree(net: CometNetwork, height: int, what: str) -> None:
+    """Wait until every node's app has committed ``height``, then check that all apps have the same app
+    hash at every height they all committed."""
+    servers = [n.server for n in net.nodes]
+    wait_until(lambda: all(height in s.committed_hashes() for s in servers), 30, what)  # type: ignore[union-attr]
+    snapshots = [s.committed_hashes() for s in servers]  # type: ignore[union-attr]
+    common = set.intersection(*(set(snap) for snap in snapshots))
+    assert height in common
+    for h in common:
+        assert len({snap[h] for snap in snapshots}) == 1, f"app hashes diverge at {h}"

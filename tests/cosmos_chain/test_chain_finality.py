@@ -24,7 +24,7 @@ from cosmos_chain.node import EmbeddedChain
 from cosmos_chain.rest import RestServer
 from chain_helpers import K, QUORUM, BtcChain, StakeFixture, pop, small_params
 from mesh_chain_helpers import (
-    Chain, Key, StubRegistry, comet_execute, comet_smart, make_genesis, stub_registry_app,
+    Chain, Key, StubRegistry, assert_apps_agree, comet_execute, comet_smart, make_genesis, stub_registry_app,
 )
 
 pytestmark = pytest.mark.timeout(120)
@@ -370,10 +370,4 @@ def test_two_cometbft_validators_agree_on_finality_and_mesh(tool_path, tmp_path)
             mesh = comet_smart(node.client, "mesh",
                                {"adapter": {"delegation": {"staking_tx_hash": h(1)}}})["delegation"]
             assert (mesh["status"], mesh["collateral_sat"]) == ("SLASHED", 900_000)
-        servers = [n.server for n in net.nodes]
-        wait_until(lambda: all(done in s.committed_hashes() for s in servers), 30, "both apps past the slash")
-        snapshots = [s.committed_hashes() for s in servers]
-        common = set.intersection(*(set(snap) for snap in snapshots))
-        assert done in common
-        for height in common:
-            assert len({snap[height] for snap in snapshots}) == 1, f"app hashes diverge at {height}"
+        assert_apps_agree(net, done, "both apps past the slash")

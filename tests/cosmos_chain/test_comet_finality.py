@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from btcmesh.finality_provider import CallableChannel, ChainRejected, FinalityProvider
-from cosmos_chain.comet import CometClient, CometNetwork, wait_until
-from mesh_chain_helpers import Key, comet_execute, comet_smart, make_genesis, stub_registry_app
+from cosmos_chain.comet import CometClient, CometNetwork
+from mesh_chain_helpers import Key, assert_apps_agree, comet_execute, comet_smart, make_genesis, stub_registry_app
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -64,10 +64,4 @@ def test_power_table_and_finalization_agree_on_three_cometbft_validators(tool_pa
             assert (table["total_power"], table["finality_providers"]) == (90, want)
             assert smart("finality", {"last_finalized_height": {}}, node.client)["height"] == start
             assert smart("finality", {"block": {"height": start}}, node.client)["status"] == "finalized"
-        servers = [n.server for n in net.nodes]
-        wait_until(lambda: all(done in s.committed_hashes() for s in servers), 30, "all apps past the votes")
-        snapshots = [s.committed_hashes() for s in servers]
-        common = set.intersection(*(set(snap) for snap in snapshots))
-        assert done in common
-        for height in common:
-            assert len({snap[height] for snap in snapshots}) == 1, f"app hashes diverge at {height}"
+        assert_apps_agree(net, done, "all apps past the votes")
