@@ -103,6 +103,12 @@ class StakerTool:
         if self._btc is not None:
             self._btc.close()
 
+    def __enter__(self) -> "StakerTool":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def address(self) -> str:
         from btc_staking.signing import p2tr_key_path_script
         from regtest.rpc import script_to_address
@@ -284,8 +290,7 @@ def cmd_address(args: argparse.Namespace) -> int:
 
 
 def cmd_stake(args: argparse.Namespace) -> int:
-    t = _tool(args)
-    try:
+    with _tool(args) as t:
         if args.psbt or args.psbt_signed:
             from btcmesh.daemons import staker_psbt
 
@@ -293,36 +298,25 @@ def cmd_stake(args: argparse.Namespace) -> int:
         else:
             out = t.stake(args.fp, args.value, args.time, wait=not args.no_wait)
         print(json.dumps(out, sort_keys=True))
-    finally:
-        t.close()
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    t = _tool(args)
-    try:
+    with _tool(args) as t:
         for row in t.status():
             print(json.dumps(row, sort_keys=True))
-    finally:
-        t.close()
     return 0
 
 
 def cmd_unbond(args: argparse.Namespace) -> int:
-    t = _tool(args)
-    try:
+    with _tool(args) as t:
         print(t.unbond(args.staking_tx))
-    finally:
-        t.close()
     return 0
 
 
 def cmd_withdraw(args: argparse.Namespace) -> int:
-    t = _tool(args)
-    try:
+    with _tool(args) as t:
         print(t.withdraw(args.staking_tx))
-    finally:
-        t.close()
     return 0
 
 
@@ -330,11 +324,8 @@ def cmd_rewards(args: argparse.Namespace) -> int:
     """Pending and claimed rewards paid to this staker's Cosmos address (``btcmesh.rewards``)."""
     from btcmesh.rewards import rewards_of
 
-    t = _tool(args)
-    try:
+    with _tool(args) as t:
         print(json.dumps(rewards_of(t.conn.client, address=str(t.conn.wallet.address())), sort_keys=True))
-    finally:
-        t.close()
     return 0
 
 
@@ -342,10 +333,7 @@ def cmd_claim(args: argparse.Namespace) -> int:
     """Claim pending rewards to this staker's Cosmos address (the PoP-bound account)."""
     from btcmesh.rewards import claim_rewards
 
-    t = _tool(args)
-    try:
+    with _tool(args) as t:
         print(json.dumps(claim_rewards(t.conn.client, t.conn.wallet, args.staking_tx), sort_keys=True))
-    finally:
-        t.close()
     return 0
 
