@@ -155,6 +155,12 @@ class FpDaemon:
     def close(self) -> None:
         self.records.close()
 
+    def __enter__(self) -> "FpDaemon":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------------ registration
     def register(self) -> str:
         """``create_finality_provider`` (PoP over the FP's Cosmos address; mesh validator = that address)."""
@@ -393,30 +399,23 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_register(args: argparse.Namespace) -> int:
-    d = _daemon(args)
-    try:
+    with _daemon(args) as d:
         print(d.register())
-    finally:
-        d.close()
     return 0
 
 
 def cmd_unjail(args: argparse.Namespace) -> int:
-    d = _daemon(args)
-    try:
+    with _daemon(args) as d:
         tx = _retry_sequence(d.fp.unjail)
         d.log.info("unjailed", fp_btc_pk=d.btc_pk_hex, tx=tx)
         print(tx)
-    finally:
-        d.close()
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     import json
 
-    d = _daemon(args)
-    try:
+    with _daemon(args) as d:
         reg = d.conn.query("btc_staking", {"finality_provider": {"btc_pk": d.btc_pk_hex}})
         sl = d.fp.chain.query({"is_slashed": {"fp_btc_pk": d.btc_pk_hex}})
         fin = d.fp_state()
@@ -428,8 +427,6 @@ def cmd_status(args: argparse.Namespace) -> int:
                           "signed_heights": d.records.count(),
                           "pub_rand_committed_to": max((c["start_height"] + c["num_pub_rand"] - 1 for c in commits),
                                                        default=None)}, sort_keys=True))
-    finally:
-        d.close()
     return 0
 
 
@@ -437,8 +434,7 @@ def cmd_sign(args: argparse.Namespace) -> int:
     """eotsd-style protected signing: prints the vote's EOTS signature or refuses (exit 1)."""
     from btcmesh.finality_provider import DoubleSignRefused
 
-    d = _daemon(args)
-    try:
+    with _daemon(args) as d:
         d.sync_commits()
         try:
             app_hash = bytes.fromhex(args.app_hash)
@@ -452,17 +448,12 @@ def cmd_sign(args: argparse.Namespace) -> int:
             print(f"refused: {exc}")
             return 1
         print(msg["add_finality_sig"]["finality_sig"])
-    finally:
-        d.close()
     return 0
 
 
 def cmd_double_sign(args: argparse.Namespace) -> int:
     import json
 
-    d = _daemon(args)
-    try:
+    with _daemon(args) as d:
         print(json.dumps(d.double_sign(args.height), sort_keys=True))
-    finally:
-        d.close()
     return 0
