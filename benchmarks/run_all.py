@@ -37,13 +37,25 @@ def check_names(only: Sequence[str] | None) -> list[str]:
 
 
 def run_all(budget_s: float, *, quick: bool, only: Sequence[str] | None = None,
-            progress: Callable[[str], None] | None = None) -> list[Result]:
-    """Run the selected benchmarks (all by default) in a fixed order; returns every row."""
+            progress: Callable[[str], None] | None = None,
+            failures: dict[str, BaseException] | None = None) -> list[Result]:
+    """Run the selected benchmarks (all by default) in a fixed order; returns every row.
+
+    With ``failures`` given, a benchmark that raises is recorded there (name → exception) and reported through
+    ``progress``, and the others still run; without it the exception propagates."""
     names = check_names(only)
     results: list[Result] = []
     for name in names:
         t0 = time.perf_counter()
-        rows = BENCHMARKS[name](budget_s, quick=quick)
+        try:
+            rows = BENCHMARKS[name](budget_s, quick=quick)
+        except Exception as exc:  # noqa: BLE001 - reported, and the run exits non-zero at the end
+            if failures is None:
+                raise
+            failures[name] = exc
+            if progress is not None:
+                progress(f"{name}: FAILED after {time.perf_counter() - t0:.1f}s: {type(exc).__name__}: {exc}")
+            continue
         if progress is not None:
             progress(f"{name}: {len(rows)} rows in {time.perf_counter() - t0:.1f}s")
         results.extend(rows)
@@ -68,15 +80,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_names(only)
     except ValueError as exc:
         p.error(str(exc))
-    results = run_all(budget, quick=a.quick, only=only,
+    failures: dict[str, BaseException] = {}
+    results = run_all(budget, quick=a.quick, only=only, failures=failures,
                       progress=lambda line: print(line, file=sys.stderr, flush=True))
     info = machine_info()
     info["budget_s"] = f"{budget:g}"
     info["mode"] = "quick" if a.quick else "full"
     print(format_table(results, info))
     if a.json:
-        Path(a.json).write_text(json.dumps({"machine": info, "results": [r.as_dict() for r in results]}, indent=2))
-    return 0
+        Path(a.json).write_text(json.dumps({"machine": info, "results": [r.as_dict() for r in results],
+                                            "failed": {n: f"{type(e).__name__}: {e}" for n, e in failures.items()}},
+                                           indent=2))
+    for name, exc in failures.items():
+        print(f"benchmark {name} FAILED: {type(exc).__name__}: {exc}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -139,3 +139,20 @@ def test_reference_brackets_each_operation() -> None:
     pair = [ref.samples[1].per_s, ref.samples[2].per_s]
     assert b.ref_per_s == pytest.approx(sum(pair) / 2)
     assert b.ref_drift == pytest.approx((max(pair) - min(pair)) / (sum(pair) / 2))
+
+
+def test_a_failing_benchmark_is_reported_and_the_others_still_print(monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    def broken(budget_s: float, *, quick: bool) -> list[Result]:
+        raise AssertionError("/v2/staker/stats: no request completed")
+
+    monkeypatch.setitem(run_all.BENCHMARKS, "broken", broken)
+    with pytest.raises(AssertionError):  # without a failures dict the error propagates
+        run_all.run_all(TINY, quick=True, only=["broken"])
+    code = run_all.main(["--quick", "--budget", str(TINY), "--only", "broken,btc_staking"])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert "broken: FAILED" in err and "benchmark broken FAILED: AssertionError: /v2/staker/stats" in err
+    assert "Traceback" not in err
+    rows = [line.split()[1] for line in out.splitlines() if line.startswith("btc_staking ")]
+    assert set(rows) == EXPECTED["btc_staking"]  # the other benchmark's table is still printed
