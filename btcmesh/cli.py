@@ -276,6 +276,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     quiet = args.quiet or args.json
     if args.serve and args.no_api:
         raise CliError("--serve shows the explorer, which the API serves: drop --no-api")
+    if cfg.mesh == "upstream":
+        from btcmesh.mesh_upstream import HarnessMissing, require_harness
+
+        try:
+            require_harness()
+        except HarnessMissing as exc:
+            raise CliError(str(exc)) from None
     if not quiet:
         _say("btcmesh demo: Bitcoin regtest → checkpoint → Cosmos chain → mesh → slashing, all on 127.0.0.1\n")
     hold = _serve_until_interrupted(args.json) if args.serve else None

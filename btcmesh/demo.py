@@ -520,6 +520,13 @@ def _check_validator_app_hashes(run: _Run, chain: _Chain) -> None:
 
 def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
     cfg, res = run.cfg, run.result
+    if cfg.mesh == "upstream":  # checked up front, not after 18 steps
+        from btcmesh.mesh_upstream import HarnessMissing, require_harness
+
+        try:
+            require_harness()
+        except HarnessMissing as exc:
+            raise NotAvailable(str(exc)) from None
     params = demo_params(cfg)
     res.params = params
     sec = lambda label: demo_secret(cfg.seed, label)  # noqa: E731
@@ -950,10 +957,15 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
     if cfg.mesh == "upstream":
         with run.step("mesh: the same events on the upstream contracts (harness)") as st:
             from btcmesh.mesh_upstream import replay_on_upstream
+            from mesh_adapter.upstream import HarnessUnavailable
 
             recs = [q(MESH, {"adapter": {"delegation": {"staking_tx_hash": d.staking_tx_hash}}})["delegation"]
                     for d in dels.values()]
-            res.mesh_upstream = replay_on_upstream(q(MESH, {"config": {}})["params"], recs, fps["bad"].btc_pk_hex)
+            try:
+                res.mesh_upstream = replay_on_upstream(q(MESH, {"config": {}})["params"], recs,
+                                                       fps["bad"].btc_pk_hex)
+            except HarnessUnavailable as exc:  # died or hung: its reason, no traceback
+                raise DemoError(f"upstream-contract harness: {exc}") from None
             unnamed = [d for d in res.mesh_upstream["differences"] if not d["named"]]
             if unnamed or res.mesh_upstream["model"]["final"] != res.mesh_upstream["chain_final"]:
                 raise DemoError(f"upstream contracts, model replay and chain disagree: {unnamed} "

@@ -23,6 +23,19 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 #: docs/MESH_MAPPING.md: upstream's slashing has no cap of the lien at the BTC left, so the
 #: slashing tx fee stays in the vault collateral there.
 COLLATERAL_LEFT = "collateral_left"
+BUILD_HINT = "build it with scripts/setup.sh --daemons"
+
+
+class HarnessMissing(ValueError):
+    """The upstream-contract harness binary is not built (an expected, one-line error)."""
+
+
+def require_harness(harness_path: Path | None = None) -> Path:
+    """The harness binary's path; :class:`HarnessMissing` (with the build hint) when it is not built."""
+    path = Path(harness_path) if harness_path is not None else default_harness_path(REPO_ROOT)
+    if not path.is_file():
+        raise HarnessMissing(f"the upstream-contract harness is not built ({path} missing): {BUILD_HINT}")
+    return path
 
 
 def _params(config: dict) -> BtcMeshParams:
@@ -106,7 +119,7 @@ def replay_on_upstream(config: dict, records: list[dict], bad_fp: str, height: i
     app = MeshApp(BlockInfo(1, 1_000_000))
     model = deploy_btc_mesh(app, params)
     ours = _outcome(model, records, validators, bad_fp, height, btc_left, app.advance, params.unbonding_period)
-    with UpstreamHarness(harness_path or default_harness_path(REPO_ROOT)) as harness:
+    with UpstreamHarness(require_harness(harness_path)) as harness:
         up = deploy_btc_mesh_upstream(harness, params, time=1_000_000, height=1)
         theirs = _outcome(up, records, validators, bad_fp, height, btc_left, up.host.advance,
                           params.unbonding_period)

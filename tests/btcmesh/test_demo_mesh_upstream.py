@@ -53,3 +53,19 @@ def test_cli_mesh_flag():
     assert build_parser().parse_args(["demo"]).mesh == "model"
     with pytest.raises(ValueError):
         DemoConfig(mesh="wasm")
+
+
+def test_missing_harness_is_one_line_up_front(tmp_path, monkeypatch, capsys):
+    from btcmesh.cli import main
+
+    monkeypatch.setenv("BTCMESH_HARNESS_TARGET_DIR", str(tmp_path / "no-target"))  # nothing built there
+    assert main(["demo", "--mesh", "upstream", "--no-api"]) == 1
+    out, err = capsys.readouterr()
+    assert out == ""  # no step ran
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith("btcmesh demo: error: the upstream-contract harness is not built")
+    assert err.rstrip().endswith("build it with scripts/setup.sh --daemons")
+    # run_demo on its own also stops before the first step, with the same reason and no traceback
+    res = run_demo(DemoConfig(mesh="upstream", with_api=False), workdir=tmp_path)
+    assert not res.ok and res.steps == []
+    assert "build it with scripts/setup.sh --daemons" in res.error and "Traceback" not in res.error
