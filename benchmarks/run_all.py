@@ -65,7 +65,7 @@ def run_all(budget_s: float, *, quick: bool, only: Sequence[str] | None = None,
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
-                   help=f"small inputs and {QUICK_BUDGET_S}s per measurement (about 20 s in all; "
+                   help=f"small inputs and {QUICK_BUDGET_S}s per measurement (about 75 s in all on 2 cores; "
                         "a full run takes minutes)")
     p.add_argument("--budget", type=float, default=None,
                    help=f"seconds per measurement (default {FULL_BUDGET_S}, or {QUICK_BUDGET_S} with --quick)")
