@@ -36,6 +36,9 @@ PROCESS_ORDER = ("node", "chain", "checkpoint", "covenant-1", "covenant-2", "cov
                  "slasher", "api")
 
 
+STOPPED = "stopped"  # what `down` leaves in a PID file
+
+
 class DevnetError(RuntimeError):
     """A devnet part did not start / the directory is not a devnet."""
 
@@ -180,7 +183,10 @@ def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_t
     info: dict[str, Any] = {"dir": str(d), "seed": seed, "comet": comet, "btc_rpc": btc_rpc, "chain_rest": rest,
                             "ports": ports, "password": password,
                             "api": f"http://127.0.0.1:{ports['api']}", "argv": argv, "k": k,
-                            "unbonding_time": unbonding_time}
+                            "unbonding_time": unbonding_time,
+                            # the stakers' coinbases and their maturity were mined (older devnet.json files
+                            # have no "funded" but were saved with miner_address only after that)
+                            "funded": bool(previous.get("funded") or previous.get("miner_address"))}
 
     def save() -> None:
         (d / "devnet.json").write_text(json.dumps(info, indent=1, sort_keys=True))
@@ -193,14 +199,14 @@ def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_t
         offset = _log_size(d, "node")
         start_process(d, "node")
         _wait_log(d, "node", "ready ", timeout, offset)
-        stakers = {}
-        for i in (1, 2):
-            secret = demo_secret(seed, f"staker/{i}")
-            stakers[i] = secret
-            _rpc(btc_rpc, "generatetoaddress", [1, script_to_address(p2tr_key_path_script(secret, is_secret=True))])
+        stakers = {i: demo_secret(seed, f"staker/{i}") for i in (1, 2)}
         miner = script_to_address(p2tr_key_path_script(demo_secret(seed, "btc/miner"), is_secret=True))
+        if not info["funded"]:  # only a new devnet: `up` again on a stopped one keeps its chain as it is
+            for secret in stakers.values():
+                _rpc(btc_rpc, "generatetoaddress", [1, script_to_address(p2tr_key_path_script(secret, is_secret=True))])
+            _rpc(btc_rpc, "generatetoaddress", [101, miner])
+            info["funded"] = True
         info["miner_address"] = miner
-        _rpc(btc_rpc, "generatetoaddress", [101, miner])
 
         # ---- the chain (light client base = the current tip)
         argv["chain"] = ["chain", "--port", str(ports["chain"]), "--btc-rpc", btc_rpc, "--seed", seed, "-k", str(k),
@@ -307,6 +313,14 @@ def _last_error(d: Path, name: str) -> str:
     return ""
 
 
+def _stopped(d: Path, name: str) -> bool:
+    """``down`` stopped this process (its PID file says so), as opposed to it dying on its own."""
+    try:
+        return (d / name / "pid").read_text().strip() == STOPPED
+    except OSError:
+        return False
+
+
 def status(d: Path) -> list[str]:
     """One line per process: name, pid, alive, height, last error."""
     d = d.resolve()
@@ -319,8 +333,9 @@ def status(d: Path) -> list[str]:
         if name not in info["argv"]:
             continue
         pid = process_alive(d / name / "pid")
+        state = "alive" if pid else "stopped" if _stopped(d, name) else "dead"
         err = _last_error(d, name)
-        lines.append(f"{name:<11} {'alive' if pid else 'dead ':<5} pid={pid or '-':<8} "
+        lines.append(f"{name:<11} {state:<7} pid={pid or '-':<8} "
                      f"height={_height(d, name, info) if pid else '-':<6} last_error={json.dumps(err)}")
     return lines
 
@@ -344,8 +359,11 @@ def down(d: Path) -> list[str]:
     d = d.resolve()
     stopped = []
     for name in reversed(PROCESS_ORDER):
-        if (d / name / "pid").exists() and stop_process(d, name):
-            stopped.append(name)
+        pid_file = d / name / "pid"
+        if pid_file.exists() and pid_file.read_text().strip() != STOPPED:
+            if stop_process(d, name):
+                stopped.append(name)
+            pid_file.write_text(STOPPED + "\n")  # `status` tells a clean stop from a crash
     return stopped
 
 

@@ -151,7 +151,8 @@ def _all_spends_valid(net: Devnet, base: int) -> int:
     return checked
 
 
-def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by step
+def _scenario(d: Path, comet: int) -> int:  # noqa: C901 - one story, step by step
+    """The whole devnet story; returns the Bitcoin height it left (nothing mines while the devnet is down)."""
     t0 = time.monotonic()
 
     def phase(name: str) -> None:  # shown with -s / on failure: where the time goes
@@ -307,6 +308,7 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         tip = net.btc.get_block_count()
         _wait(lambda: httpx.get(f"{net.info['api']}/v2/explorer/overview", timeout=10,
                                 trust_env=False).json()["data"].get("btc_tip_height") == tip, "API shows the BTC tip", 30)
+        final_height = net.btc.get_block_count()
     finally:
         if net is not None:
             net.close()
@@ -314,17 +316,21 @@ def _scenario(d: Path, comet: int) -> None:  # noqa: C901 - one story, step by s
         assert "node" in stopped
     for name in ("node", "chain", "checkpoint", "fp-1", "slasher", "api"):
         assert process_alive(d / name / "pid") is None
+    status = _ok("devnet", "status", "--dir", str(d)).splitlines()
+    assert all(line.split()[1] == "stopped" for line in status), status  # a clean `down`, not "dead"
+    return final_height
 
 
 def test_devnet_stake_double_sign_slash_with_kill_9(tmp_path: Path) -> None:
     d = tmp_path / "devnet"
-    _scenario(d, comet=0)
+    height = _scenario(d, comet=0)
     # up again on the same directory: same ports and configs, the state kept (Bitcoin, chain, records)
     _ok("devnet", "up", "--dir", str(d), timeout=240)
     try:
         status = _ok("devnet", "status", "--dir", str(d)).splitlines()
         assert len(status) == 10 and all(" alive " in line for line in status), status
-        assert int(re.search(r"height=(\d+)", status[0]).group(1)) > 200  # the node kept its chain
+        # the node kept its chain, and `up` did not fund the stakers again (no 103 more blocks)
+        assert int(re.search(r"height=(\d+)", status[0]).group(1)) == height > 200
         assert json.loads(_ok("fp", "status", "--config", str(d / "fp-1" / "fp.toml")))["slashed"] is True
     finally:
         _ok("devnet", "down", "--dir", str(d))
@@ -377,3 +383,27 @@ def test_down_never_signals_a_recycled_pid(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_status_tells_a_clean_down_from_a_crash(tmp_path: Path) -> None:
+    from btcmesh.daemons.devnet import _start_time, down, status
+
+    (tmp_path / "devnet.json").write_text(json.dumps({"argv": {"checkpoint": [], "api": []}}))
+    procs = [subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+             for _ in range(2)]
+    try:
+        for name, proc in zip(("checkpoint", "api"), procs):
+            (tmp_path / name).mkdir()
+            (tmp_path / name / "pid").write_text(f"{proc.pid} {_start_time(proc.pid)}\n")
+        assert [line.split()[1] for line in status(tmp_path)] == ["alive", "alive"]
+        procs[0].kill()  # checkpoint dies on its own
+        procs[0].wait(timeout=20)
+        assert [line.split()[1] for line in status(tmp_path)] == ["dead", "alive"]
+        assert down(tmp_path) == ["api"]
+        assert [line.split()[1] for line in status(tmp_path)] == ["stopped", "stopped"]
+        assert down(tmp_path) == []  # nothing left to stop
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
