@@ -46,7 +46,8 @@ def _init(module: str, keys: Callable[[argparse.Namespace], dict[str, bytes]]) -
 
         mod = importlib.import_module(f"btcmesh.daemons.{module}")
         subs = {"CHAIN_REST": args.chain_rest, "BTC_RPC": getattr(args, "btc_rpc", "") or "",
-                "MONIKER": getattr(args, "moniker", "") or "btcmesh-fp"}
+                "MONIKER": getattr(args, "moniker", "") or "btcmesh-fp",
+                "STATE_DIR": f"state/{module}"}  # fp, covenant, slasher, staker may share one folder
         for path in init_daemon(args.config, mod.DEFAULT_TOML, subs, keys(args), force=args.force):
             print(f"wrote {path}")
         return 0

@@ -453,9 +453,8 @@ def init_daemon(config_path: str | Path, template: str, substitutions: Mapping[s
     """Write the commented default config (``@NAME@`` placeholders filled) and the 0600 key files
     (named relative to the config's directory). Refuses to overwrite anything unless ``force``."""
     file = Path(config_path)
-    text = template
-    for k, v in substitutions.items():
-        text = text.replace(f"@{k}@", v)
+    subs = {"STATE_DIR": "state", **substitutions}  # callers name the daemon's own state_dir (``init``: state/<daemon>)
+    text = "".join(_fill_line(line, subs) for line in template.splitlines(keepends=True))
     keys = [(file.parent / name, secret) for name, secret in key_files.items()]
     for path, _ in keys:
         if path.exists() and not force:
@@ -465,5 +464,25 @@ def init_daemon(config_path: str | Path, template: str, substitutions: Mapping[s
         if path.exists():
             path.unlink()
         written.append(write_key_file(path, secret))
-    (file.parent / "state").mkdir(parents=True, exist_ok=True)
+    state = Path(subs["STATE_DIR"]).expanduser()
+    (state if state.is_absolute() else file.parent / state).mkdir(parents=True, exist_ok=True)
     return written
+
+
+def _fill_line(line: str, substitutions: Mapping[str, str]) -> str:
+    """One template line with its ``@NAME@`` placeholders filled and its ``# comment`` kept in the template's
+    column (or moved to the line above when the value has grown past that column)."""
+
+    def fill(text: str) -> str:
+        for k, v in substitutions.items():
+            text = text.replace(f"@{k}@", v)
+        return text
+
+    at = line.find("  # ")
+    if "@" not in line or at < 0 or line.lstrip().startswith("#"):
+        return fill(line)
+    value, comment, column = fill(line[:at].rstrip()), line[at + 2:], at + 2
+    if len(value) < column:
+        return value.ljust(column) + comment
+    indent = value[:len(value) - len(value.lstrip())]
+    return f"{indent}{comment}{value}" + ("\n" if comment.endswith("\n") else "")

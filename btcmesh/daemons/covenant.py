@@ -39,6 +39,7 @@ __all__ = ["SPEC", "DEFAULT_TOML", "CovenantRecords", "CovenantDaemon"]
 
 SPEC = {
     **COMMON_SPEC,
+    "daemon.state_dir": (str, "state/covenant"),  # one directory per daemon: several may share a folder
     "covenant.btc_key_file": (str, "covenant-btc.key"),
     "covenant.cosmos_key_file": (str, "covenant-cosmos.key"),
 }
@@ -49,10 +50,10 @@ DEFAULT_TOML = """\
 """ + CHAIN_TOML + """
 [covenant]
 btc_key_file = "covenant-btc.key"      # this member's covenant key (32-byte hex, mode 0600)
-cosmos_key_file = "covenant-cosmos.key"     # Cosmos account paying for add_covenant_sigs
+cosmos_key_file = "covenant-cosmos.key" # Cosmos account paying for add_covenant_sigs
 
 [daemon]
-state_dir = "state"                    # covenant.sqlite (what was signed), status.json
+state_dir = "@STATE_DIR@"              # covenant.sqlite (what was signed), status.json
 poll_interval = 0.5
 metrics_port = 0                       # Prometheus /metrics on 127.0.0.1; 0 = any free port, -1 = off
 """

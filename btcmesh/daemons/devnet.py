@@ -230,7 +230,7 @@ def up(d: Path, comet: int = 0, seed: str = DEVNET_SEED, k: int = 3, unbonding_t
         start_process(d, "checkpoint")
         _wait_log(d, "checkpoint", "checkpoint: chain", timeout, offset)
 
-        subs = {"CHAIN_REST": rest, "BTC_RPC": btc_rpc}
+        subs = {"CHAIN_REST": rest, "BTC_RPC": btc_rpc, "STATE_DIR": "state"}  # each daemon has its own folder here
         # ---- covenant signers (devnet covenant keys sha256([i]); each its own funded Cosmos account)
         for i in (1, 2, 3):
             name = f"covenant-{i}"

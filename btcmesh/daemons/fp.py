@@ -42,6 +42,7 @@ __all__ = ["SPEC", "DEFAULT_TOML", "SigningRecords", "FpDaemon", "UNJAIL_MSG"]
 
 SPEC = {
     **COMMON_SPEC,
+    "daemon.state_dir": (str, "state/fp"),  # one directory per daemon: several may share a folder
     "fp.btc_key_file": (str, "fp-btc.key"),
     "fp.cosmos_key_file": (str, "fp-cosmos.key"),
     "fp.moniker": (str, "btcmesh-fp"),
@@ -66,7 +67,7 @@ pub_rand_ahead = 20                    # commit the next batch when fewer height
 max_votes_per_tx = 10                  # catch-up: votes on several heights in one tx
 
 [daemon]
-state_dir = "state"                    # fp.sqlite (signing records), status.json
+state_dir = "@STATE_DIR@"              # fp.sqlite (signing records), status.json
 poll_interval = 0.2                    # seconds between rounds (votes are due within finality_sig_timeout blocks)
 metrics_port = 0                       # Prometheus /metrics on 127.0.0.1; 0 = any free port, -1 = off
 """

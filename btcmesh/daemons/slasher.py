@@ -45,6 +45,7 @@ __all__ = ["SPEC", "DEFAULT_TOML", "SlasherRecords", "SlasherDaemon", "extract_f
 
 SPEC = {
     **COMMON_SPEC,
+    "daemon.state_dir": (str, "state/slasher"),  # one directory per daemon: several may share a folder
     **BITCOIN_SPEC,
     "slasher.scan_back": (int, 100),
 }
@@ -57,7 +58,7 @@ DEFAULT_TOML = """\
 scan_back = 100                        # atomic slasher: blocks scanned back from the tip on first start
 
 [daemon]
-state_dir = "state"                    # slasher.sqlite (what was broadcast), status.json
+state_dir = "@STATE_DIR@"              # slasher.sqlite (what was broadcast), status.json
 poll_interval = 0.5
 metrics_port = 0                       # Prometheus /metrics on 127.0.0.1; 0 = any free port, -1 = off
 """

@@ -45,6 +45,7 @@ __all__ = ["SPEC", "DEFAULT_TOML", "StakerTool", "StakerToolError"]
 
 SPEC = {
     **COMMON_SPEC,
+    "daemon.state_dir": (str, "state/staker"),  # one directory per daemon: several may share a folder
     **BITCOIN_SPEC,
     "staker.btc_key_file": (str, "staker-btc.key"),
     "staker.cosmos_key_file": (str, "staker-cosmos.key"),
@@ -63,7 +64,7 @@ fee_rate = 2.0                         # sat/vB of the staking tx
 wait_timeout = 120.0                   # seconds `stake` waits for the covenant quorum before broadcasting
 
 [daemon]
-state_dir = "state"                    # wallet.json (the staker's own record of its delegations)
+state_dir = "@STATE_DIR@"              # wallet.json (the staker's own record of its delegations)
 """
 
 

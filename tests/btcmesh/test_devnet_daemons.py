@@ -407,3 +407,33 @@ def test_status_tells_a_clean_down_from_a_crash(tmp_path: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+def test_init_config_one_state_dir_per_daemon_and_aligned_comments(tmp_path: Path) -> None:
+    """fp, covenant, slasher and a staker initialised in one folder never share a state directory."""
+    import importlib
+
+    from btcmesh.cli import main
+    from btcmesh.daemons.common import load_config
+
+    mods = {"fp": "fp", "covenant": "covenant", "slasher": "slasher", "stake": "staker"}
+    state_dirs = set()
+    for cmd, mod in mods.items():
+        cfg = tmp_path / f"{mod}.toml"
+        assert main([cmd, "init", "--config", str(cfg)]) == 0
+        spec = importlib.import_module(f"btcmesh.daemons.{mod}").SPEC
+        loaded = load_config(cfg, spec)
+        assert loaded.state_dir == tmp_path / "state" / mod and loaded.state_dir.is_dir()
+        state_dirs.add(loaded.state_dir)
+        # without the key the default is still the daemon's own directory
+        bare = tmp_path / f"bare-{mod}.toml"
+        bare.write_text("\n".join(line for line in cfg.read_text().splitlines() if not line.startswith("state_dir")))
+        assert load_config(bare, spec).state_dir == tmp_path / "state" / mod
+        # every trailing comment in one column; a value too long for it gets its comment on the line above
+        lines = cfg.read_text().splitlines()
+        columns = {line.index("  # ") + 2 for line in lines if "  # " in line and not line.startswith("#")}
+        assert len(columns) == 1, (mod, columns)
+        for i, line in enumerate(lines):
+            if line.startswith("rpc = "):
+                assert "#" not in line and lines[i - 1].startswith("# node JSON-RPC"), lines[i - 1:i + 1]
+    assert len(state_dirs) == 4
