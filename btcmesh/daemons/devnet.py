@@ -324,10 +324,7 @@ def _stopped(d: Path, name: str) -> bool:
 def status(d: Path) -> list[str]:
     """One line per process: name, pid, alive, height, last error."""
     d = d.resolve()
-    try:
-        info = json.loads((d / "devnet.json").read_text())
-    except OSError:
-        raise DevnetError(f"no devnet in {d} (devnet.json missing)") from None
+    info = _info(d)
     lines = []
     for name in PROCESS_ORDER:
         if name not in info["argv"]:
@@ -367,8 +364,16 @@ def down(d: Path) -> list[str]:
     return stopped
 
 
+def _info(d: Path) -> dict:
+    """``d/devnet.json``; DevnetError when ``d`` holds no devnet."""
+    try:
+        return json.loads((d / "devnet.json").read_text())
+    except OSError:
+        raise DevnetError(f"no devnet in {d} (devnet.json missing)") from None
+
+
 def mine(d: Path, n: int, address: str | None = None) -> list[str]:
-    info = json.loads((d.resolve() / "devnet.json").read_text())
+    info = _info(d.resolve())
     return list(_rpc(info["btc_rpc"], "generatetoaddress", [n, address or info["miner_address"]]))
 
 
@@ -394,6 +399,9 @@ def cmd_devnet(args: argparse.Namespace) -> int:
         if not cfg.exists():
             raise ConfigError(f"no fp-{args.fp} in {d}")
         out = subprocess.run([sys.executable, "-m", "btcmesh", "fp", "double-sign", "--config", str(cfg)]
-                             + (["--height", str(args.height)] if args.height else []), timeout=120)
+                             + (["--height", str(args.height)] if args.height else []), timeout=120,
+                             capture_output=True, text=True)
+        sys.stdout.write(out.stdout)
+        sys.stderr.write(out.stderr.replace("btcmesh fp: error:", "btcmesh devnet: error:"))  # this command's name
         return out.returncode
     return 0

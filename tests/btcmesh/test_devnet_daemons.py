@@ -255,6 +255,8 @@ def _scenario(d: Path, comet: int) -> int:  # noqa: C901 - one story, step by st
         phase("the chain: FP slashed")
         # -------- the chain: FP slashed, delegation SLASHED, mesh stake slashed, BTC slashing reported
         assert net.delegation(h)["status"] == "SLASHED"
+        r = _cli("devnet", "double-sign", "--dir", str(d))  # again: refused, under this command's name
+        assert r.returncode == 1 and r.stderr.startswith("btcmesh devnet: error:") and "btcmesh fp" not in r.stderr
         fps = net.chain.query("btc_staking", {"finality_providers": {}})["finality_providers"]
         validator = next(f["validator"] for f in fps if f["btc_pk"] == _fp_pk(1))
         vs = net.chain.query("mesh", {"adapter": {"validator_virtual_stake": {"validator": validator}}})
@@ -385,7 +387,7 @@ def test_down_never_signals_a_recycled_pid(tmp_path: Path) -> None:
             proc.wait()
 
 
-def test_status_tells_a_clean_down_from_a_crash(tmp_path: Path) -> None:
+def test_status_tells_a_clean_down_from_a_crash(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from btcmesh.daemons.devnet import _start_time, down, status
 
     (tmp_path / "devnet.json").write_text(json.dumps({"argv": {"checkpoint": [], "api": []}}))
@@ -402,6 +404,12 @@ def test_status_tells_a_clean_down_from_a_crash(tmp_path: Path) -> None:
         assert down(tmp_path) == ["api"]
         assert [line.split()[1] for line in status(tmp_path)] == ["stopped", "stopped"]
         assert down(tmp_path) == []  # nothing left to stop
+        from btcmesh.cli import main
+
+        for action in ("mine", "status"):  # no devnet there: one line, not a raw Errno
+            assert main(["devnet", action, "--dir", str(tmp_path / "missing")]) == 1
+            assert capsys.readouterr().err == (f"btcmesh devnet: error: no devnet in {tmp_path / 'missing'} "
+                                               "(devnet.json missing)\n")
     finally:
         for proc in procs:
             if proc.poll() is None:
