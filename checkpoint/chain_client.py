@@ -42,6 +42,18 @@ TRANSIENT_REASONS = (
 _HTTP_ERROR = re.compile(r"Response: (\d{3}), (b(['\"]).*\3)", re.S)
 
 
+def query_account(ledger: LedgerClient, address: Any) -> Any:
+    """``ledger.query_account(address)``; an account the chain has never seen (never funded) is a
+    ``ChainError`` saying so in one line instead of cosmpy's HTTP 404 text."""
+    try:
+        return ledger.query_account(address)
+    except Exception as exc:
+        text = str(exc)
+        if "account" in text and "not found" in text:
+            raise ChainError(f"account {address} not found on chain: fund it first", transient=True) from None
+        raise
+
+
 def _query_failure(exc: Exception) -> tuple[int | None, str]:
     """(HTTP status, message) of a failed cosmpy REST query, or (None, text) when there was no answer."""
     text = str(exc)
@@ -129,7 +141,7 @@ class ChainClient:
                                               msg=json.dumps(msg, sort_keys=True).encode()))
         gas = self.gas_limit * len(msgs)
         try:
-            account = self.ledger.query_account(wallet.address())
+            account = query_account(self.ledger, wallet.address())
             seq = account.sequence if sequence is None else sequence
             amount = self._fee(gas, len(msgs))
             tx.seal(SigningCfg.direct(wallet.public_key(), seq), fee=TxFee(amount=amount, gas_limit=gas))

@@ -413,6 +413,7 @@ def execute_many(conn: ChainConnection, module: str, msgs: Sequence[dict]) -> st
     from cosmpy.protos.cosmos.tx.v1beta1.service_pb2 import BroadcastMode, BroadcastTxRequest
     from cosmpy.protos.cosmwasm.wasm.v1.tx_pb2 import MsgExecuteContract
 
+    from checkpoint.chain_client import query_account
     from checkpoint.errors import ChainError
 
     if len(msgs) == 1:
@@ -424,13 +425,15 @@ def execute_many(conn: ChainConnection, module: str, msgs: Sequence[dict]) -> st
                                           msg=json.dumps(m, sort_keys=True).encode()))
     gas = client.gas_limit * len(msgs)
     try:
-        account = client.ledger.query_account(wallet.address())
+        account = query_account(client.ledger, wallet.address())
         amount = client.ledger.estimate_fee_from_gas(gas)
         tx.seal(SigningCfg.direct(wallet.public_key(), account.sequence), fee=TxFee(amount=amount, gas_limit=gas))
         tx.sign(wallet.signer(), conn.chain_id, account.number)
         tx.complete()
         resp = client.ledger.txs.BroadcastTx(BroadcastTxRequest(tx_bytes=tx.tx.SerializeToString(),
                                                                 mode=BroadcastMode.BROADCAST_MODE_SYNC))
+    except ChainError:
+        raise
     except Exception as exc:  # noqa: BLE001 - transport problems: retried by the caller
         raise ChainError(f"chain unreachable while broadcasting: {exc}", transient=True) from exc
     first = client.ledger._parse_tx_response(resp.tx_response)

@@ -247,3 +247,27 @@ def test_demo_command_json() -> None:
     assert res["delegations"]["A"]["burned_sat"] == res["expected_burned_sat"] == 100_000
     assert res["extracted_key_matches"] is True
     assert res["api_url"] == "" and all(d["api_state"] == "" for d in res["delegations"].values())
+
+
+def test_fp_register_with_an_unfunded_account_says_fund_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from btc_staking.params import regtest_default_params
+    from btcmesh.cli import REGTEST_GENESIS_HEADER
+    from btcmesh.demo import chain_genesis
+    from cosmos_chain.app import ChainApp
+    from cosmos_chain.genesis import deterministic_wallet
+    from cosmos_chain.node import EmbeddedChain
+    from cosmos_chain.rest import RestServer
+
+    admin = str(deterministic_wallet("unfunded-test/admin").address())
+    genesis = chain_genesis(regtest_default_params(), 0, REGTEST_GENESIS_HEADER, [admin], admin)
+    node = EmbeddedChain(ChainApp("btcmesh-test-1"), block_interval=0.2, genesis=genesis)
+    try:
+        with RestServer(node) as rest:
+            cfg = tmp_path / "fp.toml"
+            assert main(["fp", "init", "--config", str(cfg), "--chain-rest", rest.url]) == 0  # a new, unfunded key
+            capsys.readouterr()
+            assert main(["fp", "register", "--config", str(cfg)]) == 1
+            err = capsys.readouterr().err
+    finally:
+        node.stop()
+    assert re.fullmatch(r"btcmesh fp: error: account bbn1\w+ not found on chain: fund it first\n", err), err
