@@ -72,6 +72,25 @@ class StakerToolError(ValueError):
     """A staker command cannot go on (the message says why)."""
 
 
+#: Chain statuses in which ``unbond`` / ``withdraw`` make no sense, with what to say instead.
+UNBOND_REFUSED = {
+    "PENDING": "the covenant quorum has not signed its unbonding tx yet; nothing to unbond",
+    "SLASHED": "nothing to unbond (`stake withdraw` takes the slashing change once its timelock has passed)",
+    "UNBONDING": "its unbonding tx is already on Bitcoin; `stake withdraw` once the unbonding time has passed",
+    "EXPIRED": "its staking timelock is ending; nothing to unbond (`stake withdraw` once it has passed)",
+    "WITHDRAWN": "nothing to unbond",
+}
+WITHDRAW_REFUSED = {
+    "WITHDRAWN": "nothing left to withdraw",
+}
+
+
+def refuse_in_status(action: str, staking_tx_hash: str, status: str | None, refused: dict[str, str]) -> None:
+    """StakerToolError ``delegation H is STATUS; <why>`` when ``action`` makes no sense in ``status``."""
+    if status in refused:
+        raise StakerToolError(f"delegation {staking_tx_hash} is {status}; {refused[status]}")
+
+
 class StakerTool:
     """Keys, wallet state, Bitcoin node and chain connection of one staker."""
 
@@ -230,11 +249,12 @@ class StakerTool:
     def unbond(self, h: str | None = None) -> str:
         """Broadcast the covenant-signed unbonding tx (the checkpoint service reports it)."""
         e = self._entry(h)
-        params = self.params()
-        d = self._delegation(e, params)
         rec = self.chain_delegation(e["staking_tx_hash"])
         if rec is None:
             raise StakerToolError(f"delegation {e['staking_tx_hash']} is not on the chain")
+        refuse_in_status("unbond", e["staking_tx_hash"], rec.get("status"), UNBOND_REFUSED)  # before any tx
+        params = self.params()
+        d = self._delegation(e, params)
         sigs = {bytes.fromhex(s["pk"]): bytes.fromhex(s["sig"]) for s in rec.get("covenant_unbonding_sigs", [])}
         try:
             tx = self.staker(params).signed_unbonding_tx(d, sigs)
@@ -250,13 +270,14 @@ class StakerTool:
         from btc_staking.tx import Tx
 
         e = self._entry(h)
+        rec = self.chain_delegation(e["staking_tx_hash"]) or {}
+        refuse_in_status("withdraw", e["staking_tx_hash"], rec.get("status"), WITHDRAW_REFUSED)
         params = self.params()
         d = self._delegation(e, params)
         staker = self.staker(params)
         from btc_staking.signing import p2tr_key_path_script
 
         dest = p2tr_key_path_script(self.secret, is_secret=True)  # the wallet's own address (no scan needed)
-        rec = self.chain_delegation(e["staking_tx_hash"]) or {}
         slashing = self._on_node(d.slashing_tx.txid_hex()) or self._on_node(d.unbonding_slashing_tx.txid_hex())
         if slashing is not None:
             # both slashing txs pay the change to the same timelocked output script

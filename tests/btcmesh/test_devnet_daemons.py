@@ -256,7 +256,11 @@ def _scenario(d: Path, comet: int) -> int:  # noqa: C901 - one story, step by st
         # -------- the chain: FP slashed, delegation SLASHED, mesh stake slashed, BTC slashing reported
         assert net.delegation(h)["status"] == "SLASHED"
         r = _cli("devnet", "double-sign", "--dir", str(d))  # again: refused, under this command's name
-        assert r.returncode == 1 and r.stderr.startswith("btcmesh devnet: error:") and "btcmesh fp" not in r.stderr
+        assert r.returncode == 1 and "btcmesh fp:" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines()[-1].startswith("btcmesh devnet: error:"), r.stderr
+        r = _cli("stake", "unbond", "--config", staker_cfg, "--staking-tx", h)  # checked before any tx is built
+        assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith(
+            f"btcmesh stake: error: delegation {h} is SLASHED; nothing to unbond"), r.stderr
         fps = net.chain.query("btc_staking", {"finality_providers": {}})["finality_providers"]
         validator = next(f["validator"] for f in fps if f["btc_pk"] == _fp_pk(1))
         vs = net.chain.query("mesh", {"adapter": {"validator_virtual_stake": {"validator": validator}}})
@@ -445,3 +449,30 @@ def test_init_config_one_state_dir_per_daemon_and_aligned_comments(tmp_path: Pat
             if line.startswith("rpc = "):
                 assert "#" not in line and lines[i - 1].startswith("# node JSON-RPC"), lines[i - 1:i + 1]
     assert len(state_dirs) == 4
+
+
+@pytest.mark.parametrize("action, status, reason", [
+    ("unbond", "SLASHED", "nothing to unbond"), ("unbond", "WITHDRAWN", "nothing to unbond"),
+    ("unbond", "UNBONDING", "already on Bitcoin"), ("unbond", "PENDING", "nothing to unbond"),
+    ("withdraw", "WITHDRAWN", "nothing left to withdraw"),
+])
+def test_stake_unbond_withdraw_check_the_status_first_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str], action: str,
+                                                             status: str, reason: str) -> None:
+    """The staker's chain status is read before any tx is built (nothing is sent to the node)."""
+    from btcmesh.cli import main
+    from btcmesh.daemons.staker import StakerTool
+
+    cfg = tmp_path / "staker.toml"
+    assert main(["stake", "init", "--config", str(cfg), "--btc-rpc", "http://u:p@127.0.0.1:1"]) == 0
+    h = "ab" * 32
+    (tmp_path / "state" / "staker" / "wallet.json").write_text(json.dumps({"delegations": [{"staking_tx_hash": h}]}))
+    asked: list[str] = []
+    monkeypatch.setattr(StakerTool, "chain_delegation", lambda self, x: asked.append(x) or {"status": status})
+    monkeypatch.setattr(StakerTool, "params", lambda self: pytest.fail("went past the status check"))
+    capsys.readouterr()
+    assert main(["stake", action, "--config", str(cfg)]) == 1
+    assert asked == [h]
+    err = capsys.readouterr().err
+    assert err.startswith(f"btcmesh stake: error: delegation {h} is {status}; ") and reason in err
+    assert err.count("\n") == 1
