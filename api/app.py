@@ -11,6 +11,7 @@ import uvicorn
 from fastapi import FastAPI
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 
+from api.docs import install_docs
 from api.errors import install_error_handlers
 from api.explorer import install_explorer
 from api.mesh_slash import install_mesh_slash
@@ -109,7 +110,9 @@ def create_app(source: StakingDataSource) -> FastAPI:
         summary="BTC staking status for btcmesh (Babylon staking-api-service v2 compatible).",
         description=DESCRIPTION,
         openapi_tags=TAGS,
+        docs_url=None,  # install_docs: Swagger UI with its assets served locally, not from a CDN
     )
+    install_docs(app)
     app.state.staking_service = StakingService(source)
     install_error_handlers(app)
     app.include_router(v2.router)

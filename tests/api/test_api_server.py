@@ -135,3 +135,26 @@ def test_hung_chain_times_out_with_503():
     assert resp.status_code == 503
     assert f"chain unreachable at http://127.0.0.1:{port}" in resp.json()["message"]
     assert "timed out" in resp.json()["message"].lower()
+
+
+def test_docs_load_swagger_ui_from_the_service_only():
+    """/docs works offline: every asset it references is a local URL the API itself answers."""
+    import re
+
+    from api.docs import SWAGGER_UI_DIR, SWAGGER_UI_VERSION
+
+    client = TestClient(app_for_url(f"http://127.0.0.1:{closed_port()}", timeout=2))
+    html = client.get("/docs").text
+    refs = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']|url:\s*'([^']+)'""", html)
+    refs = [a or b for a, b in refs]
+    assert {"/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css", "/openapi.json"} <= set(refs), refs
+    assert not re.search(r"https?://", html), "the /docs page names an outside URL"
+    for ref in refs:
+        resp = client.get(ref)
+        assert resp.status_code == 200 and resp.content, ref
+    assert "validatorUrl" in html and '"validatorUrl": null' in html  # no online validator badge
+    assert client.get("/docs/oauth2-redirect").status_code == 200
+    assert "Apache License" in (SWAGGER_UI_DIR / "LICENSE").read_text()
+    assert f"Swagger UI {SWAGGER_UI_VERSION}" in (SWAGGER_UI_DIR / "VERSION.md").read_text()
+    css = (SWAGGER_UI_DIR / "swagger-ui.css").read_text()
+    assert not re.search(r"""url\((?!\s*["']?data:)""", css)  # the stylesheet fetches nothing else

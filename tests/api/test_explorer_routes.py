@@ -49,7 +49,7 @@ def test_pages_load_only_assets_served_by_the_service(client, page: str) -> None
         if ref.startswith("/explorer/assets/"):
             asset = client.get(ref)
             assert asset.status_code == 200 and asset.content, ref
-    assert "/docs" not in refs  # Swagger UI loads its assets from a CDN: the pages link the raw OpenAPI instead
+    assert "/docs" not in refs  # the pages link the raw OpenAPI (/docs is tested in test_api_server.py)
     assert "/explorer/assets/vendor/uplot/uPlot.iife.min.js" in refs
     assert "/explorer/assets/explorer.js" in refs
 
