@@ -634,6 +634,18 @@ def cmd_checkpoint(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------- api
+def _check_bindable(port: int) -> None:
+    """CliError ``cannot bind 127.0.0.1:PORT: ...`` if a server could not listen there (as uvicorn binds it)."""
+    import socket
+
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError as exc:
+            raise CliError(f"cannot bind 127.0.0.1:{port}: {exc.strerror or exc}") from None
+
+
 def cmd_api(args: argparse.Namespace) -> int:
     from api.server import serve
 
@@ -642,6 +654,8 @@ def cmd_api(args: argparse.Namespace) -> int:
         from regtest.rpc import RpcBackend
 
         btc_tip = RpcBackend(args.btc_rpc, dialect=args.btc_dialect, timeout=args.timeout).get_block_count
+    if args.port:
+        _check_bindable(args.port)  # one line, like node/chain, instead of uvicorn's multi-line log
     _say(f"staking API on http://127.0.0.1:{args.port} (docs at /docs, explorer at /explorer) over {args.chain_rest}")
     serve(args.chain_rest, "127.0.0.1", args.port, timeout=args.timeout, extra_hosts=args.trusted_host,
           btc_tip=btc_tip, index_url=args.index_url)
@@ -649,10 +663,22 @@ def cmd_api(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------- main
+def _innermost_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of the deepest subcommand named in ``argv`` (``btcmesh fp run`` → ``fp run``'s)."""
+    for token in argv:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if subs and token in subs[0].choices:
+            parser = subs[0].choices[token]
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``btcmesh`` script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # the usage of the (sub)command the unknown arguments were given to, not the top level's
+        _innermost_parser(parser, list(sys.argv[1:] if argv is None else argv)).error(
+            f"unrecognized arguments: {' '.join(extras)}")
     try:
         if args.func in (cmd_node, cmd_chain):
             args.stop = threading.Event()

@@ -126,12 +126,16 @@ def add_daemon_commands(sub: Any) -> None:
         p.set_defaults(func=_lazy("staker", f"cmd_{name}"))
 
     # ---------------------------------------------------------------- fp
-    f = sub.add_parser("fp", help="the finality-provider daemon (EOTS randomness, votes, slashing protection)")
+    f = sub.add_parser("fp", help="the finality-provider daemon (EOTS randomness, votes, slashing protection)",
+                       description="Babylon's finality-provider daemon and eotsd in one: `init` writes a config and "
+                                   "keys, `register` creates the FP on the chain (PoP over its Cosmos address), `run` "
+                                   "commits EOTS public randomness ahead and votes on every block; signing records in "
+                                   "SQLite refuse a second app hash at a height, even after kill -9.")
     fs = f.add_subparsers(dest="action", metavar="<action>", required=True)
     p = fs.add_parser("init", help="write a commented default config and 0600 key files")
     _config(p, "fp.toml")
     _common_init(p)
-    p.add_argument("--moniker", default="btcmesh-fp")
+    p.add_argument("--moniker", default="btcmesh-fp", help="the FP's name shown on the chain (default btcmesh-fp)")
     p.set_defaults(func=_init("fp", lambda a: {"fp-btc.key": new_secret(), "fp-cosmos.key": _cosmos(a)}))
     for name, what in (("register", "create_finality_provider (PoP over the FP's Cosmos address)"),
                        ("run", "commit randomness ahead and vote on every block"),
@@ -145,7 +149,7 @@ def add_daemon_commands(sub: Any) -> None:
     p = fs.add_parser("sign", help="eotsd-style protected signing of (height, app hash): prints the signature "
                                    "or refuses if another app hash was signed at that height")
     _config(p, "fp.toml")
-    p.add_argument("--height", type=int, required=True)
+    p.add_argument("--height", type=int, required=True, help="block height the app hash belongs to")
     p.add_argument("--app-hash", required=True, help="32-byte app hash, hex")
     p.set_defaults(func=_lazy("fp", "cmd_sign"))
     p = fs.add_parser("double-sign", help="DEVNET/TEST ONLY: equivocate on purpose (vote a fork app hash at a "
@@ -155,7 +159,10 @@ def add_daemon_commands(sub: Any) -> None:
     p.set_defaults(func=_lazy("fp", "cmd_double_sign"))
 
     # ---------------------------------------------------------------- covenant
-    c = sub.add_parser("covenant", help="a covenant committee member daemon (verifies and signs PENDING delegations)")
+    c = sub.add_parser("covenant", help="a covenant committee member daemon (verifies and signs PENDING delegations)",
+                       description="Babylon's covenant emulator: watches PENDING delegations, checks each against the "
+                                   "staking params and its pre-signed txs, and adds this member's slashing and "
+                                   "unbonding signatures once (recorded in SQLite, so a restart never signs twice).")
     cs = c.add_subparsers(dest="action", metavar="<action>", required=True)
     p = cs.add_parser("init", help="write a commented default config and 0600 key files")
     _config(p, "covenant.toml")
@@ -174,7 +181,11 @@ def add_daemon_commands(sub: Any) -> None:
     p.set_defaults(func=_lazy("covenant", "cmd_run"))
 
     # ---------------------------------------------------------------- slasher
-    k = sub.add_parser("slasher", help="the BTC slasher daemon (evidence + atomic slashing)")
+    k = sub.add_parser("slasher", help="the BTC slasher daemon (evidence + atomic slashing)",
+                       description="Babylon vigilante's slasher: completes and broadcasts the slashing tx of every "
+                                   "delegation of a slashed FP (staking or unbonding path), recorded so a restart "
+                                   "neither repeats nor skips one; a slashing tx seen on Bitcoin reveals the FP key "
+                                   "and its other delegations are slashed too.")
     ks = k.add_subparsers(dest="action", metavar="<action>", required=True)
     p = ks.add_parser("init", help="write a commented default config")
     _config(p, "slasher.toml")

@@ -271,3 +271,44 @@ def test_fp_register_with_an_unfunded_account_says_fund_it(tmp_path: Path, capsy
     finally:
         node.stop()
     assert re.fullmatch(r"btcmesh fp: error: account bbn1\w+ not found on chain: fund it first\n", err), err
+
+
+@pytest.mark.parametrize("argv, usage", [
+    (["fp", "run", "--bogus"], "usage: btcmesh fp run"),
+    (["demo", "--bogus"], "usage: btcmesh demo"),
+    (["devnet", "status", "--bogus"], "usage: btcmesh devnet"),
+    (["stake", "unbond", "--bogus", "x"], "usage: btcmesh stake unbond"),
+])
+def test_unknown_option_shows_the_subcommands_usage(argv: list[str], usage: str,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage) and "unrecognized arguments: --bogus" in err, err
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["fp", "--help"], "finality-provider daemon and eotsd"),
+    (["covenant", "--help"], "covenant emulator"),
+    (["slasher", "--help"], "vigilante's slasher"),
+    (["fp", "init", "--help"], "the FP's name shown on the chain"),
+    (["fp", "sign", "--help"], "block height the app hash belongs to"),
+])
+def test_daemon_help_has_descriptions(argv: list[str], needle: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 0
+    assert needle in " ".join(capsys.readouterr().out.split())
+
+
+def test_api_port_in_use_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["api", "--chain-rest", "http://127.0.0.1:1", "--port", str(port)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err == f"btcmesh api: error: cannot bind 127.0.0.1:{port}: Address already in use\n"
