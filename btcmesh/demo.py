@@ -107,6 +107,17 @@ class DemoConfig:
             raise ValueError(f"mesh must be 'model' or 'upstream', got {self.mesh!r}")
 
 
+def refusal_reason(error: str) -> str:
+    """The chain's reason in a refusal (``code 4: failed to execute message; message index: 0: mesh: X``
+    → ``X``), with hashes and addresses shortened so the whole reason fits on a step line."""
+    import re
+
+    reason = error.rsplit("message index: 0: ", 1)[-1].strip()
+    reason = reason.split("mesh: ", 1)[1] if reason.startswith("mesh: ") else reason
+    reason = re.sub(r"\b([0-9a-f]{8})[0-9a-f]{56}\b", r"\1…", reason)
+    return re.sub(r"\b(bbn1[0-9a-z]{6})[0-9a-z]{20,}\b", r"\1…", reason)
+
+
 def demo_secret(seed: str, label: str) -> bytes:
     """Deterministic even-Y secp256k1 secret for a role (devnet only)."""
     return secret_even_y(hashlib.sha256(f"{seed}/{label}".encode()).digest())
@@ -872,7 +883,7 @@ def _scenario(run: _Run) -> None:  # noqa: C901 - one linear story, step by step
             raise DemoError(f"staker B claimed nothing: {out}")
         res.rewards["B"]["claimed_in_step"] = out["claimed"]
         st.detail = (f"{out['claimed']} to {str(staker_wallets['B'].address())[:16]}…; "
-                     f"a claim by A's account refused ({refused.split(':')[-1].strip()[:60]})")
+                     f"a claim by A's account refused ({refusal_reason(refused)})")
 
     with run.step("staker B unbonds (covenant-signed unbonding tx) → UNBONDING") as st:
         d = dels["B"]

@@ -312,3 +312,12 @@ def test_api_port_in_use_is_one_line(capsys: pytest.CaptureFixture[str]) -> None
         assert main(["api", "--chain-rest", "http://127.0.0.1:1", "--port", str(port)]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err == f"btcmesh api: error: cannot bind 127.0.0.1:{port}: Address already in use\n"
+
+
+def test_demo_step_shows_the_chains_reason_for_a_refused_claim() -> None:
+    from btcmesh.demo import refusal_reason
+
+    h, a, b = "ab" * 32, "bbn1" + "q" * 38, "bbn1" + "z" * 38
+    raw = f"code 4: failed to execute message; message index: 0: mesh: delegation {h} pays its rewards to {a}, not {b}"
+    assert refusal_reason(raw) == "delegation abababab… pays its rewards to bbn1qqqqqq…, not bbn1zzzzzz…"
+    assert refusal_reason("code 4: unauthorized") == "code 4: unauthorized"  # no known prefix: kept whole
