@@ -121,6 +121,18 @@ class SigningRecords(SqliteRecords):
         return int(self.db.execute("SELECT COUNT(*) FROM signed WHERE height = ?", (height,)).fetchone()[0])
 
 
+def check_commission(value: str) -> None:
+    """ConfigError naming ``fp.commission`` unless it is a decimal in [0, 1] (what the chain accepts)."""
+    from decimal import Decimal, InvalidOperation
+
+    try:
+        rate = Decimal(value)
+    except InvalidOperation:
+        raise ConfigError(f"key fp.commission: expected a decimal rate like \"0.05\", got {value!r}") from None
+    if not rate.is_finite() or not Decimal(0) <= rate <= Decimal(1):
+        raise ConfigError(f"key fp.commission: expected a rate in [0, 1] (0.05 = 5%), got {value!r}")
+
+
 class FpDaemon:
     """The finality provider's state: keys, chain connection, FP client, signing records."""
 
@@ -134,6 +146,7 @@ class FpDaemon:
         for key in ("fp.pub_rand_batch", "fp.pub_rand_ahead", "fp.max_votes_per_tx"):
             if cfg[key] < 1:
                 raise ConfigError(f"key {key}: expected a positive integer, got {cfg[key]}")
+        check_commission(cfg["fp.commission"])
         self.secret = read_key_file(cfg.path("fp.btc_key_file"), "fp.btc_key_file")
         self.cosmos_secret = read_key_file(cfg.path("fp.cosmos_key_file"), "fp.cosmos_key_file")
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
