@@ -48,7 +48,7 @@ from __future__ import annotations
 import contextlib
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from .errors import (
     DuplicateDelegation,
@@ -61,6 +61,7 @@ from .errors import (
 )
 from .framework import MeshHost, json_copy, to_binary, wasm_execute
 from .numeric import Dec, coin, parse_uint
+from .storage import Map
 
 MAX_SAT = 21_000_000 * 100_000_000
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -155,18 +156,69 @@ class AdapterConfig:
         self.fp_to_validator = {normalize_pk(k, "fp_btc_pk"): v for k, v in self.fp_to_validator.items()}
 
 
+#: statuses :meth:`BtcMeshAdapter.process_matured` looks at
+MATURING_STATUSES = ("UNBONDING", "SLASHED", "WITHDRAWING", "WAITING")
+
+
 class BtcMeshAdapter:
-    """Turns delegation events into vault / external-staking messages on a :class:`MeshHost`."""
+    """Turns delegation events into vault / external-staking messages on a :class:`MeshHost`.
+
+    ``records`` is a per-key :class:`~mesh_adapter.storage.Map`. A host that stores it per key
+    (:meth:`attach_records`) also keeps the totals (``staked``: sats of ACTIVE delegations per
+    validator, ``status``: delegations per status) and a status index, so no event reads every
+    record; :meth:`totals` adds what this session changed to the stored totals, exactly."""
 
     def __init__(self, host: MeshHost, config: AdapterConfig, state: dict | None = None) -> None:
         self.host = host
         self.config = config
-        self.records: dict[str, dict] = json_copy(state["delegations"]) if state else {}
+        self.records: Map = Map(json_copy(state["delegations"]) if state else {})
+        self.base_totals: dict[str, dict[str, int]] = {"staked": {}, "status": {}}
+        self.status_index: Callable[[str], Iterable[str]] | None = None
+
+    def attach_records(self, records: Map, totals: dict[str, dict[str, int]],
+                       status_index: Callable[[str], Iterable[str]]) -> None:
+        """Use host-stored records: ``totals`` as :meth:`totals` returned when they were stored,
+        ``status_index(status)`` the stored hashes of delegations in that status."""
+        self.records = records
+        self.base_totals = {"staked": dict(totals.get("staked", {})), "status": dict(totals.get("status", {}))}
+        self.status_index = status_index
 
     # --- persistence ----------------------------------------------------
     def to_state(self) -> dict:
         """JSON-serialisable adapter state (config + per-delegation records)."""
-        return {"config": asdict(self.config), "delegations": json_copy(self.records)}
+        return {"config": asdict(self.config), "delegations": self.records.to_dict()}
+
+    def totals(self) -> dict[str, dict[str, int]]:
+        """``{"staked": {validator: sats of its ACTIVE delegations}, "status": {status: count}}``:
+        the stored totals plus what the loaded records changed (all records without a host store)."""
+        staked = dict(self.base_totals["staked"])
+        status = dict(self.base_totals["status"])
+        for _, old, new in self.records.changes():
+            for rec, sign in ((old, -1), (new, 1)):
+                if rec is None:
+                    continue
+                status[rec["status"]] = status.get(rec["status"], 0) + sign
+                if rec["status"] == "ACTIVE":
+                    staked[rec["validator"]] = staked.get(rec["validator"], 0) + sign * rec["staked_sat"]
+        return {"staked": {v: n for v, n in sorted(staked.items()) if n},
+                "status": {s: n for s, n in sorted(status.items()) if n}}
+
+    def count_status(self, *statuses: str) -> int:
+        """How many delegations are in one of ``statuses``."""
+        counts = self.totals()["status"]
+        return sum(counts.get(s, 0) for s in statuses)
+
+    def with_status(self, *statuses: str) -> list[str]:
+        """Sorted hashes of the delegations in one of ``statuses`` (reads only those with a status index)."""
+        if self.status_index is None:
+            return [h for h in self.records if self.records[h]["status"] in statuses]
+        found = {h for s in statuses for h in self.status_index(s)}
+        for h, _, new in self.records.changes():
+            if new is not None and new["status"] in statuses:
+                found.add(h)
+            else:
+                found.discard(h)
+        return sorted(found)
 
     @classmethod
     def from_state(cls, host: MeshHost, data: dict) -> "BtcMeshAdapter":
@@ -203,8 +255,7 @@ class BtcMeshAdapter:
 
     def staked_on(self, validator: str) -> int:
         """Sats currently cross-staked by active delegations on ``validator``."""
-        return sum(r["staked_sat"] for r in self.records.values()
-                   if r["validator"] == validator and r["status"] == "ACTIVE")
+        return self.totals()["staked"].get(validator, 0)
 
     def _fit_under_cap(self, validator: str, value: int) -> int:
         cap = self.config.max_virtual_per_validator
@@ -225,7 +276,8 @@ class BtcMeshAdapter:
     # --- host helpers ---------------------------------------------------
     @contextlib.contextmanager
     def _atomic(self) -> Iterator[None]:
-        saved = json_copy(self.records)
+        records = self.records
+        depth = records.savepoint(touch_loaded=True)  # records read before the block are changed in it
         atomic = getattr(self.host, "atomic", None)
         try:
             if atomic is not None:
@@ -234,8 +286,9 @@ class BtcMeshAdapter:
             else:
                 yield
         except BaseException:
-            self.records = saved
+            records.rollback(depth)
             raise
+        records.release(depth)
 
     def _record(self, staking_tx_hash: Any) -> dict:
         h = normalize_hash(staking_tx_hash.staking_tx_hash if isinstance(staking_tx_hash, DelegationEvent)
@@ -359,7 +412,7 @@ class BtcMeshAdapter:
         """Stake every WAITING delegation (of ``validator``) that can be staked now, e.g. after an
         unjail. Returns the summaries of those that turned ACTIVE."""
         out = []
-        for h in sorted(self.records):
+        for h in self.with_status("WAITING"):
             rec = self.records[h]
             if rec["status"] == "WAITING" and validator in (None, rec["validator"]):
                 with self._atomic():
@@ -409,9 +462,9 @@ class BtcMeshAdapter:
     def process_matured(self) -> list[dict]:
         """Call once per block: release matured unbonds (oldest first) and finish withdrawals."""
         out = []
-        for h in sorted(self.records):
+        for h in self.with_status(*MATURING_STATUSES):
             rec = self.records[h]
-            if rec["status"] not in ("UNBONDING", "SLASHED", "WITHDRAWING", "WAITING"):
+            if rec["status"] not in MATURING_STATUSES:
                 continue
             before = (rec["status"], rec["pending_sat"], rec["collateral_sat"])
             with self._atomic():

@@ -83,6 +83,7 @@ class ExternalStaking(Contract):
     """The cross-staking contract. Build with :meth:`instantiate`."""
 
     kind = "mesh-external-staking"
+    maps = ("stakes",)  # per-account: loaded per key on the chain
 
     @classmethod
     def instantiate(cls, ctx: ExecCtx, msg: dict) -> "ExternalStaking":

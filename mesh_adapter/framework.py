@@ -10,7 +10,8 @@ Every contract in this package has the shape the chain expects of a built-in con
 Messages are externally tagged JSON enums exactly as upstream (serde ``snake_case``):
 ``{"bond": {}}``, ``{"unbond": {"amount": {"denom": "sat", "amount": "100"}}}``.
 A contract never mutates its state unless the whole message succeeds: ``execute``
-works on a deep copy and swaps it in only on success.
+works on a deep copy of its small state and a rollback frame of each per-account
+:class:`~mesh_adapter.storage.Map` (``Contract.maps``), and keeps them only on success.
 
 ``MeshApp`` is a small multitest-like host (bank + router + block clock) used by the
 tests and by the adapter when no chain is present. It executes response messages
@@ -29,6 +30,7 @@ from typing import Any, Callable, Iterator, Protocol
 
 from .errors import InvalidMessage, InsufficientBalance, PaymentError, UnknownContract
 from .numeric import coin, parse_coin
+from .storage import Map, MapBackend
 
 Querier = Callable[[str, dict], dict]
 
@@ -202,15 +204,49 @@ def json_copy(obj: Any) -> Any:
 class Contract:
     """Base class: message dispatch to ``exec_<variant>`` / ``query_<variant>`` methods.
 
-    Subclasses keep all state in ``self.state`` (a JSON-serialisable dict); ``execute``
-    runs the handler on a deep copy and commits it only when the handler succeeds.
+    Subclasses keep all state in ``self.state`` (a JSON-serialisable dict); the entries named in
+    ``maps`` are per-account :class:`~mesh_adapter.storage.Map` s (loaded per key when a host
+    backs them with its store). ``execute`` runs the handler on a copy of the rest and a rollback
+    frame of each map, and keeps them only when the handler succeeds.
     """
 
     kind = "contract"
+    #: state entries kept as per-key :class:`Map` s
+    maps: tuple[str, ...] = ()
 
     def __init__(self, address: str, state: dict) -> None:
         self.address = address
         self.state = state
+        for name in self.maps:
+            if not isinstance(state.get(name), Map):
+                state[name] = Map(state.get(name) or {})
+
+    # --- rollback -----------------------------------------------------------
+    def savepoint(self) -> tuple[dict, list[tuple[Map, int]]]:
+        """The current state and a rollback frame in each map."""
+        return self.state, [(m, m.savepoint()) for m in self._map_values()]
+
+    def rollback(self, point: tuple[dict, list[tuple[Map, int]]]) -> None:
+        """Back to ``point`` (its frames are closed)."""
+        state, frames = point
+        self.state = state
+        for m, depth in frames:
+            m.rollback(depth)
+
+    def release(self, point: tuple[dict, list[tuple[Map, int]]]) -> None:
+        """Keep what changed since ``point`` (its frames are closed)."""
+        for m, depth in point[1]:
+            m.release(depth)
+
+    def _map_values(self) -> list[Map]:
+        return [self.state[n] for n in self.maps if isinstance(self.state.get(n), Map)]
+
+    def attach_maps(self, backends: dict[str, MapBackend]) -> None:
+        """Back the named maps with a host store (loaded per key, see :mod:`mesh_adapter.storage`)."""
+        for name, backend in backends.items():
+            if name not in self.maps:
+                raise InvalidMessage(f"{self.kind} has no map `{name}`")
+            self.state[name] = Map(backend=backend)
 
     # --- chain-facing API -------------------------------------------------
     def execute(self, ctx: ExecCtx, sender: str, msg: dict) -> Response:
@@ -222,13 +258,14 @@ class Contract:
         if ctx.sender != sender:
             ctx = copy.copy(ctx)
             ctx.sender = sender
-        saved = self.state
-        self.state = json_copy(saved)
+        point = self.savepoint()
+        self.state = {k: (v if isinstance(v, Map) else json_copy(v)) for k, v in point[0].items()}
         try:
             resp = handler(ctx, body)
         except Exception:
-            self.state = saved
+            self.rollback(point)
             raise
+        self.release(point)
         return resp
 
     def query(self, msg: dict) -> dict:
@@ -239,9 +276,12 @@ class Contract:
             raise InvalidMessage(f"{self.kind}: unknown query `{name}`")
         return handler(body)
 
-    def to_state(self) -> dict:
-        """Deterministic JSON-serialisable state (sorted keys when dumped)."""
-        return {"kind": self.kind, "address": self.address, "state": json_copy(self.state)}
+    def to_state(self, with_maps: bool = True) -> dict:
+        """Deterministic JSON-serialisable state (sorted keys when dumped); ``with_maps=False``
+        leaves the per-key maps out (a host that stores them per key)."""
+        state = {k: (v.to_dict() if isinstance(v, Map) else json_copy(v)) for k, v in self.state.items()
+                 if with_maps or not isinstance(v, Map)}
+        return {"kind": self.kind, "address": self.address, "state": state}
 
     @classmethod
     def from_state(cls, data: dict) -> "Contract":
@@ -333,13 +373,17 @@ class MeshApp:
 
     # --- routing --------------------------------------------------------
     def _snapshot(self) -> tuple[dict, dict]:
-        return ({a: c.state for a, c in self.contracts.items()}, json_copy(self.balances))
+        return ({a: c.savepoint() for a, c in self.contracts.items()}, json_copy(self.balances))
 
     def _restore(self, snap: tuple[dict, dict]) -> None:
-        states, balances = snap
-        for addr, state in states.items():
-            self.contracts[addr].state = state
+        points, balances = snap
+        for addr, point in points.items():
+            self.contracts[addr].rollback(point)
         self.balances = balances
+
+    def _release(self, snap: tuple[dict, dict]) -> None:
+        for addr, point in snap[0].items():
+            self.contracts[addr].release(point)
 
     @contextlib.contextmanager
     def atomic(self) -> Iterator[None]:
@@ -350,6 +394,7 @@ class MeshApp:
         except BaseException:
             self._restore(snap)
             raise
+        self._release(snap)
 
     def query(self, contract: str, msg: dict) -> dict:
         target = self.contracts.get(contract)
@@ -361,10 +406,12 @@ class MeshApp:
         """Execute a message and all its sub-messages atomically; returns the top response."""
         snap = self._snapshot()
         try:
-            return self._execute(sender, contract, msg, list(funds or []), 0)
+            resp = self._execute(sender, contract, msg, list(funds or []), 0)
         except Exception:
             self._restore(snap)
             raise
+        self._release(snap)
+        return resp
 
     def _execute(self, sender: str, contract: str, msg: dict, funds: list[dict], depth: int) -> Response:
         if depth > self.MAX_DEPTH:

@@ -104,6 +104,7 @@ class Vault(Contract):
     """The provider vault. Build with :meth:`instantiate`; see module docstring for messages."""
 
     kind = "mesh-vault"
+    maps = ("users", "liens")  # per-account: loaded per key on the chain
 
     @classmethod
     def instantiate(cls, ctx: ExecCtx, msg: dict) -> "Vault":

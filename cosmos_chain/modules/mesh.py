@@ -3,10 +3,16 @@ live in :mod:`cosmos_chain.modules.hooks`).
 
 ``MeshModule`` (built-in contract ``module_address("mesh")``) hosts the :mod:`mesh_adapter`
 contracts - vault, external staking, converter, virtual staking - and the
-:class:`~mesh_adapter.btc_adapter.BtcMeshAdapter`. Their whole state lives in the module's JSON
-store (``contract/<name>``, ``balances``, ``adapter``, ``config``): every entry point loads it
-into a private :class:`~mesh_adapter.framework.MeshApp`, runs, and writes it back only if it
-succeeded. So mesh state is deterministic, part of the app hash, and dropped with a failing tx.
+:class:`~mesh_adapter.btc_adapter.BtcMeshAdapter`. Their state lives in the module's store:
+small per-contract states (``contract/<role>``), the mesh bank (``balances``), the adapter config
+(``adapter``) and ``config`` as JSON values, and everything kept per account or per delegation
+under its own key - ``contract/<role>/<map>/<account>`` (vault ``users``/``liens``, external
+staking ``stakes``), ``adapter/delegations/<hash>`` (the adapter's records), a status index
+``adapter/status/<status>/<hash>`` and ``adapter_totals`` (ACTIVE sats per validator, records per
+status; exact). Every entry point runs a private :class:`~mesh_adapter.framework.MeshApp` whose
+per-key maps (:class:`mesh_adapter.storage.Map`) load what they read and write back only what
+changed, only if it succeeded: a status change costs what it touches, not the number of
+delegations. Mesh state is deterministic, part of the app hash, and dropped with a failing tx.
 The ``sat`` collateral tokens live in that internal bank (the vault's denom), not in the chain
 bank: they stand for BTC locked on Bitcoin, minted on ACTIVE and burned on withdrawal/slashing.
 
@@ -59,17 +65,18 @@ from dataclasses import asdict, fields
 from typing import TYPE_CHECKING, Any, Iterator
 
 from btc_staking.tx import Tx
-from mesh_adapter.btc_adapter import BtcMeshAdapter, normalize_pk
+from mesh_adapter.btc_adapter import MATURING_STATUSES, BtcMeshAdapter, normalize_pk
 from mesh_adapter.deploy import BtcMeshParams, adapter_config, deployment_plan
 from mesh_adapter.errors import AlreadyTombstoned
-from mesh_adapter.framework import BlockInfo, MeshApp
+from mesh_adapter.framework import BlockInfo, Contract, MeshApp
 from mesh_adapter.numeric import Dec
 from mesh_adapter.plugin import contract_from_state
+from mesh_adapter.storage import Map
 
 from ..errors import ContractError, InvalidRequestError, UnauthorizedError
 from .base import Context, Module, register_module
 from .mesh_rewards import ROLE as _REWARDS_ROLE, MeshRewardsMixin
-from ..store import canonical_json
+from ..store import JsonStore, canonical_json
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..app import ChainApp
@@ -84,6 +91,55 @@ _CONTRACT_ROLES = ("vault", "external_staking", "converter", "virtual_staking", 
 
 class MeshModuleError(ContractError):
     """A mesh-module message or hook could not be applied."""
+
+
+_RECORDS = "adapter/delegations/"  # + staking tx hash: the adapter's record of one delegation
+_STATUS_INDEX = "adapter/status/"  # + status + "/" + hash: which delegations are in which status
+
+
+class _StoreMapBackend:
+    """A :class:`~mesh_adapter.storage.MapBackend` over the keys under ``prefix`` of the module store."""
+
+    def __init__(self, st: JsonStore, prefix: str) -> None:
+        self.kv = st.kv
+        self.prefix = st.prefix + prefix
+
+    def get_raw(self, key: str) -> str | None:
+        return self.kv.get(self.prefix + key)
+
+    def keys(self) -> list[str]:
+        n = len(self.prefix)
+        return [k[n:] for k, _ in self.kv.iter_prefix(self.prefix)]
+
+
+def _put(st: JsonStore, key: str, enc: str | None) -> None:
+    if enc is None:
+        st.kv.delete(st.prefix + key)
+    else:
+        st.kv.set(st.prefix + key, enc)
+
+
+def _write_maps(st: JsonStore, role: str, contract: Contract) -> None:
+    """Store the changed entries of the contract's per-account maps (``contract/<role>/<map>/<key>``)."""
+    for name in contract.maps:
+        for key, enc in contract.state[name].dirty():
+            _put(st, f"contract/{role}/{name}/{key}", enc)
+
+
+def _write_records(st: JsonStore, adapter: BtcMeshAdapter, stored_totals: dict) -> None:
+    """Store the changed delegation records, their status index entries and the adapter totals."""
+    for h, old, new in adapter.records.changes():
+        was, now = (old or {}).get("status"), (new or {}).get("status")
+        if was != now:
+            if was is not None:
+                st.delete(f"{_STATUS_INDEX}{was}/{h}")
+            if now is not None:
+                st.set(f"{_STATUS_INDEX}{now}/{h}", 1)
+    for h, enc in adapter.records.dirty():
+        _put(st, _RECORDS + h, enc)
+    totals = adapter.totals()
+    if canonical_json(totals) != canonical_json(stored_totals):
+        st.set("adapter_totals", totals)
 
 
 def mesh_params_from_genesis(section: dict[str, Any]) -> tuple[BtcMeshParams, str | None]:
@@ -186,8 +242,11 @@ class MeshModule(MeshRewardsMixin, Module):
     # ------------------------------------------------------------------ state plumbing
     @contextlib.contextmanager
     def session(self, ctx: Context, write: bool = True) -> Iterator[tuple[MeshApp, BtcMeshAdapter]]:
-        """Load contracts + bank + adapter into a private MeshApp at ctx's block; on a clean exit
-        (and ``write``) store back what changed. An exception leaves the store untouched."""
+        """A private MeshApp at ctx's block over the stored mesh state: the small contract states,
+        the bank and the adapter config load whole; per-account maps (vault users/liens, external
+        stakes) and the adapter's records load per key when read (:mod:`mesh_adapter.storage`).
+        On a clean exit (and ``write``) only what changed is stored back; an exception leaves the
+        store untouched (and the tx's CacheKV drops whatever a failing tx wrote)."""
         st = self.store(ctx)
         cfg = st.get("config")
         if cfg is None:
@@ -198,13 +257,17 @@ class MeshModule(MeshRewardsMixin, Module):
         for role in roles:
             data = st.get("contract/" + role)
             raw["contract/" + role] = canonical_json(data)
-            host.add_contract(contract_from_state(data))
+            contract = host.add_contract(contract_from_state(data))
+            contract.attach_maps({name: _StoreMapBackend(st, f"contract/{role}/{name}/") for name in contract.maps})
         balances = st.get("balances", {})
         raw["balances"] = canonical_json(balances)
         host.balances = {a: {d: int(v) for d, v in b.items()} for a, b in balances.items()}
         adapter_state = st.get("adapter")
         raw["adapter"] = canonical_json(adapter_state)
-        adapter = BtcMeshAdapter.from_state(host, adapter_state)
+        adapter = BtcMeshAdapter.from_state(host, {"config": adapter_state["config"], "delegations": {}})
+        totals = st.get("adapter_totals") or {"staked": {}, "status": {}}
+        adapter.attach_records(Map(backend=_StoreMapBackend(st, _RECORDS)), totals,
+                               lambda status: _StoreMapBackend(st, f"{_STATUS_INDEX}{status}/").keys())
         yield host, adapter
         if not write:
             return
@@ -212,12 +275,15 @@ class MeshModule(MeshRewardsMixin, Module):
             raise MeshModuleError("cannot change mesh state from a query")
         new: dict[str, Any] = {"balances": {a: {d: str(v) for d, v in sorted(b.items()) if v}
                                             for a, b in sorted(host.balances.items()) if any(b.values())},
-                               "adapter": adapter.to_state()}
+                               "adapter": {"config": asdict(adapter.config)}}
         for role in roles:
-            new["contract/" + role] = host.contracts[cfg["contracts"][role]].to_state()
+            new["contract/" + role] = host.contracts[cfg["contracts"][role]].to_state(with_maps=False)
         for key, value in new.items():
             if canonical_json(value) != raw[key]:
                 st.set(key, value)
+        for role in roles:
+            _write_maps(st, role, host.contracts[cfg["contracts"][role]])
+        _write_records(st, adapter, totals)
 
     def config(self, ctx: Context) -> dict[str, Any]:
         """``{params, admin, contracts: {role: internal address}}``."""
@@ -251,18 +317,18 @@ class MeshModule(MeshRewardsMixin, Module):
                      _REWARDS_ROLE: params.consumer_distribution}
         st.set("config", {"params": asdict(params), "admin": admin, "contracts": contracts})
         for role, addr in contracts.items():
-            st.set("contract/" + role, host.contracts[addr].to_state())
+            st.set("contract/" + role, host.contracts[addr].to_state(with_maps=False))
+            _write_maps(st, role, host.contracts[addr])
         st.set("balances", {})
-        st.set("adapter", adapter.to_state())
+        st.set("adapter", {"config": asdict(adapter.config)})
+        _write_records(st, adapter, {"staked": {}, "status": {}})
 
     def end_block(self, ctx: Context) -> None:
         """Pay this block's consumer rewards, then release matured unbonds and finish withdrawals
         (``process_matured``)."""
         self.pay_block_rewards(ctx)
-        st = self.store(ctx)
-        adapter_state = st.get("adapter")
-        if not adapter_state or not any(r["status"] in ("UNBONDING", "SLASHED", "WITHDRAWING", "WAITING")
-                                         for r in adapter_state["delegations"].values()):
+        counts = (self.store(ctx).get("adapter_totals") or {}).get("status", {})
+        if not any(counts.get(s) for s in MATURING_STATUSES):
             return
         try:
             with self.session(ctx) as (_, adapter):

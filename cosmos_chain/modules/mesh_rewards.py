@@ -56,9 +56,8 @@ class MeshRewardsMixin:
         cfg = st.get("config")
         if not cfg or ROLE not in cfg["contracts"]:
             return
-        adapter_state = st.get("adapter") or {"delegations": {}}
-        if not cfg["params"].get("consumer_native_power") and not any(
-                r["status"] == "ACTIVE" for r in adapter_state["delegations"].values()):
+        active = ((st.get("adapter_totals") or {}).get("status") or {}).get("ACTIVE", 0)
+        if not cfg["params"].get("consumer_native_power") and not active:
             return
         fee_pool = int(((st.get("contract/" + ROLE) or {}).get("state") or {}).get("fee_pool", "0"))
         if not int(cfg["params"].get("block_reward") or 0) and not fee_pool:
@@ -79,7 +78,8 @@ class MeshRewardsMixin:
         if not rec or not rec.get("addr"):
             return
         ext = adapter.config.external_staking
-        if host.query(ext, {"validator_rewards": {"validator": validator}})["commission_recipient"] is not None:
+        # read the commission directly: the ``validator_rewards`` query sums every staker's rewards
+        if (host.contracts[ext].state.get("commission") or {}).get(validator) is not None:
             return
         # the registry accepts any decimal in [0, 1] ("5e-2", 20 digits): 18 places, floored, fixed-point
         rate = format(Decimal(str(rec.get("commission") or "0")).quantize(Decimal("1e-18"), ROUND_FLOOR), "f")

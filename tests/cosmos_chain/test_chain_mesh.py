@@ -286,7 +286,7 @@ def test_mesh_state_is_deterministic_and_in_the_app_hash(chain: Chain) -> None:
     assert chain.app.last_app_hash != before
     replayed = chain.replay(modules=[StubRegistry()])
     assert replayed == [bytes.fromhex(chain.app.get_block(b.height)["result_app_hash"]) for b in chain.blocks]
-    assert json.loads(chain.app.root.data["m/mesh/adapter"])["delegations"][h(1)]["pending_sat"] == 0
+    assert json.loads(chain.app.root.data[f"m/mesh/adapter/delegations/{h(1)}"])["pending_sat"] == 0
 
 
 def test_restart_from_disk_continues_identically(tmp_path) -> None:
