@@ -85,3 +85,51 @@ def test_stored_mesh_state_per_delegation_is_bounded_and_a_status_change_writes_
     for n in sizes:
         for k in seen[n]["act"] | seen[n]["unb"]:
             assert not any(h(i) in k for i in range(1, n + 1)), k
+
+
+def recomputed(items: dict[str, str]) -> tuple[dict, dict[str, set[str]]]:
+    """(totals, status index) recomputed from every stored record."""
+    import json
+    staked: dict[str, int] = {}
+    status: dict[str, int] = {}
+    by_status: dict[str, set[str]] = {}
+    for k, v in items.items():
+        if k.startswith(PRE + "adapter/delegations/"):
+            rec = json.loads(v)
+            status[rec["status"]] = status.get(rec["status"], 0) + 1
+            by_status.setdefault(rec["status"], set()).add(rec["staking_tx_hash"])
+            if rec["status"] == "ACTIVE":
+                staked[rec["validator"]] = staked.get(rec["validator"], 0) + rec["staked_sat"]
+    return {"staked": {v: n for v, n in sorted(staked.items()) if n}, "status": dict(sorted(status.items()))}, by_status
+
+
+def test_adapter_totals_and_status_index_equal_a_recomputation_through_a_lifecycle() -> None:
+    import json
+    chain = chain_with(6)
+    failing = {"staking_tx_hash": h(99), "staker_btc_pk": "5a" * 32, "fp_btc_pk_list": [FP],
+               "staking_value": "not a number"}
+
+    def fails() -> None:
+        before = mesh_items(chain)
+        res = chain.execute(RELAYER, "btc_staking", {"set_status": {"delegation": failing, "status": "ACTIVE"}})
+        assert res.code != 0 and "staking_value" in res.log, res.log
+        assert mesh_items(chain) == before
+
+    steps = [lambda: set_status(chain, 2, "UNBONDING"), lambda: set_status(chain, 3, "WITHDRAWN"),
+             lambda: chain.block(dt=600), lambda: chain.block(dt=600),  # unbonding period (1000 s) matures
+             lambda: set_status(chain, 2, "WITHDRAWN"), lambda: activate(chain, 7),
+             fails]  # a failing status change writes nothing
+    for step in steps:
+        step()
+        items = mesh_items(chain)
+        totals, by_status = recomputed(items)
+        assert json.loads(items[PRE + "adapter_totals"]) == totals
+        stored = {}
+        for k in items:
+            if k.startswith(PRE + "adapter/status/"):
+                s, hh = k[len(PRE + "adapter/status/"):].split("/")
+                stored.setdefault(s, set()).add(hh)
+        assert stored == by_status
+        vs = chain.query("mesh", {"adapter": {"validator_virtual_stake": {"validator": "valA"}}})
+        assert int(vs["staked_sat"]) == totals["staked"].get("valA", 0)
+    assert totals["status"] == {"ACTIVE": 5, "WITHDRAWN": 2}, totals
