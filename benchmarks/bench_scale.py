@@ -38,8 +38,8 @@ from benchmarks.scale_fixture import ScaleChain  # noqa: E402
 BENCH = "scale"
 QUICK_SIZES = (100, 1000)
 FULL_SIZES = (1000, 10_000)
-MESH_QUICK = (30, 100)
-MESH_FULL = (100, 400)
+MESH_QUICK = (100, 1000)
+MESH_FULL = (1000, 10_000)  # mesh state is per key (issue 13): as large as the registry rows
 SMOKE_SIZES, MESH_SMOKE = (10, 30), (5, 10)  # a budget under SMOKE_BUDGET_S (the smoke test): tiny chains
 SMOKE_BUDGET_S = 0.05
 API_CLIENTS = 16
@@ -102,7 +102,7 @@ def _chain_rows(sizes: Sequence[int], budget_s: float, ref: Reference, *, mesh: 
         _grow(chain, n)
         counts = chain.status_counts()
         assert counts.get("ACTIVE", 0) >= n, counts
-        steps = 8 if mesh else 12
+        steps = 12
         pool = _Pool(chain, steps + 1)
         m = ref.bracket(lambda: measure_steps(pool.prepare, pool.op, budget_s, max_steps=steps))
         rows.append(result(BENCH, f"{prefix}activate_one_{n}", "blocks/s", m, ref,
