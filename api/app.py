@@ -111,6 +111,7 @@ def create_app(source: StakingDataSource) -> FastAPI:
         description=DESCRIPTION,
         openapi_tags=TAGS,
         docs_url=None,  # install_docs: Swagger UI with its assets served locally, not from a CDN
+        redoc_url=None,  # FastAPI's ReDoc page loads its script from a CDN: /docs is the local one
     )
     install_docs(app)
     app.state.staking_service = StakingService(source)

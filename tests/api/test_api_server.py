@@ -120,8 +120,8 @@ def test_openapi_every_route_fully_documented():
     assert "404" in spec["paths"]["/v2/delegation"]["get"]["responses"]
     docs = client.get("/docs")
     assert docs.status_code == 200 and "swagger-ui" in docs.text.lower() and "/openapi.json" in docs.text
-    redoc = client.get("/redoc")
-    assert redoc.status_code == 200 and "redoc" in redoc.text.lower()
+    # no page that needs the internet: FastAPI's ReDoc (CDN script) is not served, /docs is local
+    assert client.get("/redoc").status_code == 404
 
 
 def test_hung_chain_times_out_with_503():
