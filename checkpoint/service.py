@@ -513,13 +513,19 @@ class CheckpointService:
         prepared = self._prepare(sub, report, followed_tip)
         if prepared is None:
             return
-        tx, action, body = prepared
-        assert tx.block_hash is not None
+        self._send_one(sub, *prepared, report)
+
+    def _send_one(self, sub: Submission, tx: BtcTx, action: str, body: dict, report: RunReport) -> None:
+        """Send one prepared message in a tx of its own and record the outcome."""
         try:
             chain_hash = self._send_action(action, body)
         except ChainError as exc:
-            self._failed(self.store.submission(sub.key) or sub, exc, report)
+            self._failed(sub, exc, report)
             return
+        self._done(sub, chain_hash, tx, report)
+
+    def _done(self, sub: Submission, chain_hash: str, tx: BtcTx, report: RunReport) -> None:
+        assert tx.block_hash is not None
         self.store.mark_done(sub.key, chain_hash, tx.block_hash)
         report.submitted.append(sub.key)
 
@@ -563,7 +569,7 @@ class CheckpointService:
                 raise InvalidInputError(f"the chain has no message for {sub.kind}")
             return tx, action, self._build_message(sub, tx)
         except ChainError as exc:
-            self._failed(self.store.submission(sub.key) or sub, exc, report)
+            self._failed(sub, exc, report)
             return None
         except InvalidInputError as exc:
             self.store.dead_letter(sub.key, None, f"cannot build attestation: {exc}")
@@ -598,7 +604,7 @@ class CheckpointService:
                 tx_hash, sequence = self.chain.broadcast_msgs(msgs, self.wallet, sequence)
             except ChainError as exc:
                 for sub, *_ in ready[start:]:  # this chunk and every one not sent after it
-                    self._failed(self.store.submission(sub.key) or sub, exc, report)
+                    self._failed(sub, exc, report)
                 break
             inflight.append((tx_hash, chunk))
             if len(inflight) >= self.pipeline_depth:
@@ -613,21 +619,14 @@ class CheckpointService:
         except ChainError as exc:
             if exc.transient or len(chunk) == 1:
                 for sub, *_ in chunk:
-                    self._failed(self.store.submission(sub.key) or sub, exc, report)
+                    self._failed(sub, exc, report)
                 return
             log.info("batch tx %s refused (%s); resending its %d messages one by one", tx_hash, exc, len(chunk))
             for sub, tx, action, body in chunk:
-                try:
-                    one = self._send_action(action, body)
-                except ChainError as exc1:
-                    self._failed(self.store.submission(sub.key) or sub, exc1, report)
-                    continue
-                self.store.mark_done(sub.key, one, tx.block_hash)
-                report.submitted.append(sub.key)
+                self._send_one(sub, tx, action, body, report)
             return
         for sub, tx, _, _ in chunk:
-            self.store.mark_done(sub.key, tx_hash, tx.block_hash)
-            report.submitted.append(sub.key)
+            self._done(sub, tx_hash, tx, report)
 
     def _await_registration(self, sub: Submission, tx: BtcTx, report: RunReport) -> None:
         """A V0 lock without intent the chain does not know: its staker may still register it.
@@ -656,6 +655,8 @@ class CheckpointService:
         return keys
 
     def _failed(self, sub: Submission, exc: ChainError, report: RunReport) -> None:
+        """Dead-letter a permanent failure; retry a transient one with backoff (attempts as stored)."""
+        sub = self.store.submission(sub.key) or sub
         if not exc.transient:
             self.store.dead_letter(sub.key, exc.code, exc.reason)
             report.dead_lettered.append(sub.key)
