@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Iterator, Protocol
 
 from sortedcontainers import SortedList
 
@@ -238,21 +238,17 @@ class CacheKV:
 
     def iter_prefix(self, prefix: str) -> Iterator[tuple[str, str]]:
         """Merged, sorted (key, value) pairs with this prefix."""
-        merged: dict[str, str] = dict(self.parent.iter_prefix(prefix))
-        for k, v in self.writes.items():
-            if k.startswith(prefix):
-                if v is _DELETED:
-                    merged.pop(k, None)
-                else:
-                    merged[k] = v
-        for k in sorted(merged):
-            yield k, merged[k]
+        return self._merged(self.parent.iter_prefix(prefix), lambda k: k.startswith(prefix))
 
     def iter_range(self, lo: str, hi: str) -> Iterator[tuple[str, str]]:
         """Merged, sorted (key, value) pairs with lo <= key < hi."""
-        merged: dict[str, str] = dict(self.parent.iter_range(lo, hi))
+        return self._merged(self.parent.iter_range(lo, hi), lambda k: lo <= k < hi)
+
+    def _merged(self, below: Iterator[tuple[str, str]], inside: Callable[[str], bool]) -> Iterator[tuple[str, str]]:
+        """The parent's pairs overlaid with this journal's writes and deletes of keys ``inside`` selects."""
+        merged: dict[str, str] = dict(below)
         for k, v in self.writes.items():
-            if lo <= k < hi:
+            if inside(k):
                 if v is _DELETED:
                     merged.pop(k, None)
                 else:
