@@ -148,19 +148,22 @@ def _int(body: dict[str, Any], name: str, lo: int = 0) -> int:
     return v
 
 
+def _unit_rate(raw: str, what: str) -> Decimal:
+    """``raw`` as a finite decimal in [0, 1] (InvalidRequestError naming ``what`` otherwise)."""
+    try:
+        rate = Decimal(raw)
+    except InvalidOperation as exc:
+        raise InvalidRequestError(f"{what} is not a decimal: {raw!r:.40}") from exc
+    if not rate.is_finite() or not Decimal(0) <= rate <= Decimal(1):
+        raise InvalidRequestError(f"{what} must be in [0, 1], got {raw}")
+    return rate
+
+
 def _commission_bounds(genesis: dict[str, Any]) -> list[str]:
     """Genesis ``min_commission_rate`` (Babylon's x/btcstaking param, default 0) and
     ``max_commission_rate`` (ours, default 1): every FP's commission must lie between them."""
-    out = []
-    for key, default in (("min_commission_rate", "0"), ("max_commission_rate", "1")):
-        raw = str(genesis.get(key, default))
-        try:
-            rate = Decimal(raw)
-        except InvalidOperation as exc:
-            raise InvalidRequestError(f"btc_staking genesis: {key} is not a decimal: {raw!r:.40}") from exc
-        if not rate.is_finite() or not Decimal(0) <= rate <= Decimal(1):
-            raise InvalidRequestError(f"btc_staking genesis: {key} must be in [0, 1], got {raw}")
-        out.append(str(rate))
+    out = [str(_unit_rate(str(genesis.get(key, default)), f"btc_staking genesis: {key}"))
+           for key, default in (("min_commission_rate", "0"), ("max_commission_rate", "1"))]
     if Decimal(out[0]) > Decimal(out[1]):
         raise InvalidRequestError("btc_staking genesis: min_commission_rate above max_commission_rate")
     return out
@@ -345,12 +348,7 @@ class BtcStakingModule(Module):
     def _add_fp(self, ctx: Context, pk: str, addr: str, description: Any, commission: str, validator: str) -> dict:
         if not isinstance(description, dict) or not all(isinstance(v, str) for v in description.values()):
             raise InvalidRequestError("`description` must be an object of strings ({moniker, ...})")
-        try:
-            rate = Decimal(commission)
-        except InvalidOperation as exc:
-            raise InvalidRequestError(f"`commission` is not a decimal: {commission!r:.40}") from exc
-        if not rate.is_finite() or not Decimal(0) <= rate <= Decimal(1):
-            raise InvalidRequestError(f"`commission` must be in [0, 1], got {commission}")
+        rate = _unit_rate(commission, "`commission`")
         st = self.store(ctx)
         lo, hi = (Decimal(b) for b in st.get("commission_bounds", ["0", "1"]))
         if not lo <= rate <= hi:  # Babylon: commission >= params.min_commission_rate
